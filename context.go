@@ -1,0 +1,52 @@
+package codecrafter
+
+import "context"
+
+type ctxKey int
+
+const (
+	userIDKey ctxKey = iota
+	requestIDKey
+	clientAddrKey
+)
+
+// WithUserID returns ctx carrying the authenticated caller's id.
+func WithUserID(ctx context.Context, userID string) context.Context {
+	return context.WithValue(ctx, userIDKey, userID)
+}
+
+// UserIDFromContext returns the authenticated caller's id, or "".
+func UserIDFromContext(ctx context.Context) string {
+	id, _ := ctx.Value(userIDKey).(string)
+	return id
+}
+
+// RequireUser returns the caller's id or an UNAUTHENTICATED error.
+func RequireUser(ctx context.Context) (string, error) {
+	if id := UserIDFromContext(ctx); id != "" {
+		return id, nil
+	}
+	return "", Errorf(EUNAUTHENTICATED, "authentication required: send a valid access token")
+}
+
+// WithRequestID returns ctx carrying the request id used in logs and errors.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey, id)
+}
+
+// RequestIDFromContext returns the request id, or "".
+func RequestIDFromContext(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// WithClientAddr returns ctx carrying the client's address (for rate limits).
+func WithClientAddr(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, clientAddrKey, addr)
+}
+
+// ClientAddrFromContext returns the client's address, or "".
+func ClientAddrFromContext(ctx context.Context) string {
+	a, _ := ctx.Value(clientAddrKey).(string)
+	return a
+}

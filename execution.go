@@ -1,0 +1,184 @@
+package codecrafter
+
+import (
+	"context"
+	"time"
+)
+
+// ExecutionStatus is where a run is; the contract's enum values.
+type ExecutionStatus string
+
+const (
+	StatusQueued       ExecutionStatus = "QUEUED"
+	StatusRunning      ExecutionStatus = "RUNNING"
+	StatusSucceeded    ExecutionStatus = "SUCCEEDED"
+	StatusFailed       ExecutionStatus = "FAILED"
+	StatusCompileError ExecutionStatus = "COMPILE_ERROR"
+	StatusTimedOut     ExecutionStatus = "TIMED_OUT"
+	StatusMemoryLimit  ExecutionStatus = "MEMORY_LIMIT"
+	StatusOutputLimit  ExecutionStatus = "OUTPUT_LIMIT"
+	StatusCancelled    ExecutionStatus = "CANCELLED"
+	StatusError        ExecutionStatus = "ERROR"
+)
+
+// Final reports whether s is an end state.
+func (s ExecutionStatus) Final() bool { return s != StatusQueued && s != StatusRunning && s != "" }
+
+// OutputStream names a program's output stream.
+type OutputStream string
+
+const (
+	Stdout OutputStream = "STDOUT"
+	Stderr OutputStream = "STDERR"
+)
+
+// OutputChunk is one event of a run, numbered from 1 by Seq: a piece of
+// output (Stream and Data set) or a status change (Stream empty).
+type OutputChunk struct {
+	Seq    int
+	Stream OutputStream // "" for a status change
+	Data   string
+	Status ExecutionStatus // the run's status when the chunk was made
+}
+
+// Execution is one run of some code.
+type Execution struct {
+	ID            string
+	SessionID     string // "" for a private run
+	UserID        string // who asked for it
+	Language      string
+	Code          string
+	Stdin         string
+	TimeLimit     time.Duration
+	MemoryLimitMB int
+
+	Status        ExecutionStatus
+	ExitCode      *int
+	Stdout        string // final values; while running, see Output
+	Stderr        string
+	CompileOutput *string
+	Duration      *time.Duration
+	CreatedAt     time.Time
+	StartedAt     *time.Time
+	FinishedAt    *time.Time
+
+	// Run bookkeeping.
+	Attempt         int // claims so far; a newer claim supersedes older workers
+	WorkerID        string
+	CancelRequested bool
+	Output          []OutputChunk // every chunk so far, by Seq
+}
+
+// NextSeq returns the Seq the next chunk of e gets.
+func (e *Execution) NextSeq() int {
+	if n := len(e.Output); n > 0 {
+		return e.Output[n-1].Seq + 1
+	}
+	return 1
+}
+
+// Result is what a finished run wrote.
+type Result struct {
+	Status        ExecutionStatus
+	ExitCode      *int
+	Stdout        string
+	Stderr        string
+	CompileOutput *string
+	Duration      time.Duration
+	FinishedAt    time.Time
+}
+
+// ExecutionStore persists executions and their output.
+type ExecutionStore interface {
+	// CreateExecution stores e (QUEUED, with its first status chunk).
+	CreateExecution(ctx context.Context, e *Execution) error
+	// Execution returns the execution with id, with all its output chunks;
+	// NOT_FOUND when there is none.
+	Execution(ctx context.Context, id string) (*Execution, error)
+	// ListExecutions returns a session's executions newest first, without
+	// their output chunks.
+	ListExecutions(ctx context.Context, sessionID string, limit int) ([]*Execution, error)
+	// ClaimExecution starts a new attempt of a QUEUED or RUNNING execution
+	// for workerID: status RUNNING, Attempt+1, StartedAt now, and appends
+	// chunk (a RUNNING status change; its Seq is set here). A final
+	// execution gives CONFLICT.
+	ClaimExecution(ctx context.Context, id, workerID string, now time.Time, chunk OutputChunk) (*Execution, error)
+	// AppendOutput adds chunk to a RUNNING execution if attempt is still
+	// the current one and chunk.Seq is the next number; otherwise CONFLICT.
+	AppendOutput(ctx context.Context, id string, attempt int, chunk OutputChunk) error
+	// FinishExecution writes r and the final status chunk if attempt is
+	// still current and the run not final; otherwise CONFLICT.
+	FinishExecution(ctx context.Context, id string, attempt int, r Result, chunk OutputChunk) (*Execution, error)
+	// CancelQueued ends a QUEUED execution as CANCELLED with chunk (its
+	// Seq set here); CONFLICT when it is no longer queued.
+	CancelQueued(ctx context.Context, id string, now time.Time, chunk OutputChunk) (*Execution, error)
+	// RequestCancel flags a RUNNING execution for cancellation; CONFLICT
+	// when it is not running.
+	RequestCancel(ctx context.Context, id string) (*Execution, error)
+	// StuckExecutions returns RUNNING executions started before the time.
+	StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*Execution, error)
+}
+
+// Job is a queued request to run an execution.
+type Job struct {
+	ExecutionID string `json:"executionId"`
+}
+
+// Delivery is a job handed to a consumer.
+type Delivery struct {
+	Job         Job
+	Redelivered bool // the broker handed it out before
+}
+
+// Queue carries jobs from the API to workers, at least once.
+type Queue interface {
+	// Enqueue stores job durably before it returns.
+	Enqueue(ctx context.Context, job Job) error
+	// Consume hands jobs to handle, at most concurrency at a time, until
+	// ctx ends; then it stops taking jobs, waits for running handlers and
+	// returns. A nil error from handle acknowledges the job; an error
+	// requeues it, and a job delivered more than the delivery limit goes
+	// to the dead-letter queue. The ctx given to handle is not cancelled
+	// when Consume's is, but when the job can no longer be acknowledged
+	// (lost connection): the broker hands it out again.
+	Consume(ctx context.Context, concurrency int, handle func(context.Context, Delivery) error) error
+	// ConsumeDead hands dead-lettered jobs to handle until ctx ends; they
+	// are acknowledged whatever handle returns.
+	ConsumeDead(ctx context.Context, handle func(context.Context, Delivery) error) error
+	// Stats reports the queue's depth.
+	Stats(ctx context.Context) (QueueStats, error)
+	// Ping checks the queue is reachable.
+	Ping(ctx context.Context) error
+}
+
+// QueueStats counts jobs by state.
+type QueueStats struct {
+	Ready   int // waiting for a consumer
+	Unacked int // handed out, not yet acknowledged (-1 when unknown)
+	Dead    int // in the dead-letter queue
+}
+
+// Bus fans events out to subscribers on every server replica. Delivery is
+// best effort (at most once): a subscriber that falls behind loses events,
+// so consumers that need everything recover from the store.
+type Bus interface {
+	// Publish sends payload to the topic's current subscribers.
+	Publish(ctx context.Context, topic string, payload []byte) error
+	// Subscribe returns once the subscription is active: events published
+	// after it returns reach the channel, which closes when ctx ends.
+	Subscribe(ctx context.Context, topic string) (<-chan []byte, error)
+	// Ping checks the bus is reachable.
+	Ping(ctx context.Context) error
+}
+
+// Bus topics.
+func ExecutionTopic(executionID string) string       { return "execution:" + executionID }
+func SessionExecutionsTopic(sessionID string) string { return "session-executions:" + sessionID }
+
+// CancelTopic carries ids of running executions to cancel, to every worker.
+const CancelTopic = "execution-cancel"
+
+// Limits on runs.
+const (
+	MaxStdinLen = 1 << 20
+)

@@ -1,0 +1,78 @@
+package codecrafter
+
+import (
+	"context"
+	"time"
+)
+
+// Role is a participant's role in a session.
+type Role string
+
+const (
+	RoleOwner  Role = "OWNER"
+	RoleEditor Role = "EDITOR"
+	RoleViewer Role = "VIEWER"
+)
+
+// Valid reports whether r is one of the three roles.
+func (r Role) Valid() bool { return r == RoleOwner || r == RoleEditor || r == RoleViewer }
+
+// CanEdit reports whether r may change code and run it.
+func (r Role) CanEdit() bool { return r == RoleOwner || r == RoleEditor }
+
+// Session is a shared editing room.
+type Session struct {
+	ID           string
+	Title        string
+	Language     string
+	Code         string
+	Revision     int
+	OwnerID      string
+	InviteCode   string
+	Participants []Participant
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	// Version counts stored writes, for optimistic concurrency in stores.
+	Version int64
+}
+
+// Participant is a user's membership of a session.
+type Participant struct {
+	UserID   string
+	Role     Role
+	JoinedAt time.Time
+}
+
+// Participant returns the membership of userID, if any.
+func (s *Session) Participant(userID string) (Participant, bool) {
+	for _, p := range s.Participants {
+		if p.UserID == userID {
+			return p, true
+		}
+	}
+	return Participant{}, false
+}
+
+// SessionStore persists sessions.
+type SessionStore interface {
+	// CreateSession stores s; CONFLICT when its invite code is taken.
+	CreateSession(ctx context.Context, s *Session) error
+	// Session returns the session with id; NOT_FOUND when there is none.
+	Session(ctx context.Context, id string) (*Session, error)
+	// SessionByInviteCode returns the session with that invite code; NOT_FOUND when there is none.
+	SessionByInviteCode(ctx context.Context, code string) (*Session, error)
+	// SessionsForUser returns the sessions userID takes part in, newest first.
+	SessionsForUser(ctx context.Context, userID string) ([]*Session, error)
+	// UpdateSession reads the session, applies fn and stores the result
+	// atomically, retrying fn when another write got there first. An error
+	// from fn aborts with that error. It returns the stored session.
+	UpdateSession(ctx context.Context, id string, fn func(*Session) error) (*Session, error)
+	// DeleteSession removes the session; NOT_FOUND when there is none.
+	DeleteSession(ctx context.Context, id string) error
+}
+
+// Limits on session fields.
+const (
+	MaxTitleLen = 200
+	MaxCodeLen  = 64 << 10 // bytes, for session code and for runs
+)
