@@ -6,6 +6,7 @@ type ctxKey int
 
 const (
 	userIDKey ctxKey = iota
+	authErrKey
 	requestIDKey
 	clientAddrKey
 )
@@ -21,10 +22,21 @@ func UserIDFromContext(ctx context.Context) string {
 	return id
 }
 
-// RequireUser returns the caller's id or an UNAUTHENTICATED error.
+// WithAuthError returns ctx recording why the presented token was refused,
+// so operations that need a caller can say why (expired, malformed...)
+// while operations that don't (login, register) still work.
+func WithAuthError(ctx context.Context, err error) context.Context {
+	return context.WithValue(ctx, authErrKey, err)
+}
+
+// RequireUser returns the caller's id, or an UNAUTHENTICATED error saying
+// why there is none.
 func RequireUser(ctx context.Context) (string, error) {
 	if id := UserIDFromContext(ctx); id != "" {
 		return id, nil
+	}
+	if err, _ := ctx.Value(authErrKey).(error); err != nil {
+		return "", err
 	}
 	return "", Errorf(EUNAUTHENTICATED, "authentication required: send a valid access token")
 }
