@@ -18,7 +18,7 @@ const (
 func (r Role) Valid() bool { return r == RoleOwner || r == RoleEditor || r == RoleViewer }
 
 // CanEdit reports whether r may change code and run it.
-func (r Role) CanEdit() bool { return r == RoleOwner || r == RoleEditor }
+func (r Role) CanEdit() bool { return r.Can(ActionEdit) && r.Can(ActionRun) }
 
 // Session is a shared editing room.
 type Session struct {
@@ -76,3 +76,39 @@ const (
 	MaxTitleLen = 200
 	MaxCodeLen  = 64 << 10 // bytes, for session code and for runs
 )
+
+// Action is something a participant does in a session.
+type Action string
+
+const (
+	ActionRead     Action = "read"     // see the session, its code and runs
+	ActionChat     Action = "chat"     // send messages, typing indicators
+	ActionEdit     Action = "edit"     // change the code
+	ActionRun      Action = "run"      // execute code in the session
+	ActionSettings Action = "settings" // change title and language
+	ActionManage   Action = "manage"   // roles, removals, invite code, delete
+)
+
+// permissions is the role/permission matrix, in one place.
+var permissions = map[Role]map[Action]bool{
+	RoleOwner:  {ActionRead: true, ActionChat: true, ActionEdit: true, ActionRun: true, ActionSettings: true, ActionManage: true},
+	RoleEditor: {ActionRead: true, ActionChat: true, ActionEdit: true, ActionRun: true, ActionSettings: true},
+	RoleViewer: {ActionRead: true, ActionChat: true},
+}
+
+// Can reports whether role r allows action a.
+func (r Role) Can(a Action) bool { return permissions[r][a] }
+
+// Authorize checks that userID takes part in s and that their role allows
+// action. Non-participants get NOT_FOUND (a session's existence is not
+// revealed to outsiders); participants whose role forbids it get FORBIDDEN.
+func (s *Session) Authorize(userID string, action Action) (Participant, error) {
+	p, ok := s.Participant(userID)
+	if !ok {
+		return Participant{}, Errorf(ENOTFOUND, "session %s not found", s.ID)
+	}
+	if !p.Role.Can(action) {
+		return p, Errorf(EFORBIDDEN, "your role %s does not allow %s in this session", p.Role, action)
+	}
+	return p, nil
+}
