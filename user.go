@@ -67,20 +67,19 @@ func ValidatePassword(p string) error {
 	return nil
 }
 
-// NormalizeName trims a display name and checks it is 1 to MaxNameLen
-// printable characters.
-func NormalizeName(field, name string) (string, error) {
-	n := strings.TrimSpace(name)
-	if n == "" {
+// NormalizeText trims a one-line text field (a name, a title) and checks
+// it is 1 to maxLen characters with no control characters.
+func NormalizeText(field, text string, maxLen int) (string, error) {
+	t := strings.TrimSpace(text)
+	switch {
+	case t == "":
 		return "", Errorf(EINVALID, "%s: must not be empty", field)
+	case !utf8.ValidString(t) || strings.ContainsFunc(t, isControl):
+		return "", Errorf(EINVALID, "%s: must be valid UTF-8 without control characters", field)
+	case utf8.RuneCountInString(t) > maxLen:
+		return "", Errorf(EINVALID, "%s: at most %d characters", field, maxLen)
 	}
-	if utf8.RuneCountInString(n) > MaxNameLen {
-		return "", Errorf(EINVALID, "%s: at most %d characters", field, MaxNameLen)
-	}
-	if !utf8.ValidString(n) || strings.ContainsFunc(n, isControl) {
-		return "", Errorf(EINVALID, "%s: must not contain control characters", field)
-	}
-	return n, nil
+	return t, nil
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
