@@ -1,0 +1,160 @@
+package redis_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/bustest"
+	"github.com/codecrafter/codecrafter/internal/testenv"
+	"github.com/codecrafter/codecrafter/limitertest"
+	"github.com/codecrafter/codecrafter/redis"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// client connects to the test Redis; callers namespace their keys.
+func client(t *testing.T) *goredis.Client {
+	t.Helper()
+	c, err := redis.Open(testenv.Context(t, 10*time.Second), testenv.RedisURL(t))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// prefix returns a key prefix no other test uses.
+func prefix() string { return "test:" + codecrafter.NewID() + ":" }
+
+func TestOpen(t *testing.T) {
+	t.Parallel()
+	client(t)
+	for _, url := range []string{"not a url", "redis://127.0.0.1:1/0"} {
+		c, err := redis.Open(testenv.Context(t, 10*time.Second), url)
+		if !codecrafter.IsCode(err, codecrafter.EUNAVAILABLE) {
+			t.Errorf("Open(%q) = %v, %v; want UNAVAILABLE", url, c, err)
+		}
+	}
+}
+
+func TestBus(t *testing.T) {
+	t.Parallel()
+	bustest.Test(t, func(t *testing.T) codecrafter.Bus {
+		return redis.NewBus(client(t), prefix(), slog.New(slog.DiscardHandler))
+	})
+}
+
+// TestBusAcrossClients checks that events reach subscribers on another
+// connection, as they would on another replica.
+func TestBusAcrossClients(t *testing.T) {
+	t.Parallel()
+	p := prefix()
+	pub := redis.NewBus(client(t), p, slog.New(slog.DiscardHandler))
+	sub := redis.NewBus(client(t), p, slog.New(slog.DiscardHandler))
+	events, err := sub.Subscribe(testenv.Context(t, time.Minute), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(context.Background(), "t", []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-events:
+		if string(got) != "hi" {
+			t.Fatalf("got %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	t.Parallel()
+	limitertest.Test(t, func(t *testing.T, max int, window time.Duration) codecrafter.Limiter {
+		c := client(t)
+		p := prefix()
+		t.Cleanup(func() { deleteKeys(t, c, p) })
+		return redis.NewLimiter(c, p, max, window)
+	})
+}
+
+// deleteKeys removes the keys a test left under prefix.
+func deleteKeys(t *testing.T, c *goredis.Client, prefix string) {
+	ctx := context.Background()
+	keys, err := c.Keys(ctx, prefix+"*").Result()
+	if err == nil && len(keys) > 0 {
+		err = c.Del(ctx, keys...).Err()
+	}
+	if err != nil {
+		t.Errorf("deleting test keys: %v", err)
+	}
+}
+
+// TestBusSurvivesConnectionLoss kills the bus's pub/sub connection on the
+// server: the bus must redial and resubscribe by itself.
+func TestBusSurvivesConnectionLoss(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t, time.Minute)
+	name := "test-" + codecrafter.NewID()
+	c, err := redis.Open(ctx, testenv.RedisURL(t)+"?client_name="+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	bus := redis.NewBus(c, prefix(), slog.New(slog.DiscardHandler))
+	events, err := bus.Subscribe(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	killed, err := c.ClientKillByFilter(ctx, "ID", pubsubID(t, c, name)).Result()
+	if err != nil || killed != 1 {
+		t.Fatalf("CLIENT KILL = %d, %v", killed, err)
+	}
+
+	// Nothing signals the resubscription: publish until an event arrives.
+	deadline := time.After(20 * time.Second)
+	for {
+		if err := bus.Publish(ctx, "t", []byte("after")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-events:
+			if string(got) != "after" {
+				t.Fatalf("got %q", got)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no event after the connection was killed")
+		}
+	}
+}
+
+// pubsubID returns the id of the subscribed connection named name (only
+// this test's connections carry its name).
+func pubsubID(t *testing.T, c *goredis.Client, name string) string {
+	t.Helper()
+	list, err := c.ClientList(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(list, "\n") {
+		if strings.Contains(line, " name="+name+" ") && strings.Contains(line, " sub=1 ") {
+			for _, f := range strings.Fields(line) {
+				if id, ok := strings.CutPrefix(f, "id="); ok {
+					return id
+				}
+			}
+		}
+	}
+	t.Fatalf("no subscribed connection named %s in:\n%s", name, list)
+	return ""
+}
