@@ -1,0 +1,185 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/felixge/httpsnoop"
+
+	"github.com/codecrafter/codecrafter"
+)
+
+// Security headers of every response. The API's CSP forbids everything: it
+// serves JSON, never documents.
+const apiCSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// maxRequestIDLen bounds an accepted incoming X-Request-ID.
+const maxRequestIDLen = 64
+
+// logger returns the server's logger with the request id of ctx.
+func (s *Server) logger(ctx context.Context) *slog.Logger {
+	if id := codecrafter.RequestIDFromContext(ctx); id != "" {
+		return s.log.With("request_id", id)
+	}
+	return s.log
+}
+
+// withRequest is the outermost middleware: request id (X-Request-ID in and
+// out), client address, security headers, one access-log line and the
+// HTTP metrics per request, and a last-resort recover.
+func (s *Server) withRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-ID")
+		if !saneRequestID(id) {
+			id = codecrafter.NewID()
+		}
+		h := w.Header()
+		h.Set("X-Request-ID", id)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Content-Security-Policy", apiCSP)
+
+		client := s.clientAddr(r)
+		ctx := codecrafter.WithClientAddr(codecrafter.WithRequestID(r.Context(), id), client)
+		r = r.WithContext(ctx)
+		var rec responseRecord
+		rw := rec.wrap(w)
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.logger(ctx).Error("panic serving HTTP", "panic", p, "stack", string(debug.Stack()))
+				if rec.status == 0 {
+					writeError(rw, r, http.StatusInternalServerError, codecrafter.EINTERNAL, "internal error")
+				}
+			}
+			if rec.status == 0 {
+				rec.status = http.StatusOK
+			}
+			d := time.Since(start)
+			route := routeLabel(r.URL.Path)
+			s.metrics.observeHTTP(route, r.Method, rec.status, d)
+			level := slog.LevelInfo
+			switch {
+			case rec.status >= 500:
+				level = slog.LevelWarn
+			case route == "/healthz" || route == "/readyz" || route == "/metrics":
+				level = slog.LevelDebug
+			}
+			s.log.LogAttrs(ctx, level, "request",
+				slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", rec.status), slog.Duration("duration", d),
+				slog.Int64("bytes", rec.bytes), slog.String("client", client),
+				slog.String("request_id", id))
+		}()
+		next.ServeHTTP(rw, r)
+	})
+}
+
+// responseRecord notes what a handler answered; a hijacked (WebSocket)
+// connection counts as 101.
+type responseRecord struct {
+	status int
+	bytes  int64
+}
+
+func (rec *responseRecord) wrap(w http.ResponseWriter) http.ResponseWriter {
+	return httpsnoop.Wrap(w, httpsnoop.Hooks{
+		WriteHeader: func(next httpsnoop.WriteHeaderFunc) httpsnoop.WriteHeaderFunc {
+			return func(code int) {
+				if rec.status == 0 {
+					rec.status = code
+				}
+				next(code)
+			}
+		},
+		Write: func(next httpsnoop.WriteFunc) httpsnoop.WriteFunc {
+			return func(b []byte) (int, error) {
+				if rec.status == 0 {
+					rec.status = http.StatusOK
+				}
+				n, err := next(b)
+				rec.bytes += int64(n)
+				return n, err
+			}
+		},
+		ReadFrom: func(next httpsnoop.ReadFromFunc) httpsnoop.ReadFromFunc {
+			return func(src io.Reader) (int64, error) {
+				if rec.status == 0 {
+					rec.status = http.StatusOK
+				}
+				n, err := next(src)
+				rec.bytes += n
+				return n, err
+			}
+		},
+		Hijack: func(next httpsnoop.HijackFunc) httpsnoop.HijackFunc {
+			return func() (net.Conn, *bufio.ReadWriter, error) {
+				c, brw, err := next()
+				if err == nil {
+					rec.status = http.StatusSwitchingProtocols
+				}
+				return c, brw, err
+			}
+		},
+	})
+}
+
+// routeLabel maps a path to its route, bounding the metric label.
+func routeLabel(path string) string {
+	switch {
+	case path == "/graphql", path == "/", path == "/healthz", path == "/readyz", path == "/metrics":
+		return path
+	case strings.HasPrefix(path, "/assets/"):
+		return "/assets"
+	}
+	return "other"
+}
+
+// saneRequestID accepts short ids of letters, digits and -_.: only, so a
+// client cannot inject anything into logs or headers.
+func saneRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestIDLen {
+		return false
+	}
+	for _, c := range []byte(id) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '_' || c == '.' || c == ':'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// clientAddr is the caller's IP: the first X-Forwarded-For hop when the
+// proxy is trusted and it is a valid address, else the connection's peer.
+func (s *Server) clientAddr(r *http.Request) string {
+	if s.cfg.TrustProxy {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			first, _, _ := strings.Cut(xff, ",")
+			if ip, err := netip.ParseAddr(strings.TrimSpace(first)); err == nil {
+				return ip.Unmap().String()
+			}
+		}
+	}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

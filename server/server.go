@@ -1,0 +1,223 @@
+// Package server is CodeCrafter's HTTP surface: GraphQL over POST, GET and
+// WebSocket on /graphql (gqlgen), the GraphiQL page on /, health and
+// readiness probes, Prometheus metrics, and the hardening around them
+// (request ids, auth, CORS, security headers, body, depth and complexity
+// limits, one error presenter).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vektah/gqlparser/v2/ast"
+)
+
+// Config tunes the server. The zero value is a safe production setup:
+// introspection, suggestions and GraphiQL off, no cross-origin access, and
+// the limits below. A negative limit disables that limit.
+type Config struct {
+	// AllowedOrigins are the cross-origin callers (CORS and WebSocket
+	// Origin), as scheme://host[:port]. Same-origin requests and requests
+	// without an Origin header are always allowed. No wildcards.
+	AllowedOrigins []string
+	// Introspection enables __schema/__type queries (GraphiQL needs it).
+	Introspection bool
+	// Suggestions enables "Did you mean ...?" hints in validation errors.
+	Suggestions bool
+	// GraphiQL serves the GraphiQL IDE on GET /.
+	GraphiQL bool
+	// TrustProxy takes the client address from the first X-Forwarded-For
+	// hop instead of the connection's remote address.
+	TrustProxy bool
+
+	// MaxBodyBytes caps a request body (default 1 MiB); larger gets 413.
+	MaxBodyBytes int64
+	// ComplexityLimit caps gqlgen's query complexity (default 1000).
+	ComplexityLimit int
+	// DepthLimit caps the nesting of fields, fragments included and
+	// introspection fields excluded (default 12).
+	DepthLimit int
+	// ParserTokenLimit caps the tokens of a query document (default 10000).
+	ParserTokenLimit int
+	// RequestTimeout bounds an HTTP GraphQL request's context (default
+	// 30s); WebSockets are not affected.
+	RequestTimeout time.Duration
+	// ReadyTimeout bounds each readiness check (default 2s).
+	ReadyTimeout time.Duration
+
+	// WebSocketKeepAlive is the interval of keep-alive messages: "ka" on
+	// graphql-ws, ping (a missing pong within twice the interval closes
+	// the socket) on graphql-transport-ws. Default 15s.
+	WebSocketKeepAlive time.Duration
+	// WebSocketInitTimeout is how long a socket may stay without
+	// connection_init (default 10s).
+	WebSocketInitTimeout time.Duration
+	// WebSocketReadLimit caps one WebSocket message (default MaxBodyBytes).
+	WebSocketReadLimit int64
+}
+
+// Defaults of the zero fields of Config.
+const (
+	DefaultMaxBodyBytes         = 1 << 20
+	DefaultComplexityLimit      = 1000
+	DefaultDepthLimit           = 12
+	DefaultParserTokenLimit     = 10000
+	DefaultRequestTimeout       = 30 * time.Second
+	DefaultReadyTimeout         = 2 * time.Second
+	DefaultWebSocketKeepAlive   = 15 * time.Second
+	DefaultWebSocketInitTimeout = 10 * time.Second
+)
+
+func (c *Config) setDefaults() {
+	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&c.ComplexityLimit, DefaultComplexityLimit)
+	setDefault(&c.DepthLimit, DefaultDepthLimit)
+	setDefault(&c.ParserTokenLimit, DefaultParserTokenLimit)
+	setDefault(&c.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&c.ReadyTimeout, DefaultReadyTimeout)
+	setDefault(&c.WebSocketKeepAlive, DefaultWebSocketKeepAlive)
+	setDefault(&c.WebSocketInitTimeout, DefaultWebSocketInitTimeout)
+	setDefault(&c.WebSocketReadLimit, c.MaxBodyBytes)
+}
+
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// Deps are what the server calls out to.
+type Deps struct {
+	// Schema is the generated executable schema (required).
+	Schema graphql.ExecutableSchema
+	// Authenticate checks an access token and returns its user id. A
+	// refused token should be an UNAUTHENTICATED *codecrafter.Error saying
+	// why (expired, malformed...). Nil: every caller is anonymous.
+	Authenticate func(ctx context.Context, accessToken string) (userID string, err error)
+	// Ready are the readiness checks /readyz runs, by name (store, bus...).
+	Ready map[string]func(context.Context) error
+	// Logger receives access logs and errors (nil: discard).
+	Logger *slog.Logger
+	// Registerer gets the server's metrics and Gatherer is served on
+	// /metrics. Both nil: a private registry. Gatherer nil: the Registerer
+	// when it is also a Gatherer (like *prometheus.Registry).
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+}
+
+// Server is the HTTP surface. Build it with New.
+type Server struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	origins originPolicy
+	metrics *metrics
+	handler http.Handler
+
+	// shutdown is cancelled by Shutdown: /readyz turns 503 and every
+	// WebSocket closes (http.Server.Shutdown leaves hijacked ones alone).
+	shutdown     context.Context
+	shutdownOnce sync.Once
+	stop         context.CancelFunc
+}
+
+// New builds a server. It fails on a missing schema, a malformed allowed
+// origin, or metrics that cannot be registered.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Schema == nil {
+		return nil, errors.New("server: Deps.Schema is required")
+	}
+	cfg.setDefaults()
+	origins, err := newOriginPolicy(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registerer == nil && deps.Gatherer == nil {
+		reg := prometheus.NewRegistry()
+		deps.Registerer, deps.Gatherer = reg, reg
+	}
+	if deps.Gatherer == nil {
+		g, ok := deps.Registerer.(prometheus.Gatherer)
+		if !ok {
+			return nil, errors.New("server: Deps.Gatherer is required when the Registerer is not a Gatherer")
+		}
+		deps.Gatherer = g
+	}
+	if deps.Registerer == nil {
+		return nil, errors.New("server: Deps.Registerer is required with a Gatherer")
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("server: registering metrics: %w", err)
+	}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, origins: origins, metrics: m}
+	s.shutdown, s.stop = context.WithCancel(context.Background())
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the root handler with every route and middleware.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Shutdown makes /readyz answer 503 and closes every WebSocket (1000,
+// "terminated"), cancelling their subscriptions. HTTPServer registers it
+// with http.Server.RegisterOnShutdown; call it earlier to drain first.
+func (s *Server) Shutdown() {
+	s.shutdownOnce.Do(func() {
+		s.log.Info("server shutting down: closing websockets")
+		s.stop()
+	})
+}
+
+// graphQLHandler is gqlgen's server with our transports, limits and
+// presenter.
+func (s *Server) graphQLHandler() http.Handler {
+	h := handler.New(s.deps.Schema)
+	h.AddTransport(transport.Websocket{
+		Implementation:        &gorillaWebsocket{s: s},
+		InitFunc:              s.websocketInit,
+		InitTimeout:           s.cfg.WebSocketInitTimeout,
+		ErrorFunc:             s.websocketError,
+		KeepAlivePingInterval: s.cfg.WebSocketKeepAlive,
+		PingPongInterval:      s.cfg.WebSocketKeepAlive,
+		PayloadReadLimit:      &s.cfg.WebSocketReadLimit,
+	})
+	h.AddTransport(transport.Options{})
+	h.AddTransport(transport.GET{})
+	h.AddTransport(transport.POST{})
+
+	h.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	h.SetErrorPresenter(s.presentError)
+	h.SetRecoverFunc(s.recoverPanic)
+	h.SetDisableSuggestion(!s.cfg.Suggestions)
+	if s.cfg.ParserTokenLimit > 0 {
+		h.SetParserTokenLimit(s.cfg.ParserTokenLimit)
+	}
+
+	h.Use(s.metrics) // first, so it sees every operation and error
+	h.Use(transportGuard{})
+	if s.cfg.Introspection {
+		h.Use(extension.Introspection{})
+	} else {
+		h.Use(noIntrospection{})
+	}
+	h.Use(queryShape{maxDepth: s.cfg.DepthLimit, maxFields: maxExpandedFields})
+	if s.cfg.ComplexityLimit > 0 {
+		h.Use(extension.FixedComplexityLimit(s.cfg.ComplexityLimit))
+	}
+	return h
+}
