@@ -1,0 +1,189 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// Labels on every sandbox container.
+const (
+	LabelInstance = "org.codecrafter.sandbox"          // the runner's Config.Instance
+	LabelLanguage = "org.codecrafter.sandbox.language" // language id
+	workDir       = "/box"
+	boxUser       = "65534:65534" // nobody
+)
+
+// baseEnv is the whole environment of user programs, before the
+// language's own variables: nothing comes from the host.
+var baseEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=" + workDir, "TMPDIR=/tmp", "LANG=C.UTF-8",
+}
+
+// box is one started container whose ccbox waits for its job.
+type box struct {
+	id       string
+	lang     *Language
+	memoryMB int
+	conn     client.HijackedResponse // attached stdin/stdout/stderr
+	waited   client.ContainerWaitResult
+	stopped  bool // waited has delivered
+}
+
+// createOptions is the hardened container: no network, read-only root,
+// size-capped tmpfs work dir (the only place with exec), unprivileged
+// user, no capabilities, no privilege gain, default seccomp, pids, memory
+// (no swap), CPU and file limits, tini as init, empty environment, no
+// log storage.
+func (d *Docker) createOptions(l *Language, memoryMB int) client.ContainerCreateOptions {
+	yes := true
+	pids := d.cfg.PidsLimit
+	mem := int64(memoryMB) << 20
+	tmpfs := int64(d.cfg.TmpfsMB) << 20
+	oomAdj := 500 // the host's OOM killer picks boxes before host processes
+	return client.ContainerCreateOptions{
+		Config: &container.Config{
+			Image:           l.Image,
+			Entrypoint:      []string{HelperPath},
+			User:            boxUser,
+			WorkingDir:      workDir,
+			Hostname:        "box",
+			Env:             []string{},
+			AttachStdin:     true,
+			AttachStdout:    true,
+			AttachStderr:    true,
+			OpenStdin:       true,
+			StdinOnce:       true, // our disconnect closes ccbox's stdin: an orphan exits
+			NetworkDisabled: true,
+			Labels:          map[string]string{LabelInstance: d.cfg.Instance, LabelLanguage: l.ID},
+		},
+		HostConfig: &container.HostConfig{
+			NetworkMode:    "none",
+			ReadonlyRootfs: true,
+			Tmpfs: map[string]string{
+				workDir: fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,uid=65534,gid=65534,mode=0700", tmpfs),
+				"/tmp":  fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,mode=1777", tmpfs),
+			},
+			ShmSize:     8 << 20,
+			CapDrop:     []string{"ALL"},
+			SecurityOpt: []string{"no-new-privileges"},
+			Init:        &yes,
+			LogConfig:   container.LogConfig{Type: "none"},
+			Runtime:     d.cfg.OCIRuntime,
+			OomScoreAdj: oomAdj,
+			IpcMode:     "private",
+			Resources: container.Resources{
+				Memory:     mem,
+				MemorySwap: mem,
+				NanoCPUs:   int64(d.cfg.CPUs * 1e9),
+				PidsLimit:  &pids,
+				Ulimits: []*container.Ulimit{
+					{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile},
+					{Name: "fsize", Soft: tmpfs, Hard: tmpfs},
+					{Name: "core", Soft: 0, Hard: 0},
+				},
+			},
+		},
+	}
+}
+
+// startBox creates, attaches and starts a container; ccbox then blocks
+// reading its job. On any error the container is removed.
+func (d *Docker) startBox(ctx context.Context, l *Language, memoryMB int) (b *box, err error) {
+	created, err := d.cli.ContainerCreate(ctx, d.createOptions(l, memoryMB))
+	if err != nil {
+		return nil, fmt.Errorf("create %s container: %w", l.ID, err)
+	}
+	b = &box{id: created.ID, lang: l, memoryMB: memoryMB}
+	defer func() {
+		if err != nil {
+			d.remove(b)
+		}
+	}()
+	att, err := d.cli.ContainerAttach(ctx, b.id, client.ContainerAttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return b, fmt.Errorf("attach: %w", err)
+	}
+	b.conn = att.HijackedResponse
+	if _, err := d.cli.ContainerStart(ctx, b.id, client.ContainerStartOptions{}); err != nil {
+		return b, fmt.Errorf("start: %w", err)
+	}
+	// Not tied to ctx: a pooled box outlives the filler's call. It ends
+	// when the container stops or the box is removed.
+	b.waited = d.cli.ContainerWait(context.WithoutCancel(ctx), b.id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	return b, nil
+}
+
+// kill stops the container at once; errors (already stopped) are moot.
+func (d *Docker) kill(b *box) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = d.cli.ContainerKill(ctx, b.id, client.ContainerKillOptions{Signal: "KILL"})
+}
+
+// remove force-removes the container and closes our end of its streams.
+// It does not take the run's ctx: removal must happen after cancellation.
+func (d *Docker) remove(b *box) {
+	if b.conn.Conn != nil {
+		b.conn.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := d.cli.ContainerRemove(ctx, b.id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
+		d.log.Error("sandbox: remove container", "container", b.id, "err", err)
+	}
+	// ContainerWait's goroutine blocks until its result is received.
+	if b.waited.Result != nil && !b.stopped {
+		select {
+		case <-b.waited.Result:
+		case <-b.waited.Error:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// demux reads the stdout stream of docker's multiplexed attach stream
+// (8-byte headers: stream, 0, 0, 0, big-endian size). ccbox's own stderr
+// is kept, capped, for diagnostics.
+type demux struct {
+	r      io.Reader
+	left   int // bytes left of the current stdout payload
+	stderr []byte
+}
+
+func (m *demux) Read(p []byte) (int, error) {
+	for m.left == 0 {
+		var h [8]byte
+		if _, err := io.ReadFull(m.r, h[:]); err != nil {
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			return 0, err
+		}
+		n := int(binary.BigEndian.Uint32(h[4:]))
+		switch h[0] {
+		case 1:
+			m.left = n
+		default: // stderr (2) or anything else: ccbox diagnostics
+			buf := make([]byte, n)
+			if _, err := io.ReadFull(m.r, buf); err != nil {
+				return 0, io.EOF
+			}
+			if room := 4096 - len(m.stderr); room > 0 {
+				m.stderr = append(m.stderr, buf[:min(room, n)]...)
+			}
+		}
+	}
+	n, err := m.r.Read(p[:min(len(p), m.left)])
+	m.left -= n
+	if err == io.EOF && m.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}

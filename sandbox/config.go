@@ -1,0 +1,136 @@
+package sandbox
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config tunes the Docker runner. Zero fields take DefaultConfig's values.
+type Config struct {
+	// Instance names this runner in container labels. The start-up sweep
+	// removes leftover containers of the same instance only, so runners
+	// sharing one engine need distinct names.
+	Instance string
+	// OCIRuntime selects the engine's runtime ("" = its default, runc;
+	// "runsc" for gVisor once registered in daemon.json).
+	OCIRuntime string
+
+	DefaultTimeLimit time.Duration // run step, when the request has none
+	MaxTimeLimit     time.Duration // requests above are capped
+	CompileTimeLimit time.Duration // compile step
+	DefaultMemoryMB  int           // when the request has none; also the pool's
+	MaxMemoryMB      int           // requests above are capped
+	OutputLimit      int           // bytes of stdout+stderr before OUTPUT_LIMIT
+	CompileOutput    int           // bytes of compiler output kept
+	PidsLimit        int64         // processes and threads in a box (default 64; 256 under runsc)
+	TmpfsMB          int           // size of /box (exec) and of /tmp (noexec) each
+	CPUs             float64       // CPU quota of a box
+	NoFile           int64         // open files per process
+	// Pool is how many started containers wait per language id. The
+	// default keeps one warm for python and javascript, the languages
+	// people run most and whose runs are short enough that container
+	// start-up (~0.5 s) dominates; compiled languages spend seconds in
+	// their compilers, so a warm container saves them proportionally
+	// little while costing idle memory per language.
+	Pool map[string]int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Instance:         "default",
+		DefaultTimeLimit: 5 * time.Second,
+		MaxTimeLimit:     30 * time.Second,
+		CompileTimeLimit: 30 * time.Second,
+		DefaultMemoryMB:  256,
+		MaxMemoryMB:      1024,
+		OutputLimit:      1 << 20,
+		CompileOutput:    64 << 10,
+		PidsLimit:        64,
+		TmpfsMB:          64,
+		CPUs:             1,
+		NoFile:           256,
+		Pool:             map[string]int{"python": 1, "javascript": 1},
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	set := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	if c.Instance == "" {
+		c.Instance = d.Instance
+	}
+	if c.DefaultTimeLimit == 0 {
+		c.DefaultTimeLimit = d.DefaultTimeLimit
+	}
+	if c.MaxTimeLimit == 0 {
+		c.MaxTimeLimit = d.MaxTimeLimit
+	}
+	if c.CompileTimeLimit == 0 {
+		c.CompileTimeLimit = d.CompileTimeLimit
+	}
+	set(&c.DefaultMemoryMB, d.DefaultMemoryMB)
+	set(&c.MaxMemoryMB, d.MaxMemoryMB)
+	set(&c.OutputLimit, d.OutputLimit)
+	set(&c.CompileOutput, d.CompileOutput)
+	set(&c.TmpfsMB, d.TmpfsMB)
+	if c.PidsLimit == 0 {
+		c.PidsLimit = d.PidsLimit
+		if c.OCIRuntime == "runsc" {
+			// gVisor's own sentry and gofer threads count against the
+			// container's pids cgroup: 64 starves them.
+			c.PidsLimit = 256
+		}
+	}
+	if c.CPUs == 0 {
+		c.CPUs = d.CPUs
+	}
+	if c.NoFile == 0 {
+		c.NoFile = d.NoFile
+	}
+	if c.Pool == nil {
+		c.Pool = d.Pool
+	}
+	return c
+}
+
+func (c Config) validate(reg *Registry) error {
+	switch {
+	case c.DefaultTimeLimit > c.MaxTimeLimit:
+		return fmt.Errorf("sandbox: default time limit %s above the maximum %s", c.DefaultTimeLimit, c.MaxTimeLimit)
+	case c.DefaultMemoryMB > c.MaxMemoryMB:
+		return fmt.Errorf("sandbox: default memory %d MB above the maximum %d MB", c.DefaultMemoryMB, c.MaxMemoryMB)
+	case c.DefaultMemoryMB < 16:
+		return fmt.Errorf("sandbox: memory limit %d MB is too small", c.DefaultMemoryMB)
+	case c.PidsLimit < 8 || c.CPUs <= 0 || c.TmpfsMB < 1 || c.OutputLimit < 1:
+		return fmt.Errorf("sandbox: pids limit, CPUs, tmpfs size and output limit must be positive")
+	}
+	for id, n := range c.Pool {
+		if _, ok := reg.Language(id); !ok || n < 0 {
+			return fmt.Errorf("sandbox: pool size %d for unknown language %q", n, id)
+		}
+	}
+	return nil
+}
+
+// limits are the resolved limits of one run.
+type limits struct {
+	time     time.Duration
+	memoryMB int
+}
+
+// limitsFor applies defaults, the language's floor and the maximums.
+func (c Config) limitsFor(l *Language, timeLimit time.Duration, memoryMB int) limits {
+	if timeLimit <= 0 {
+		timeLimit = c.DefaultTimeLimit
+	}
+	if memoryMB <= 0 {
+		memoryMB = c.DefaultMemoryMB
+	}
+	memoryMB = max(memoryMB, l.MinMemoryMB)
+	return limits{time: min(timeLimit, c.MaxTimeLimit), memoryMB: min(memoryMB, c.MaxMemoryMB)}
+}
