@@ -61,7 +61,8 @@ type SessionStore interface {
 	Session(ctx context.Context, id string) (*Session, error)
 	// SessionByInviteCode returns the session with that invite code; NOT_FOUND when there is none.
 	SessionByInviteCode(ctx context.Context, code string) (*Session, error)
-	// SessionsForUser returns the sessions userID takes part in, newest first.
+	// SessionsForUser returns the sessions userID takes part in, newest
+	// (most recently created) first.
 	SessionsForUser(ctx context.Context, userID string) ([]*Session, error)
 	// UpdateSession reads the session, applies fn and stores the result
 	// atomically, retrying fn when another write got there first. An error

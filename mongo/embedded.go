@@ -1,0 +1,151 @@
+package mongo
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+// Embedded is a MongoDB-wire server running in this process: FerretDB v1
+// with its SQLite backend (one file per database under a directory),
+// behind a proxy that makes its writes atomic (see wireProxy). Clients
+// must connect through URI, never to FerretDB directly.
+//
+// Performance: FerretDB decodes and rewrites a whole document on every
+// update, so a write costs in proportion to its document's size (an
+// execution's output chunks included: batch output before AppendOutput).
+// A filter other than an _id (UserByEmail, SessionByInviteCode,
+// SessionsForUser, ListExecutions, StuckExecutions) decodes the whole
+// collection. So the embedded server suits development and small
+// deployments; point the store at MongoDB for more.
+type Embedded struct {
+	ferret context.CancelFunc
+	done   chan struct{} // closed when FerretDB's Run returns
+	proxy  *wireProxy
+	uri    string
+}
+
+// newMu serialises ferretdb.New, which writes a package variable.
+var newMu sync.Mutex
+
+// EmbeddedOption configures StartEmbedded.
+type EmbeddedOption func(*embeddedConfig)
+
+type embeddedConfig struct {
+	addr string
+}
+
+// WithListenAddr makes the server listen on addr (host:port) instead of a
+// free port of 127.0.0.1, e.g. so that a worker process can reach it;
+// URI then names the address listened on. There is no authentication:
+// keep it on a private network.
+func WithListenAddr(addr string) EmbeddedOption {
+	return func(c *embeddedConfig) { c.addr = addr }
+}
+
+// StartEmbedded starts a server that keeps its files under dir (created
+// if needed); data survives a restart with the same dir. ctx bounds the
+// start only: the server runs until Close, so that its owner can stop it
+// after the code that uses it.
+func StartEmbedded(ctx context.Context, dir string, logger *slog.Logger, opts ...EmbeddedOption) (*Embedded, error) {
+	cfg := embeddedConfig{addr: "127.0.0.1:0"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded mongo: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded mongo: %w", err)
+	}
+	if err := ensureIDIndexes(ctx, abs); err != nil {
+		return nil, fmt.Errorf("embedded mongo: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded mongo: %w", err)
+	}
+	newMu.Lock()
+	f, err := ferretdb.New(&ferretdb.Config{
+		// Only the proxy talks to FerretDB.
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Handler:   "sqlite",
+		SQLiteURL: (&url.URL{Scheme: "file", Opaque: filepath.ToSlash(abs) + "/"}).String(),
+		Logger:    quiet(logger.With("component", "ferretdb")),
+	})
+	newMu.Unlock()
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("embedded mongo: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e := &Embedded{
+		ferret: cancel,
+		done:   make(chan struct{}),
+		uri:    "mongodb://" + ln.Addr().String() + "/",
+	}
+	go func() {
+		defer close(e.done)
+		if err := f.Run(runCtx); err != nil {
+			logger.Error("embedded mongo stopped", "err", err)
+		}
+	}()
+	backend, err := url.Parse(f.MongoDBURI())
+	if err != nil {
+		cancel()
+		<-e.done
+		ln.Close()
+		return nil, fmt.Errorf("embedded mongo: %w", err)
+	}
+	e.proxy = startWireProxy(ln, backend.Host, abs, logger)
+	logger.DebugContext(ctx, "embedded mongo started", "uri", e.uri, "dir", abs)
+	return e, nil
+}
+
+// URI is the connection string of the server.
+func (e *Embedded) URI() string { return e.uri }
+
+// Close stops the server and waits until it has. It drops the connections
+// of clients still connected (their operations then fail), so stop those
+// first; it does not wait for them.
+func (e *Embedded) Close() error {
+	e.proxy.close()
+	// With the proxy's connections gone FerretDB stops at once; otherwise
+	// it would give them about 3 s.
+	e.ferret()
+	<-e.done
+	return nil
+}
+
+// quiet returns a logger that drops FerretDB's records below ERROR: it
+// logs every connection, and every unknown command (endSessions) as a
+// warning.
+func quiet(l *slog.Logger) *slog.Logger {
+	return slog.New(levelHandler{min: slog.LevelError, Handler: l.Handler()})
+}
+
+type levelHandler struct {
+	min slog.Level
+	slog.Handler
+}
+
+func (h levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h levelHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelHandler{min: h.min, Handler: h.Handler.WithAttrs(a)}
+}
+
+func (h levelHandler) WithGroup(name string) slog.Handler {
+	return levelHandler{min: h.min, Handler: h.Handler.WithGroup(name)}
+}

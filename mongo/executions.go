@@ -1,0 +1,329 @@
+package mongo
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/codecrafter/codecrafter"
+)
+
+// An execution is one document; its output chunks are the array output
+// and nextSeq is the Seq of the next one. Every change of status pushes a
+// chunk, so nextSeq alone tells whether the document changed since it was
+// read: the guard of each read-then-write below.
+
+type executionDoc struct {
+	ID            string         `bson:"_id"`
+	SessionID     string         `bson:"sessionId"`
+	UserID        string         `bson:"userId"`
+	Language      string         `bson:"language"`
+	Code          string         `bson:"code"`
+	Stdin         string         `bson:"stdin"`
+	TimeLimit     time.Duration  `bson:"timeLimit"`
+	MemoryLimitMB int            `bson:"memoryLimitMb"`
+	Status        string         `bson:"status"`
+	ExitCode      *int           `bson:"exitCode,omitempty"`
+	Stdout        string         `bson:"stdout"`
+	Stderr        string         `bson:"stderr"`
+	CompileOutput *string        `bson:"compileOutput,omitempty"`
+	Duration      *time.Duration `bson:"duration,omitempty"`
+	CreatedAt     time.Time      `bson:"createdAt"`
+	StartedAt     *time.Time     `bson:"startedAt,omitempty"`
+	FinishedAt    *time.Time     `bson:"finishedAt,omitempty"`
+
+	Attempt         int        `bson:"attempt"`
+	WorkerID        string     `bson:"workerId"`
+	CancelRequested bool       `bson:"cancelRequested"`
+	NextSeq         int        `bson:"nextSeq"`
+	Output          []chunkDoc `bson:"output"`
+}
+
+type chunkDoc struct {
+	Seq    int    `bson:"seq"`
+	Stream string `bson:"stream,omitempty"`
+	Data   string `bson:"data,omitempty"`
+	Status string `bson:"status"`
+}
+
+func toChunkDoc(c codecrafter.OutputChunk) chunkDoc {
+	return chunkDoc{Seq: c.Seq, Stream: string(c.Stream), Data: c.Data, Status: string(c.Status)}
+}
+
+func toExecutionDoc(e *codecrafter.Execution) *executionDoc {
+	d := &executionDoc{
+		ID: e.ID, SessionID: e.SessionID, UserID: e.UserID, Language: e.Language, Code: e.Code,
+		Stdin: e.Stdin, TimeLimit: e.TimeLimit, MemoryLimitMB: e.MemoryLimitMB,
+		Status: string(e.Status), ExitCode: e.ExitCode, Stdout: e.Stdout, Stderr: e.Stderr,
+		CompileOutput: e.CompileOutput, Duration: e.Duration, CreatedAt: e.CreatedAt,
+		StartedAt: e.StartedAt, FinishedAt: e.FinishedAt,
+		Attempt: e.Attempt, WorkerID: e.WorkerID, CancelRequested: e.CancelRequested,
+		NextSeq: e.NextSeq(),
+		Output:  make([]chunkDoc, len(e.Output)),
+	}
+	for i, c := range e.Output {
+		d.Output[i] = toChunkDoc(c)
+	}
+	return d
+}
+
+func (d *executionDoc) execution() *codecrafter.Execution {
+	e := &codecrafter.Execution{
+		ID: d.ID, SessionID: d.SessionID, UserID: d.UserID, Language: d.Language, Code: d.Code,
+		Stdin: d.Stdin, TimeLimit: d.TimeLimit, MemoryLimitMB: d.MemoryLimitMB,
+		Status: codecrafter.ExecutionStatus(d.Status), ExitCode: d.ExitCode, Stdout: d.Stdout, Stderr: d.Stderr,
+		CompileOutput: d.CompileOutput, Duration: d.Duration, CreatedAt: d.CreatedAt.UTC(),
+		StartedAt: utc(d.StartedAt), FinishedAt: utc(d.FinishedAt),
+		Attempt: d.Attempt, WorkerID: d.WorkerID, CancelRequested: d.CancelRequested,
+	}
+	for _, c := range d.Output {
+		e.Output = append(e.Output, codecrafter.OutputChunk{
+			Seq: c.Seq, Stream: codecrafter.OutputStream(c.Stream), Data: c.Data, Status: codecrafter.ExecutionStatus(c.Status),
+		})
+	}
+	slices.SortFunc(e.Output, func(a, b codecrafter.OutputChunk) int { return a.Seq - b.Seq })
+	return e
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// withoutOutput leaves the output chunks out of listings.
+var withoutOutput = bson.D{{Key: "output", Value: 0}}
+
+func byID(id string) bson.E { return bson.E{Key: "_id", Value: id} }
+
+// CreateExecution stores e; CONFLICT when its id is taken.
+func (db *DB) CreateExecution(ctx context.Context, e *codecrafter.Execution) error {
+	_, err := db.executions.InsertOne(ctx, toExecutionDoc(e))
+	return dbErr(err, "execution")
+}
+
+// Execution returns the execution with id and all its output.
+func (db *DB) Execution(ctx context.Context, id string) (*codecrafter.Execution, error) {
+	var d executionDoc
+	if err := db.executions.FindOne(ctx, bson.D{byID(id)}).Decode(&d); err != nil {
+		return nil, dbErr(err, "execution")
+	}
+	return d.execution(), nil
+}
+
+// ListExecutions returns a session's executions newest first, without
+// output; limit <= 0 means all.
+func (db *DB) ListExecutions(ctx context.Context, sessionID string, limit int) ([]*codecrafter.Execution, error) {
+	opts := options.Find().
+		SetSort(bson.D{{Key: "createdAt", Value: -1}, {Key: "_id", Value: -1}}).
+		SetProjection(withoutOutput)
+	if limit > 0 {
+		opts.SetLimit(int64(limit))
+	}
+	return db.findExecutions(ctx, bson.D{{Key: "sessionId", Value: sessionID}}, opts)
+}
+
+// StuckExecutions returns RUNNING executions started before the time,
+// oldest first, without output.
+func (db *DB) StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*codecrafter.Execution, error) {
+	return db.findExecutions(ctx,
+		bson.D{
+			{Key: "status", Value: string(codecrafter.StatusRunning)},
+			{Key: "startedAt", Value: bson.D{{Key: "$lt", Value: startedBefore}}},
+		},
+		options.Find().SetSort(bson.D{{Key: "startedAt", Value: 1}, {Key: "_id", Value: 1}}).SetProjection(withoutOutput))
+}
+
+func (db *DB) findExecutions(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]*codecrafter.Execution, error) {
+	cur, err := db.executions.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, dbErr(err, "execution")
+	}
+	var docs []executionDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, dbErr(err, "execution")
+	}
+	out := make([]*codecrafter.Execution, len(docs))
+	for i := range docs {
+		out[i] = docs[i].execution()
+	}
+	return out, nil
+}
+
+// runState is what the guarded writes read first.
+type runState struct {
+	Status  codecrafter.ExecutionStatus `bson:"status"`
+	Attempt int                         `bson:"attempt"`
+	NextSeq int                         `bson:"nextSeq"`
+}
+
+func (db *DB) runState(ctx context.Context, id string) (*runState, error) {
+	var st runState
+	err := db.executions.FindOne(ctx, bson.D{byID(id)},
+		options.FindOne().SetProjection(bson.D{{Key: "status", Value: 1}, {Key: "attempt", Value: 1}, {Key: "nextSeq", Value: 1}}),
+	).Decode(&st)
+	if err != nil {
+		return nil, dbErr(err, "execution")
+	}
+	return &st, nil
+}
+
+// transition reads the run state, lets check refuse it or give the
+// update, and applies the update if nextSeq has not moved meanwhile,
+// retrying otherwise. The update gets the Seq its chunk takes.
+func (db *DB) transition(ctx context.Context, id string, check func(*runState) error, update func(seq int) bson.D) (*codecrafter.Execution, error) {
+	for try := 0; try < maxTries; try++ {
+		st, err := db.runState(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(st); err != nil {
+			return nil, err
+		}
+		var d executionDoc
+		err = db.executions.FindOneAndUpdate(ctx,
+			bson.D{byID(id), {Key: "nextSeq", Value: st.NextSeq}},
+			update(st.NextSeq), returnAfter(),
+		).Decode(&d)
+		if err == nil {
+			return d.execution(), nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, dbErr(err, "execution")
+		}
+		if err := backoff(ctx, try); err != nil {
+			return nil, err
+		}
+	}
+	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the execution is changing too fast; try again")
+}
+
+// pushChunk is the part of every transition's update that appends c.
+func pushChunk(c codecrafter.OutputChunk, seq int) (bson.E, bson.E) {
+	c.Seq = seq
+	return bson.E{Key: "$push", Value: bson.D{{Key: "output", Value: toChunkDoc(c)}}},
+		bson.E{Key: "$inc", Value: bson.D{{Key: "nextSeq", Value: 1}}}
+}
+
+// ClaimExecution starts a new attempt of a QUEUED or RUNNING execution.
+func (db *DB) ClaimExecution(ctx context.Context, id, workerID string, now time.Time, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+	return db.transition(ctx, id,
+		func(st *runState) error {
+			if st.Status.Final() {
+				return codecrafter.Errorf(codecrafter.ECONFLICT, "the execution has finished")
+			}
+			return nil
+		},
+		func(seq int) bson.D {
+			push, _ := pushChunk(chunk, seq)
+			return bson.D{
+				{Key: "$set", Value: bson.D{
+					{Key: "status", Value: string(codecrafter.StatusRunning)},
+					{Key: "startedAt", Value: now},
+					{Key: "workerId", Value: workerID},
+				}},
+				{Key: "$inc", Value: bson.D{{Key: "attempt", Value: 1}, {Key: "nextSeq", Value: 1}}},
+				push,
+			}
+		})
+}
+
+// AppendOutput adds chunk to a RUNNING execution if attempt is current
+// and chunk.Seq the next number: one guarded update.
+func (db *DB) AppendOutput(ctx context.Context, id string, attempt int, chunk codecrafter.OutputChunk) error {
+	push, inc := pushChunk(chunk, chunk.Seq)
+	err := db.executions.FindOneAndUpdate(ctx,
+		bson.D{
+			byID(id),
+			{Key: "attempt", Value: attempt},
+			{Key: "status", Value: string(codecrafter.StatusRunning)},
+			{Key: "nextSeq", Value: chunk.Seq},
+		},
+		bson.D{push, inc}, // FerretDB has no projection for findAndModify
+	).Err()
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return dbErr(err, "execution")
+	}
+	if _, err := db.runState(ctx, id); err != nil {
+		return err
+	}
+	return codecrafter.Errorf(codecrafter.ECONFLICT, "the run has moved on: attempt %d is not current, or chunk %d is out of order", attempt, chunk.Seq)
+}
+
+// FinishExecution writes r and the final status chunk if attempt is
+// current and the run not final.
+func (db *DB) FinishExecution(ctx context.Context, id string, attempt int, r codecrafter.Result, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+	if !r.Status.Final() {
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "status %q is not final", r.Status)
+	}
+	return db.transition(ctx, id,
+		func(st *runState) error {
+			if st.Status.Final() || st.Attempt != attempt {
+				return codecrafter.Errorf(codecrafter.ECONFLICT, "the run has moved on: it has finished, or attempt %d is not current", attempt)
+			}
+			return nil
+		},
+		func(seq int) bson.D {
+			push, inc := pushChunk(chunk, seq)
+			return bson.D{
+				{Key: "$set", Value: bson.D{
+					{Key: "status", Value: string(r.Status)},
+					{Key: "exitCode", Value: r.ExitCode},
+					{Key: "stdout", Value: r.Stdout},
+					{Key: "stderr", Value: r.Stderr},
+					{Key: "compileOutput", Value: r.CompileOutput},
+					{Key: "duration", Value: r.Duration},
+					{Key: "finishedAt", Value: r.FinishedAt},
+				}},
+				push, inc,
+			}
+		})
+}
+
+// CancelQueued ends a QUEUED execution as CANCELLED.
+func (db *DB) CancelQueued(ctx context.Context, id string, now time.Time, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+	return db.transition(ctx, id,
+		func(st *runState) error {
+			if st.Status != codecrafter.StatusQueued {
+				return codecrafter.Errorf(codecrafter.ECONFLICT, "the execution is no longer queued")
+			}
+			return nil
+		},
+		func(seq int) bson.D {
+			push, inc := pushChunk(chunk, seq)
+			return bson.D{
+				{Key: "$set", Value: bson.D{
+					{Key: "status", Value: string(codecrafter.StatusCancelled)},
+					{Key: "finishedAt", Value: now},
+				}},
+				push, inc,
+			}
+		})
+}
+
+// RequestCancel flags a RUNNING execution for cancellation.
+func (db *DB) RequestCancel(ctx context.Context, id string) (*codecrafter.Execution, error) {
+	var d executionDoc
+	err := db.executions.FindOneAndUpdate(ctx,
+		bson.D{byID(id), {Key: "status", Value: string(codecrafter.StatusRunning)}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "cancelRequested", Value: true}}}},
+		returnAfter(),
+	).Decode(&d)
+	if err == nil {
+		return d.execution(), nil
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, dbErr(err, "execution")
+	}
+	if _, err := db.runState(ctx, id); err != nil {
+		return nil, err
+	}
+	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the execution is not running")
+}

@@ -1,0 +1,47 @@
+// Package mongotest gives tests a store on an embedded FerretDB of their
+// own: no service to run, a few milliseconds to start.
+package mongotest
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/mongo"
+)
+
+// Start starts an embedded server with its files in t.TempDir(), closed
+// when t ends.
+func Start(t testing.TB) *mongo.Embedded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := mongo.StartEmbedded(ctx, t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("mongotest: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// New returns a store on a fresh database of a new embedded server; both
+// close when t ends, the store first.
+func New(t testing.TB) *mongo.DB {
+	t.Helper()
+	return Open(t, Start(t).URI())
+}
+
+// Open opens a fresh database on the server at uri, closed when t ends.
+func Open(t testing.TB, uri string) *mongo.DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := mongo.Open(ctx, uri, "test_"+codecrafter.NewID(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("mongotest: %v", err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	return db
+}

@@ -1,0 +1,234 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/codecrafter/codecrafter"
+)
+
+// TestSessions checks a SessionStore.
+func TestSessions(t *testing.T, newStore func(t *testing.T) codecrafter.SessionStore) {
+	ctx := context.Background()
+	session := func(owner string, updated time.Time) *codecrafter.Session {
+		return &codecrafter.Session{
+			ID: codecrafter.NewID(), Title: "Pair on " + owner, Language: "python", Code: "print(1)\n",
+			Revision: 3, OwnerID: owner, InviteCode: codecrafter.RandomToken(9),
+			Participants: []codecrafter.Participant{{UserID: owner, Role: codecrafter.RoleOwner, JoinedAt: updated}},
+			CreatedAt:    updated, UpdatedAt: updated,
+		}
+	}
+	same := func(t *testing.T, got, want *codecrafter.Session) {
+		t.Helper()
+		if got.ID != want.ID || got.Title != want.Title || got.Language != want.Language || got.Code != want.Code ||
+			got.Revision != want.Revision || got.OwnerID != want.OwnerID || got.InviteCode != want.InviteCode {
+			t.Errorf("got %+v, want %+v", got, want)
+		}
+		sameTime(t, "CreatedAt", got.CreatedAt, want.CreatedAt)
+		sameTime(t, "UpdatedAt", got.UpdatedAt, want.UpdatedAt)
+		if len(got.Participants) != len(want.Participants) {
+			t.Fatalf("participants %+v, want %+v", got.Participants, want.Participants)
+		}
+		for i, p := range got.Participants {
+			w := want.Participants[i]
+			if p.UserID != w.UserID || p.Role != w.Role || !p.JoinedAt.Equal(w.JoinedAt) {
+				t.Errorf("participant %d = %+v, want %+v", i, p, w)
+			}
+		}
+	}
+
+	t.Run("CreateAndRead", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		want := session("u1", now())
+		noErr(t, s.CreateSession(ctx, want))
+		got, err := s.Session(ctx, want.ID)
+		noErr(t, err)
+		same(t, got, want)
+		if got.Version <= 0 {
+			t.Errorf("Version = %d, want > 0", got.Version)
+		}
+		byCode, err := s.SessionByInviteCode(ctx, want.InviteCode)
+		noErr(t, err)
+		same(t, byCode, want)
+	})
+
+	t.Run("NotFound", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		noErr(t, s.CreateSession(ctx, session("u1", now())))
+		_, err := s.Session(ctx, codecrafter.NewID())
+		wantCode(t, err, codecrafter.ENOTFOUND)
+		_, err = s.SessionByInviteCode(ctx, "no-such-code")
+		wantCode(t, err, codecrafter.ENOTFOUND)
+		_, err = s.UpdateSession(ctx, codecrafter.NewID(), func(*codecrafter.Session) error { return nil })
+		wantCode(t, err, codecrafter.ENOTFOUND)
+		wantCode(t, s.DeleteSession(ctx, codecrafter.NewID()), codecrafter.ENOTFOUND)
+	})
+
+	t.Run("InviteCodeTaken", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		a := session("u1", now())
+		noErr(t, s.CreateSession(ctx, a))
+		b := session("u2", now())
+		b.InviteCode = a.InviteCode
+		wantCode(t, s.CreateSession(ctx, b), codecrafter.ECONFLICT)
+
+		c := session("u3", now())
+		noErr(t, s.CreateSession(ctx, c))
+		_, err := s.UpdateSession(ctx, c.ID, func(s *codecrafter.Session) error {
+			s.InviteCode = a.InviteCode
+			return nil
+		})
+		wantCode(t, err, codecrafter.ECONFLICT)
+		got, err := s.Session(ctx, c.ID)
+		noErr(t, err)
+		if got.InviteCode != c.InviteCode {
+			t.Errorf("invite code changed to %q despite the conflict", got.InviteCode)
+		}
+	})
+
+	t.Run("SessionsForUser", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		t0 := now()
+		older := session("u1", t0)
+		newer := session("u1", t0.Add(time.Minute))
+		other := session("u2", t0.Add(2*time.Minute))
+		shared := session("u2", t0.Add(-time.Minute))
+		shared.Participants = append(shared.Participants, codecrafter.Participant{UserID: "u1", Role: codecrafter.RoleViewer, JoinedAt: t0})
+		for _, x := range []*codecrafter.Session{older, newer, other, shared} {
+			noErr(t, s.CreateSession(ctx, x))
+		}
+		ids := func(user string) []string {
+			got, err := s.SessionsForUser(ctx, user)
+			noErr(t, err)
+			var ids []string
+			for _, x := range got {
+				ids = append(ids, x.ID)
+			}
+			return ids
+		}
+		if got, want := ids("u1"), []string{newer.ID, older.ID, shared.ID}; !slices.Equal(got, want) {
+			t.Errorf("SessionsForUser(u1) = %v, want %v (newest first)", got, want)
+		}
+		if got := ids("nobody"); len(got) != 0 {
+			t.Errorf("SessionsForUser(nobody) = %v, want none", got)
+		}
+
+		// Joining shows up; the order stays by creation, whatever the
+		// update times.
+		_, err := s.UpdateSession(ctx, other.ID, func(x *codecrafter.Session) error {
+			x.Participants = append(x.Participants, codecrafter.Participant{UserID: "u1", Role: codecrafter.RoleEditor, JoinedAt: t0})
+			x.UpdatedAt = t0.Add(time.Hour)
+			return nil
+		})
+		noErr(t, err)
+		_, err = s.UpdateSession(ctx, older.ID, func(x *codecrafter.Session) error {
+			x.UpdatedAt = t0.Add(2 * time.Hour)
+			return nil
+		})
+		noErr(t, err)
+		if got, want := ids("u1"), []string{other.ID, newer.ID, older.ID, shared.ID}; !slices.Equal(got, want) {
+			t.Errorf("after joining, SessionsForUser(u1) = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("Update", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		orig := session("u1", now())
+		noErr(t, s.CreateSession(ctx, orig))
+		before, err := s.Session(ctx, orig.ID)
+		noErr(t, err)
+		later := orig.UpdatedAt.Add(time.Second)
+		got, err := s.UpdateSession(ctx, orig.ID, func(x *codecrafter.Session) error {
+			x.Title = "Renamed"
+			x.Code = "print(2)\n"
+			x.Revision++
+			x.UpdatedAt = later
+			x.Participants = append(x.Participants, codecrafter.Participant{UserID: "u2", Role: codecrafter.RoleEditor, JoinedAt: later})
+			return nil
+		})
+		noErr(t, err)
+		stored, err := s.Session(ctx, orig.ID)
+		noErr(t, err)
+		want := *orig
+		want.Title, want.Code, want.Revision, want.UpdatedAt = "Renamed", "print(2)\n", orig.Revision+1, later
+		want.Participants = append(slices.Clone(orig.Participants), codecrafter.Participant{UserID: "u2", Role: codecrafter.RoleEditor, JoinedAt: later})
+		same(t, got, &want)
+		same(t, stored, &want)
+		if stored.Version <= before.Version || got.Version != stored.Version {
+			t.Errorf("versions: before %d, returned %d, stored %d; want it to grow", before.Version, got.Version, stored.Version)
+		}
+	})
+
+	t.Run("UpdateAborts", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		orig := session("u1", now())
+		noErr(t, s.CreateSession(ctx, orig))
+		_, err := s.UpdateSession(ctx, orig.ID, func(x *codecrafter.Session) error {
+			x.Title = "Not stored"
+			return fmt.Errorf("wrapped: %w", errAbort)
+		})
+		if !errors.Is(err, errAbort) {
+			t.Fatalf("UpdateSession = %v, want fn's error", err)
+		}
+		_, err = s.UpdateSession(ctx, orig.ID, func(*codecrafter.Session) error {
+			return codecrafter.Errorf(codecrafter.EFORBIDDEN, "no")
+		})
+		wantCode(t, err, codecrafter.EFORBIDDEN)
+		got, err := s.Session(ctx, orig.ID)
+		noErr(t, err)
+		same(t, got, orig)
+	})
+
+	t.Run("RacingUpdates", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		orig := session("u1", now())
+		orig.Revision = 0
+		noErr(t, s.CreateSession(ctx, orig))
+		errs := race(racers, func(i int) error {
+			_, err := s.UpdateSession(ctx, orig.ID, func(x *codecrafter.Session) error {
+				x.Revision++
+				x.Participants = append(x.Participants, codecrafter.Participant{UserID: fmt.Sprint("racer", i), Role: codecrafter.RoleEditor, JoinedAt: orig.CreatedAt})
+				return nil
+			})
+			return err
+		})
+		if c := countCodes(errs); c[""] != racers {
+			t.Fatalf("racing updates: %v, want all %d to land (errors %v)", c, racers, errs)
+		}
+		got, err := s.Session(ctx, orig.ID)
+		noErr(t, err)
+		if got.Revision != racers || len(got.Participants) != racers+1 {
+			t.Errorf("after %d racing updates: Revision %d, %d participants; want %d and %d (lost updates)",
+				racers, got.Revision, len(got.Participants), racers, racers+1)
+		}
+	})
+
+	t.Run("Delete", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		x := session("u1", now())
+		noErr(t, s.CreateSession(ctx, x))
+		noErr(t, s.DeleteSession(ctx, x.ID))
+		_, err := s.Session(ctx, x.ID)
+		wantCode(t, err, codecrafter.ENOTFOUND)
+		_, err = s.SessionByInviteCode(ctx, x.InviteCode)
+		wantCode(t, err, codecrafter.ENOTFOUND)
+		wantCode(t, s.DeleteSession(ctx, x.ID), codecrafter.ENOTFOUND)
+		got, err := s.SessionsForUser(ctx, "u1")
+		noErr(t, err)
+		if len(got) != 0 {
+			t.Errorf("SessionsForUser after delete = %d sessions, want none", len(got))
+		}
+	})
+}
