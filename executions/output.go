@@ -1,0 +1,161 @@
+package executions
+
+import (
+	"context"
+	"time"
+
+	"github.com/codecrafter/codecrafter"
+)
+
+// Output streams every chunk of a run in Seq order from Seq 1, even to a
+// late subscriber, and closes the channel after the final status chunk or
+// when ctx ends.
+//
+// It subscribes to the bus before reading the store, so no chunk falls
+// between the two; chunks the best-effort bus loses (a Seq gap, or no
+// event for RecheckInterval) are re-read from the store, which writers
+// fill before they publish.
+func (s *Service) Output(ctx context.Context, id string) (<-chan codecrafter.OutputChunk, error) {
+	userID, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	live, err := s.bus.Subscribe(ctx, codecrafter.ExecutionTopic(id))
+	if err != nil {
+		cancel()
+		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "live output is unavailable; try again shortly")
+	}
+	e, _, err := s.visible(ctx, id, userID)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	out := make(chan codecrafter.OutputChunk)
+	go func() {
+		defer cancel() // ends the bus subscription
+		defer close(out)
+		f := follower{s: s, id: id, out: out}
+		f.run(ctx, e.Output, live)
+	}()
+	return out, nil
+}
+
+// follower sends one run's chunks to out, each exactly once, in order.
+type follower struct {
+	s    *Service
+	id   string
+	out  chan<- codecrafter.OutputChunk
+	last int // Seq of the last chunk sent
+}
+
+func (f *follower) run(ctx context.Context, stored []codecrafter.OutputChunk, live <-chan []byte) {
+	if f.send(ctx, stored) {
+		return
+	}
+	recheck := time.NewTimer(f.s.cfg.RecheckInterval)
+	defer recheck.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-recheck.C:
+			if f.reread(ctx) {
+				return
+			}
+		case b, ok := <-live:
+			if !ok {
+				live = nil // the bus gave up: the recheck timer polls the store
+				break
+			}
+			c, err := DecodeChunk(b)
+			if err != nil {
+				f.s.log.WarnContext(ctx, "bad execution event", "execution", f.id, "err", err)
+				break
+			}
+			switch {
+			case c.Seq <= f.last: // already sent
+			case c.Seq == f.last+1:
+				if f.send(ctx, []codecrafter.OutputChunk{c}) {
+					return
+				}
+			default: // the bus lost some: the store has them (and c)
+				if f.reread(ctx) {
+					return
+				}
+			}
+		}
+		recheck.Reset(f.s.cfg.RecheckInterval)
+	}
+}
+
+// send sends the chunks after the last one sent; it reports whether the
+// stream is over (final status sent, or ctx ended).
+func (f *follower) send(ctx context.Context, chunks []codecrafter.OutputChunk) (over bool) {
+	for _, c := range chunks {
+		if c.Seq != f.last+1 {
+			continue // already sent; the store has no gaps
+		}
+		select {
+		case f.out <- c:
+			f.last = c.Seq
+		case <-ctx.Done():
+			return true
+		}
+		if c.Stream == "" && c.Status.Final() {
+			return true
+		}
+	}
+	return false
+}
+
+// reread sends what the store has beyond the last chunk sent.
+func (f *follower) reread(ctx context.Context) (over bool) {
+	e, err := f.s.store.Execution(ctx, f.id)
+	switch {
+	case ctx.Err() != nil:
+		return true
+	case codecrafter.IsCode(err, codecrafter.ENOTFOUND):
+		return true // deleted: nothing more will come
+	case err != nil:
+		f.s.log.WarnContext(ctx, "re-read execution output", "execution", f.id, "err", err)
+		return false // the recheck timer tries again
+	}
+	return f.send(ctx, e.Output)
+}
+
+// SessionExecutions streams each status change of any run in a session to
+// its participants, until ctx ends.
+func (s *Service) SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
+	userID, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.authorize(ctx, sessionID, userID, codecrafter.ActionRead); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	events, err := s.bus.Subscribe(ctx, codecrafter.SessionExecutionsTopic(sessionID))
+	if err != nil {
+		cancel()
+		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "live updates are unavailable; try again shortly")
+	}
+	out := make(chan *codecrafter.Execution)
+	go func() {
+		defer cancel()
+		defer close(out)
+		for b := range events {
+			e, err := DecodeExecution(b)
+			if err != nil {
+				s.log.WarnContext(ctx, "bad session execution event", "session", sessionID, "err", err)
+				continue
+			}
+			select {
+			case out <- e:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}

@@ -1,0 +1,245 @@
+package executions_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/executions"
+	"github.com/codecrafter/codecrafter/executions/exectest"
+)
+
+// runner plays a worker: it writes chunks to the store, then the bus.
+type runner struct {
+	t   *testing.T
+	e   *env
+	x   *codecrafter.Execution
+	pub executions.Publisher
+}
+
+func start(t *testing.T, e *env, x *codecrafter.Execution) *runner {
+	t.Helper()
+	claimed, err := e.store.ClaimExecution(testContext(t), x.ID, "w", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{t: t, e: e, x: claimed, pub: executions.Publisher{Bus: e.bus}}
+	if err := r.pub.Status(testContext(t), claimed); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *runner) write(data string) {
+	r.t.Helper()
+	x, err := r.e.store.Execution(testContext(r.t), r.x.ID)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c := codecrafter.OutputChunk{Seq: x.NextSeq(), Stream: codecrafter.Stdout, Data: data, Status: codecrafter.StatusRunning}
+	if err := r.e.store.AppendOutput(testContext(r.t), r.x.ID, r.x.Attempt, c); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.pub.Chunks(testContext(r.t), r.x.ID, c); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *runner) finish() {
+	r.t.Helper()
+	x, err := r.e.store.Execution(testContext(r.t), r.x.ID)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	done, err := r.e.store.FinishExecution(testContext(r.t), r.x.ID, r.x.Attempt,
+		codecrafter.Result{Status: codecrafter.StatusSucceeded, Stdout: exectest.Text(x.Output, ""), FinishedAt: time.Now()},
+		codecrafter.OutputChunk{Seq: x.NextSeq(), Status: codecrafter.StatusSucceeded})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.pub.Status(testContext(r.t), done); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func TestOutputLive(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{RecheckInterval: time.Hour}) // only live events
+		x := queued(t, e, bob, false)
+		live, err := e.svc.Output(as(t, vic), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := start(t, e, x)
+		for _, s := range []string{"a", "b", "c"} {
+			r.write(s)
+		}
+		r.finish()
+		chunks := exectest.Collect(t, live)
+		exectest.WantChunks(t, chunks, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+		if got := exectest.Text(chunks, ""); got != "abc" {
+			t.Fatalf("output %q, want abc", got)
+		}
+	})
+}
+
+func TestOutputLateSubscriber(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{RecheckInterval: time.Hour})
+		x := queued(t, e, bob, false)
+		r := start(t, e, x)
+		r.write("a")
+		r.write("b")
+		late, err := e.svc.Output(as(t, alice), x.ID) // mid-run
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.write("c")
+		r.finish()
+		after, err := e.svc.Output(as(t, alice), x.ID) // after the end
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, ch := range map[string]<-chan codecrafter.OutputChunk{"mid-run": late, "finished": after} {
+			chunks := exectest.Collect(t, ch)
+			exectest.WantChunks(t, chunks, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+			if got := exectest.Text(chunks, ""); got != "abc" {
+				t.Fatalf("%s subscriber: output %q, want abc", name, got)
+			}
+		}
+	})
+}
+
+func TestOutputFillsGaps(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{RecheckInterval: time.Hour}) // only gap detection recovers
+		x := queued(t, e, bob, false)
+		live, err := e.svc.Output(as(t, bob), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The bus loses the RUNNING chunk and the 2nd and 3rd output chunks,
+		// and delivers another one twice.
+		e.bus.SetDrop(func(topic string, payload []byte) bool {
+			c, err := executions.DecodeChunk(payload)
+			return err == nil && (c.Seq == 2 || c.Seq == 4 || c.Seq == 5)
+		})
+		r := start(t, e, x)
+		for _, s := range []string{"1", "2", "3", "4"} {
+			r.write(s)
+		}
+		dup, _ := e.store.Execution(testContext(t), x.ID)
+		if err := r.pub.Chunks(testContext(t), x.ID, dup.Output[len(dup.Output)-1]); err != nil {
+			t.Fatal(err)
+		}
+		r.finish()
+		chunks := exectest.Collect(t, live)
+		exectest.WantChunks(t, chunks, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+		if got := exectest.Text(chunks, ""); got != "1234" {
+			t.Fatalf("output %q, want 1234", got)
+		}
+	})
+}
+
+func TestOutputRecoversLostFinalEvent(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{RecheckInterval: 20 * time.Millisecond})
+		x := queued(t, e, bob, false)
+		live, err := e.svc.Output(as(t, bob), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.bus.SetDrop(func(topic string, _ []byte) bool { return topic == codecrafter.ExecutionTopic(x.ID) })
+		r := start(t, e, x)
+		r.write("only in the store")
+		r.finish()
+		chunks := exectest.Collect(t, live) // would hang without the recheck
+		exectest.WantChunks(t, chunks, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+	})
+}
+
+func TestOutputEndsWithContext(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{})
+		x := queued(t, e, bob, false)
+		ctx, cancel := context.WithCancel(as(t, bob))
+		live, err := e.svc.Output(ctx, x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := exectest.Receive(t, live); c.Seq != 1 {
+			t.Fatalf("first chunk %+v", c)
+		}
+		cancel()
+		if rest := exectest.Collect(t, live); len(rest) != 0 {
+			t.Fatalf("chunks after cancel: %+v", rest)
+		}
+	})
+}
+
+func TestSessionExecutions(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{})
+		ctx, cancel := context.WithCancel(as(t, vic))
+		events, err := e.svc.SessionExecutions(ctx, "s1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := queued(t, e, bob, false)
+		queued(t, e, bob, true) // private: not on the session topic
+		start(t, e, x)
+		for _, want := range []codecrafter.ExecutionStatus{codecrafter.StatusQueued, codecrafter.StatusRunning} {
+			got := exectest.Receive(t, events)
+			if got.ID != x.ID || got.Status != want || got.Code != x.Code || got.UserID != bob {
+				t.Fatalf("event %+v, want %s of %s", got, want, x.ID)
+			}
+		}
+		cancel()
+		if rest := exectest.Collect(t, events); len(rest) != 0 {
+			t.Fatalf("events after cancel: %+v", rest)
+		}
+
+		_, err = e.svc.SessionExecutions(as(t, eve), "s1")
+		wantCode(t, err, codecrafter.ENOTFOUND, "session")
+		_, err = e.svc.SessionExecutions(testContext(t), "s1")
+		wantCode(t, err, codecrafter.EUNAUTHENTICATED, "")
+	})
+}
+
+func TestEventsRoundTrip(t *testing.T) {
+	t.Parallel()
+	code, d, now := 3, 1500*time.Millisecond, time.Now().UTC().Truncate(time.Millisecond)
+	x := &codecrafter.Execution{
+		ID: "x1", SessionID: "s1", UserID: "u", Language: "go", Code: "c", Stdin: "in",
+		TimeLimit: 2 * time.Second, MemoryLimitMB: 64, Status: codecrafter.StatusFailed, ExitCode: &code,
+		Stdout: "o", Stderr: "e", CompileOutput: ptr("warn"), Duration: &d, CreatedAt: now, StartedAt: &now,
+		FinishedAt: &now, Attempt: 2, WorkerID: "w", CancelRequested: true,
+	}
+	got, err := executions.DecodeExecution(executions.EncodeExecution(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != x.ID || *got.ExitCode != code || *got.Duration != d || *got.CompileOutput != "warn" ||
+		!got.StartedAt.Equal(now) || got.TimeLimit != x.TimeLimit || !got.CancelRequested || got.Attempt != 2 {
+		t.Fatalf("round trip: %+v", got)
+	}
+	c := codecrafter.OutputChunk{Seq: 7, Stream: codecrafter.Stderr, Data: "é\n", Status: codecrafter.StatusRunning}
+	if got, err := executions.DecodeChunk(executions.EncodeChunk(c)); err != nil || got != c {
+		t.Fatalf("chunk round trip: %+v %v", got, err)
+	}
+	for _, bad := range []string{`{}`, `not json`, `{"seq":0,"status":"RUNNING"}`} {
+		if _, err := executions.DecodeChunk([]byte(bad)); err == nil {
+			t.Errorf("DecodeChunk(%s) accepted", bad)
+		}
+	}
+	if _, err := executions.DecodeCancel([]byte(`{}`)); err == nil {
+		t.Error("DecodeCancel accepted an empty id")
+	}
+}

@@ -1,0 +1,329 @@
+// Package executions is the API side of code runs: it validates and queues
+// runs, enforces who may see and cancel them, and streams their output to
+// subscribers from the bus, recovering anything the bus lost from the store.
+// The worker package runs the queued jobs.
+package executions
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config holds the deployment's run limits. Zero fields take the defaults.
+type Config struct {
+	DefaultTimeLimit time.Duration // 5 s
+	MaxTimeLimit     time.Duration // 30 s
+	DefaultMemoryMB  int           // 256
+	MaxMemoryMB      int           // 1024
+	// RecheckInterval is how long Output waits for a live event before
+	// it re-reads the store, so a lost bus event cannot hang a subscriber.
+	RecheckInterval time.Duration // 2 s
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.DefaultTimeLimit, 5*time.Second)
+	def(&c.MaxTimeLimit, 30*time.Second)
+	def(&c.RecheckInterval, 2*time.Second)
+	if c.DefaultMemoryMB <= 0 {
+		c.DefaultMemoryMB = 256
+	}
+	if c.MaxMemoryMB <= 0 {
+		c.MaxMemoryMB = 1024
+	}
+	c.DefaultTimeLimit = min(c.DefaultTimeLimit, c.MaxTimeLimit)
+	c.DefaultMemoryMB = min(c.DefaultMemoryMB, c.MaxMemoryMB)
+	return c
+}
+
+// enqueueTimeout bounds the work Execute finishes after the run is stored,
+// even when the caller goes away, so nothing is left QUEUED unqueued.
+const enqueueTimeout = 10 * time.Second
+
+// Service runs the execution use cases for the API.
+type Service struct {
+	cfg       Config
+	store     codecrafter.ExecutionStore
+	sessions  codecrafter.SessionStore
+	queue     codecrafter.Queue
+	publish   Publisher
+	bus       codecrafter.Bus
+	runtimes  codecrafter.Runtimes
+	log       *slog.Logger
+	submitted *prometheus.CounterVec
+	now       func() time.Time
+}
+
+// New returns a Service. reg may be nil (no metrics registered).
+func New(cfg Config, store codecrafter.ExecutionStore, sessions codecrafter.SessionStore, queue codecrafter.Queue,
+	bus codecrafter.Bus, runtimes codecrafter.Runtimes, logger *slog.Logger, reg prometheus.Registerer) *Service {
+	submitted := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "codecrafter_executions_submitted_total",
+		Help: "Runs requested through the API, by language and outcome (queued, unavailable).",
+	}, []string{"language", "outcome"})
+	if reg != nil {
+		reg.MustRegister(submitted)
+	}
+	return &Service{
+		cfg: cfg.withDefaults(), store: store, sessions: sessions, queue: queue,
+		publish: Publisher{Bus: bus}, bus: bus, runtimes: runtimes,
+		log: logger, submitted: submitted, now: time.Now,
+	}
+}
+
+// ExecuteInput is a request to run code. Nil limits take the defaults.
+type ExecuteInput struct {
+	Language      string
+	Code          string
+	Stdin         *string
+	SessionID     *string
+	TimeLimitMs   *int
+	MemoryLimitMb *int
+}
+
+// Execute validates in, stores the run QUEUED and queues it.
+func (s *Service) Execute(ctx context.Context, in ExecuteInput) (*codecrafter.Execution, error) {
+	userID, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.newExecution(userID, in)
+	if err != nil {
+		return nil, err
+	}
+	if in.SessionID != nil {
+		sess, err := s.authorize(ctx, *in.SessionID, userID, codecrafter.ActionRun)
+		if err != nil {
+			return nil, err
+		}
+		e.SessionID = sess.ID
+	}
+	if err := s.store.CreateExecution(ctx, e); err != nil {
+		return nil, err
+	}
+
+	// The run is stored: finish queueing it even if the caller goes away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), enqueueTimeout)
+	defer cancel()
+	if err := s.publish.Status(ctx, e); err != nil {
+		s.log.WarnContext(ctx, "publish queued status", "execution", e.ID, "err", err)
+	}
+	if err := s.queue.Enqueue(ctx, codecrafter.Job{ExecutionID: e.ID}); err != nil {
+		s.log.ErrorContext(ctx, "enqueue execution", "execution", e.ID, "err", err)
+		s.submitted.WithLabelValues(e.Language, "unavailable").Inc()
+		s.failQueued(ctx, e)
+		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "the run queue is unavailable; try again shortly")
+	}
+	s.submitted.WithLabelValues(e.Language, "queued").Inc()
+	return e, nil
+}
+
+// newExecution validates in and builds the QUEUED execution.
+func (s *Service) newExecution(userID string, in ExecuteInput) (*codecrafter.Execution, error) {
+	rt, ok := s.runtimes.Lookup(strings.TrimSpace(in.Language))
+	if !ok {
+		names := make([]string, 0)
+		for _, r := range s.runtimes.Runtimes() {
+			names = append(names, r.Language)
+		}
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "language: unknown language %q (available: %s)", in.Language, strings.Join(names, ", "))
+	}
+	if strings.TrimSpace(in.Code) == "" {
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: must not be empty")
+	}
+	if len(in.Code) > codecrafter.MaxCodeLen {
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: at most %d bytes, got %d", codecrafter.MaxCodeLen, len(in.Code))
+	}
+	var stdin string
+	if in.Stdin != nil {
+		stdin = *in.Stdin
+	}
+	if len(stdin) > codecrafter.MaxStdinLen {
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "stdin: at most %d bytes, got %d", codecrafter.MaxStdinLen, len(stdin))
+	}
+	timeLimit := s.cfg.DefaultTimeLimit
+	if in.TimeLimitMs != nil {
+		maxMs := int(s.cfg.MaxTimeLimit.Milliseconds())
+		if err := checkLimit("timeLimitMs", *in.TimeLimitMs, maxMs); err != nil {
+			return nil, err
+		}
+		timeLimit = time.Duration(*in.TimeLimitMs) * time.Millisecond
+	}
+	memory := s.cfg.DefaultMemoryMB
+	if in.MemoryLimitMb != nil {
+		if err := checkLimit("memoryLimitMb", *in.MemoryLimitMb, s.cfg.MaxMemoryMB); err != nil {
+			return nil, err
+		}
+		memory = *in.MemoryLimitMb
+	}
+	now := s.now()
+	return &codecrafter.Execution{
+		ID: codecrafter.NewID(), UserID: userID, Language: rt.Language,
+		Code: in.Code, Stdin: stdin, TimeLimit: timeLimit, MemoryLimitMB: memory,
+		Status: codecrafter.StatusQueued, CreatedAt: now,
+		Output: []codecrafter.OutputChunk{{Seq: 1, Status: codecrafter.StatusQueued}},
+	}, nil
+}
+
+func checkLimit(field string, v, maxV int) error {
+	switch {
+	case v <= 0:
+		return codecrafter.Errorf(codecrafter.EINVALID, "%s: must be positive, got %d", field, v)
+	case v > maxV:
+		return codecrafter.Errorf(codecrafter.EINVALID, "%s: at most %d on this deployment, got %d", field, maxV, v)
+	}
+	return nil
+}
+
+// failQueued ends a run that could not be queued as ERROR, so it does not
+// stay QUEUED forever. Attempt 0: no worker has claimed it.
+func (s *Service) failQueued(ctx context.Context, e *codecrafter.Execution) {
+	now := s.now()
+	done, err := s.store.FinishExecution(ctx, e.ID, 0,
+		codecrafter.Result{Status: codecrafter.StatusError, FinishedAt: now},
+		codecrafter.OutputChunk{Seq: e.NextSeq(), Status: codecrafter.StatusError})
+	if err != nil {
+		// CONFLICT: the job got through after all and a worker has it.
+		s.log.WarnContext(ctx, "mark unqueued execution as ERROR", "execution", e.ID, "err", err)
+		return
+	}
+	if err := s.publish.Status(ctx, done); err != nil {
+		s.log.WarnContext(ctx, "publish error status", "execution", e.ID, "err", err)
+	}
+}
+
+// Cancel stops a run: a queued one never runs, a running one is killed.
+// Cancelling a finished run returns it unchanged. The requester and the
+// session's owner and editors may cancel.
+func (s *Service) Cancel(ctx context.Context, id string) (*codecrafter.Execution, error) {
+	userID, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, role, err := s.visible(ctx, id, userID)
+	if err != nil {
+		return nil, err
+	}
+	if e.UserID != userID && !role.Can(codecrafter.ActionRun) {
+		return nil, codecrafter.Errorf(codecrafter.EFORBIDDEN, "only the requester and the session's owner and editors can cancel this run")
+	}
+	// The status can move under us (claimed, finished): retry on CONFLICT.
+	for range 3 {
+		switch e.Status {
+		case codecrafter.StatusQueued:
+			done, err := s.store.CancelQueued(ctx, id, s.now(), codecrafter.OutputChunk{Status: codecrafter.StatusCancelled})
+			if err == nil {
+				if err := s.publish.Status(ctx, done); err != nil {
+					s.log.WarnContext(ctx, "publish cancelled status", "execution", id, "err", err)
+				}
+				return done, nil
+			}
+			if !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
+				return nil, err
+			}
+		case codecrafter.StatusRunning:
+			flagged, err := s.store.RequestCancel(ctx, id)
+			if err == nil {
+				if err := s.publish.Cancel(ctx, id); err != nil {
+					s.log.WarnContext(ctx, "publish cancel request", "execution", id, "err", err)
+				}
+				return flagged, nil
+			}
+			if !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
+				return nil, err
+			}
+		default: // final
+			return e, nil
+		}
+		if e, err = s.store.Execution(ctx, id); err != nil {
+			return nil, err
+		}
+	}
+	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the run changed state while cancelling; try again")
+}
+
+// Execution returns a run the caller may see: their own, or one of a
+// session they take part in.
+func (s *Service) Execution(ctx context.Context, id string) (*codecrafter.Execution, error) {
+	userID, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, _, err := s.visible(ctx, id, userID)
+	return e, err
+}
+
+// MaxListLimit caps List's limit.
+const MaxListLimit = 100
+
+// List returns a session's runs newest first, for its participants.
+func (s *Service) List(ctx context.Context, sessionID string, limit int) ([]*codecrafter.Execution, error) {
+	userID, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if limit < 1 || limit > MaxListLimit {
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "limit: must be 1 to %d, got %d", MaxListLimit, limit)
+	}
+	if _, err := s.authorize(ctx, sessionID, userID, codecrafter.ActionRead); err != nil {
+		return nil, err
+	}
+	return s.store.ListExecutions(ctx, sessionID, limit)
+}
+
+// visible loads execution id if userID may see it, with userID's role in
+// its session ("" when none). Others get NOT_FOUND, as if it did not exist.
+func (s *Service) visible(ctx context.Context, id, userID string) (*codecrafter.Execution, codecrafter.Role, error) {
+	e, err := s.store.Execution(ctx, id)
+	if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
+		return nil, "", executionNotFound()
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	var role codecrafter.Role
+	if e.SessionID != "" {
+		sess, err := s.sessions.Session(ctx, e.SessionID)
+		switch {
+		case err == nil:
+			if p, ok := sess.Participant(userID); ok && p.Role.Can(codecrafter.ActionRead) {
+				role = p.Role
+			}
+		case !codecrafter.IsCode(err, codecrafter.ENOTFOUND): // a deleted session leaves the requester
+			return nil, "", err
+		}
+	}
+	if e.UserID != userID && role == "" {
+		return nil, "", executionNotFound()
+	}
+	return e, role, nil
+}
+
+// authorize loads a session and checks userID may do action in it:
+// NOT_FOUND for outsiders, FORBIDDEN when their role does not allow it.
+func (s *Service) authorize(ctx context.Context, sessionID, userID string, action codecrafter.Action) (*codecrafter.Session, error) {
+	sess, err := s.sessions.Session(ctx, sessionID)
+	if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
+		return nil, codecrafter.Errorf(codecrafter.ENOTFOUND, "session not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sess.Authorize(userID, action); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+func executionNotFound() error {
+	return codecrafter.Errorf(codecrafter.ENOTFOUND, "execution not found")
+}
