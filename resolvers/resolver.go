@@ -5,8 +5,11 @@ package resolvers
 import (
 	"context"
 
+	"github.com/99designs/gqlgen/graphql"
+
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/auth"
+	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph/model"
 	"github.com/codecrafter/codecrafter/sessions"
 )
@@ -15,6 +18,7 @@ import (
 type Resolver struct {
 	Auth     *auth.Service
 	Sessions *sessions.Service
+	Runs     *executions.Service // code executions
 	Users    codecrafter.UserStore
 	Runtimes codecrafter.Runtimes
 }
@@ -60,4 +64,47 @@ func output(e *codecrafter.Execution, stream codecrafter.OutputStream) string {
 		}
 	}
 	return string(b)
+}
+
+// mapChan converts a service's event channel to the GraphQL one; the
+// result closes when in does (or ctx ends), which completes the
+// subscription.
+func mapChan[T, U any](ctx context.Context, in <-chan T, f func(T) U) <-chan U {
+	out := make(chan U)
+	go func() {
+		defer close(out)
+		for v := range in {
+			select {
+			case out <- f(v):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+func outputEvent(executionID string, c codecrafter.OutputChunk) *model.ExecutionOutput {
+	ev := &model.ExecutionOutput{ExecutionID: executionID, Seq: c.Seq, Status: c.Status}
+	if c.Stream != "" {
+		stream, data := c.Stream, c.Data
+		ev.Stream, ev.Data = &stream, &data
+	}
+	return ev
+}
+
+// intOr returns *p, or def when an optional argument came as null.
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// viaAuthPayload reports whether the field being resolved belongs to the
+// user of an AuthPayload: register, login and refresh return the caller
+// themself, before any token of theirs is in the request.
+func viaAuthPayload(ctx context.Context) bool {
+	fc := graphql.GetFieldContext(ctx)
+	return fc != nil && fc.Parent != nil && fc.Parent.Object == "AuthPayload"
 }

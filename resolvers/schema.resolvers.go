@@ -9,6 +9,7 @@ import (
 	"context"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph"
 	"github.com/codecrafter/codecrafter/graph/model"
 	"github.com/codecrafter/codecrafter/sessions"
@@ -99,11 +100,14 @@ func (r *mutationResolver) EditCode(ctx context.Context, sessionID string, input
 }
 
 func (r *mutationResolver) Execute(ctx context.Context, input model.ExecuteInput) (*codecrafter.Execution, error) {
-	return nil, notYet("code execution")
+	return r.Runs.Execute(ctx, executions.ExecuteInput{
+		Language: input.Language, Code: input.Code, Stdin: input.Stdin, SessionID: input.SessionID,
+		TimeLimitMs: input.TimeLimitMs, MemoryLimitMb: input.MemoryLimitMb,
+	})
 }
 
 func (r *mutationResolver) CancelExecution(ctx context.Context, id string) (*codecrafter.Execution, error) {
-	return nil, notYet("code execution")
+	return r.Runs.Cancel(ctx, id)
 }
 
 func (r *participantResolver) User(ctx context.Context, obj *codecrafter.Participant) (*codecrafter.User, error) {
@@ -135,11 +139,11 @@ func (r *queryResolver) Messages(ctx context.Context, sessionID string, after *s
 }
 
 func (r *queryResolver) Execution(ctx context.Context, id string) (*codecrafter.Execution, error) {
-	return nil, notYet("code execution")
+	return r.Runs.Execution(ctx, id)
 }
 
 func (r *queryResolver) Executions(ctx context.Context, sessionID string, limit *int) ([]*codecrafter.Execution, error) {
-	return nil, notYet("code execution")
+	return r.Runs.List(ctx, sessionID, intOr(limit, 20))
 }
 
 func (r *queryResolver) Languages(ctx context.Context) ([]*codecrafter.Runtime, error) {
@@ -184,18 +188,24 @@ func (r *subscriptionResolver) CodeEdited(ctx context.Context, sessionID string)
 }
 
 func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID string) (<-chan *model.ExecutionOutput, error) {
-	return nil, notYet("code execution")
+	chunks, err := r.Runs.Output(ctx, executionID)
+	if err != nil {
+		return nil, err
+	}
+	return mapChan(ctx, chunks, func(c codecrafter.OutputChunk) *model.ExecutionOutput {
+		return outputEvent(executionID, c)
+	}), nil
 }
 
 func (r *subscriptionResolver) SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
-	return nil, notYet("code execution")
+	return r.Runs.SessionExecutions(ctx, sessionID)
 }
 
 func (r *userResolver) Email(ctx context.Context, obj *codecrafter.User) (*string, error) {
-	if codecrafter.UserIDFromContext(ctx) != obj.ID {
-		return nil, nil
+	if codecrafter.UserIDFromContext(ctx) == obj.ID || viaAuthPayload(ctx) {
+		return &obj.Email, nil
 	}
-	return &obj.Email, nil
+	return nil, nil
 }
 
 func (r *Resolver) Execution() graph.ExecutionResolver { return &executionResolver{r} }
