@@ -1,0 +1,204 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/codecrafter/codecrafter/auth"
+)
+
+// config is every setting of serve and worker. Each is a flag with an
+// environment fallback; flags win.
+type config struct {
+	Addr      string
+	Env       string // development or production
+	DataDir   string
+	LogLevel  string
+	LogFormat string // auto, text or json
+
+	MongoURI string
+	MongoDB  string
+	RedisURL string
+	AMQPURL  string
+	// QueueName and RedisPrefix let deployments (and tests) share a broker.
+	QueueName   string
+	RedisPrefix string
+	// EmbeddedMongoAddr is where the embedded store listens (so a separate
+	// worker process can share it); empty picks a free loopback port.
+	EmbeddedMongoAddr string
+
+	JWTSecret      string
+	Argon2MemoryKB int
+	Argon2Passes   int
+	AllowedOrigins string
+	TrustProxy     bool
+	Introspection  string // auto, on or off
+	GraphiQL       bool
+
+	LoginMaxPerAccount int
+	LoginMaxPerAddr    int
+	LoginWindow        time.Duration
+
+	Worker            string // auto, on or off: run the worker inside serve
+	WorkerID          string
+	WorkerConcurrency int
+	ShutdownGrace     time.Duration
+
+	RuntimesFile     string
+	SandboxInstance  string // container label; a starting worker removes leftovers with it
+	SandboxRuntime   string // OCI runtime: runc, or runsc for gVisor
+	PoolSize         int
+	DefaultTimeLimit time.Duration
+	MaxTimeLimit     time.Duration
+	DefaultMemoryMB  int
+	MaxMemoryMB      int
+	OutputLimitKB    int
+
+	envErrs []error // unparsable environment values, reported by validate
+}
+
+// bind registers the flags on fs.
+func (c *config) bind(fs *flag.FlagSet) {
+	str := func(p *string, name, env, def, help string) {
+		fs.StringVar(p, name, envOr(env, def), help+envHelp(env))
+	}
+	num := func(p *int, name, env string, def int, help string) {
+		fs.IntVar(p, name, envParse(c, env, def, strconv.Atoi), help+envHelp(env))
+	}
+	dur := func(p *time.Duration, name, env string, def time.Duration, help string) {
+		fs.DurationVar(p, name, envParse(c, env, def, time.ParseDuration), help+envHelp(env))
+	}
+	boolean := func(p *bool, name, env string, def bool, help string) {
+		fs.BoolVar(p, name, envParse(c, env, def, strconv.ParseBool), help+envHelp(env))
+	}
+
+	str(&c.Addr, "addr", "CODECRAFTER_ADDR", ":8080", "HTTP listen address")
+	str(&c.Env, "env", "CODECRAFTER_ENV", "development", "development or production (production: introspection and suggestions off, JWT secret required)")
+	str(&c.DataDir, "data-dir", "CODECRAFTER_DATA_DIR", "./data", "directory of the embedded store's files and the development JWT secret")
+	str(&c.LogLevel, "log-level", "CODECRAFTER_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "CODECRAFTER_LOG_FORMAT", "auto", "auto (colour text on a terminal, JSON otherwise), text or json")
+
+	str(&c.MongoURI, "mongo-uri", "MONGO_URI", "", "MongoDB URI; empty starts the embedded FerretDB store in the data dir")
+	str(&c.MongoDB, "mongo-db", "CODECRAFTER_MONGO_DB", "codecrafter", "database name")
+	str(&c.EmbeddedMongoAddr, "embedded-mongo-addr", "CODECRAFTER_EMBEDDED_MONGO_ADDR", "127.0.0.1:0", "listen address of the embedded store")
+	str(&c.RedisURL, "redis-url", "REDIS_URL", "", "Redis URL for the event bus, refresh tokens and login limits; empty keeps them in process / in the store")
+	str(&c.AMQPURL, "amqp-url", "AMQP_URL", "", "RabbitMQ URL for the job queue; empty uses an in-process queue")
+	str(&c.QueueName, "queue", "CODECRAFTER_QUEUE", "codecrafter.jobs", "RabbitMQ queue name (dead letters go to <name>.dead)")
+	str(&c.RedisPrefix, "redis-prefix", "CODECRAFTER_REDIS_PREFIX", "codecrafter:", "prefix of every Redis key and channel")
+
+	str(&c.JWTSecret, "jwt-secret", "CODECRAFTER_JWT_SECRET", "", "HMAC secret for access tokens (>= 32 bytes); in development a generated one is kept in the data dir")
+	num(&c.Argon2MemoryKB, "argon2-memory-kib", "CODECRAFTER_ARGON2_MEMORY_KIB", int(auth.OWASPArgon2.MemoryKiB), "argon2id memory cost of password hashes, KiB (production: at least the OWASP 19456)")
+	num(&c.Argon2Passes, "argon2-passes", "CODECRAFTER_ARGON2_PASSES", int(auth.OWASPArgon2.Iterations), "argon2id passes (production: at least the OWASP 2)")
+	str(&c.AllowedOrigins, "allowed-origins", "CODECRAFTER_ALLOWED_ORIGINS", "", "comma-separated origins allowed for CORS and WebSockets (same-origin is always allowed)")
+	boolean(&c.TrustProxy, "trust-proxy", "CODECRAFTER_TRUST_PROXY", false, "take the client address from X-Forwarded-For (only behind a proxy you run)")
+	str(&c.Introspection, "introspection", "CODECRAFTER_INTROSPECTION", "auto", "GraphQL introspection and suggestions: auto (on in development), on or off")
+	boolean(&c.GraphiQL, "graphiql", "CODECRAFTER_GRAPHIQL", true, "serve GraphiQL at /")
+
+	num(&c.LoginMaxPerAccount, "login-max-per-account", "CODECRAFTER_LOGIN_MAX_PER_ACCOUNT", 5, "failed logins per account per window before RATE_LIMITED")
+	num(&c.LoginMaxPerAddr, "login-max-per-addr", "CODECRAFTER_LOGIN_MAX_PER_ADDR", 30, "failed logins per client address per window before RATE_LIMITED")
+	dur(&c.LoginWindow, "login-window", "CODECRAFTER_LOGIN_WINDOW", 15*time.Minute, "window of the failed-login limits")
+
+	str(&c.Worker, "worker", "CODECRAFTER_WORKER", "auto", "run the execution worker inside serve: auto (when no AMQP_URL), on or off")
+	str(&c.WorkerID, "worker-id", "CODECRAFTER_WORKER_ID", "", "worker name in logs and the store (default: hostname-pid)")
+	num(&c.WorkerConcurrency, "worker-concurrency", "CODECRAFTER_WORKER_CONCURRENCY", 4, "runs a worker executes at once")
+	dur(&c.ShutdownGrace, "shutdown-grace", "CODECRAFTER_SHUTDOWN_GRACE", 20*time.Second, "on shutdown, how long in-flight runs may finish before they are requeued")
+
+	str(&c.RuntimesFile, "runtimes", "CODECRAFTER_RUNTIMES", "", "runtimes registry file (YAML); empty uses the built-in ten languages")
+	str(&c.SandboxInstance, "sandbox-instance", "CODECRAFTER_SANDBOX_INSTANCE", "codecrafter", "label of this deployment's sandbox containers; a starting worker removes leftovers with it (give deployments sharing a Docker engine distinct names)")
+	str(&c.SandboxRuntime, "sandbox-runtime", "CODECRAFTER_SANDBOX_RUNTIME", "", "Docker OCI runtime for sandboxes: empty (engine default, runc) or runsc (gVisor)")
+	num(&c.PoolSize, "pool-size", "CODECRAFTER_POOL_SIZE", -1, "warm containers per language; -1 keeps each runtime's own setting")
+	dur(&c.DefaultTimeLimit, "time-limit", "CODECRAFTER_TIME_LIMIT", 5*time.Second, "default wall-clock limit of a run")
+	dur(&c.MaxTimeLimit, "max-time-limit", "CODECRAFTER_MAX_TIME_LIMIT", 30*time.Second, "largest wall-clock limit a run may ask for")
+	num(&c.DefaultMemoryMB, "memory-limit-mb", "CODECRAFTER_MEMORY_LIMIT_MB", 256, "default memory limit of a run, MiB")
+	num(&c.MaxMemoryMB, "max-memory-limit-mb", "CODECRAFTER_MAX_MEMORY_LIMIT_MB", 1024, "largest memory limit a run may ask for, MiB")
+	num(&c.OutputLimitKB, "output-limit-kb", "CODECRAFTER_OUTPUT_LIMIT_KB", 1024, "stdout+stderr a run may print before OUTPUT_LIMIT, KiB")
+}
+
+func (c *config) production() bool { return c.Env == "production" }
+
+// introspection resolves the auto setting.
+func (c *config) introspection() bool {
+	switch c.Introspection {
+	case "on", "true":
+		return true
+	case "off", "false":
+		return false
+	}
+	return !c.production()
+}
+
+// runWorker resolves the auto setting: the in-process worker serves the
+// in-process queue; with RabbitMQ, worker daemons do the work.
+func (c *config) runWorker() bool {
+	switch c.Worker {
+	case "on", "true":
+		return true
+	case "off", "false":
+		return false
+	}
+	return c.AMQPURL == ""
+}
+
+func (c *config) validate() error {
+	if len(c.envErrs) > 0 {
+		return errors.Join(c.envErrs...)
+	}
+	switch {
+	case c.Env != "development" && c.Env != "production":
+		return fmt.Errorf("-env: %q is not development or production", c.Env)
+	case c.production() && c.JWTSecret == "":
+		return fmt.Errorf("-jwt-secret (CODECRAFTER_JWT_SECRET) is required in production")
+	case c.JWTSecret != "" && len(c.JWTSecret) < 32:
+		return fmt.Errorf("-jwt-secret must be at least 32 bytes")
+	case c.Argon2MemoryKB < 8 || c.Argon2Passes < 1:
+		return fmt.Errorf("-argon2-memory-kib must be >= 8 and -argon2-passes >= 1")
+	case c.production() && (c.Argon2MemoryKB < int(auth.OWASPArgon2.MemoryKiB) || c.Argon2Passes < int(auth.OWASPArgon2.Iterations)):
+		return fmt.Errorf("production needs argon2id costs of at least OWASP's 19456 KiB and 2 passes")
+	case c.WorkerConcurrency < 1:
+		return fmt.Errorf("-worker-concurrency must be at least 1")
+	case c.DefaultTimeLimit <= 0 || c.DefaultTimeLimit > c.MaxTimeLimit:
+		return fmt.Errorf("-time-limit must be in (0, -max-time-limit]")
+	case c.DefaultMemoryMB <= 0 || c.DefaultMemoryMB > c.MaxMemoryMB:
+		return fmt.Errorf("-memory-limit-mb must be in (0, -max-memory-limit-mb]")
+	}
+	return nil
+}
+
+func (c *config) origins() []string {
+	var out []string
+	for _, o := range strings.Split(c.AllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func envHelp(env string) string { return " [$" + env + "]" }
+
+func envOr(env, def string) string {
+	if v, ok := os.LookupEnv(env); ok {
+		return v
+	}
+	return def
+}
+
+// envParse returns the parsed environment variable, or def when it is
+// unset; an unparsable value is recorded for validate to report.
+func envParse[T any](c *config, env string, def T, parse func(string) (T, error)) T {
+	raw, ok := os.LookupEnv(env)
+	if !ok || raw == "" {
+		return def
+	}
+	v, err := parse(raw)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("$%s: %q: %v", env, raw, err))
+		return def
+	}
+	return v
+}

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"testing"
+)
+
+// TestDataSurvivesRestart stops and restarts serve on the same data dir:
+// accounts, sessions and the development JWT secret (so access tokens)
+// persist in the embedded store.
+func TestDataSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t)
+	u := ta.register(t, "persist")
+	s := createSession(t, u, "kept")
+	ta.stop()
+
+	again := &testApp{cfg: ta.cfg}
+	again.start(t)
+	if again.URL == ta.URL {
+		t.Log("restarted on the same port")
+	}
+	// The old access token still works (same secret), and so does the
+	// refresh token (same store).
+	var got struct{ Session sessionOut }
+	again.client().With(u.Access).Do(t, sessQ, map[string]any{"id": s.ID}, &got)
+	if got.Session.Title != "kept" || got.Session.role(u.ID) != "OWNER" {
+		t.Errorf("after restart: %+v", got.Session)
+	}
+	again.client().Do(t, refreshQ, map[string]any{"t": u.Refresh}, nil)
+	again.client().Do(t, loginQ, map[string]any{"in": map[string]any{"email": u.Email, "password": u.Password}}, nil)
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// serve runs the API (and, per config, the worker) until ctx ends, then
+// shuts down: WebSockets close, HTTP drains, in-flight runs finish or are
+// requeued, adapters close.
+func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	a, err := newApp(ctx, cfg, log, true, cfg.runWorker())
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	return a.serve(ctx, ln)
+}
+
+// serve runs a's HTTP server on ln and its worker until ctx ends.
+func (a *app) serve(ctx context.Context, ln net.Listener) error {
+	srv := a.server.HTTPServer(ln.Addr().String())
+	var wg sync.WaitGroup
+	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorker()
+	if a.worker != nil {
+		wg.Go(func() {
+			if err := a.worker.Run(workerCtx); err != nil {
+				a.log.Error("worker stopped", "err", err)
+			}
+		})
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.log.Info("serving", "addr", "http://"+ln.Addr().String(), "env", a.cfg.Env,
+		"worker", a.worker != nil, "graphiql", a.cfg.GraphiQL)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	a.log.Info("shutting down")
+	a.server.Shutdown()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		a.log.Warn("http shutdown", "err", err)
+	}
+	stopWorker()
+	wg.Wait()
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("http: %w", serveErr)
+	}
+	return nil
+}
+
+// workerMain runs the worker daemon alone.
+func workerMain(ctx context.Context, cfg config, log *slog.Logger) error {
+	if cfg.MongoURI == "" || cfg.RedisURL == "" || cfg.AMQPURL == "" {
+		return errors.New("the worker daemon needs MONGO_URI, REDIS_URL and AMQP_URL (in embedded mode serve runs the worker itself)")
+	}
+	a, err := newApp(ctx, cfg, log, false, true)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return a.worker.Run(ctx)
+}
+
+// health exits 0 when a server's /readyz answers 200 (container checks).
+func health(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080/readyz", "readiness URL")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s: %s %s", *url, resp.Status, body)
+	}
+	return nil
+}
