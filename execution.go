@@ -117,6 +117,10 @@ type ExecutionStore interface {
 	RequestCancel(ctx context.Context, id string) (*Execution, error)
 	// StuckExecutions returns RUNNING executions started before the time.
 	StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*Execution, error)
+	// PendingExecutions returns every QUEUED or RUNNING execution, oldest
+	// first, without output chunks (to requeue jobs an in-process queue
+	// lost in a restart).
+	PendingExecutions(ctx context.Context) ([]*Execution, error)
 }
 
 // Job is a queued request to run an execution.

@@ -130,6 +130,13 @@ func (db *DB) ListExecutions(ctx context.Context, sessionID string, limit int) (
 	return db.findExecutions(ctx, bson.D{{Key: "sessionId", Value: sessionID}}, opts)
 }
 
+// PendingExecutions returns QUEUED and RUNNING executions, oldest first.
+func (db *DB) PendingExecutions(ctx context.Context) ([]*codecrafter.Execution, error) {
+	return db.findExecutions(ctx,
+		bson.D{{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{string(codecrafter.StatusQueued), string(codecrafter.StatusRunning)}}}}},
+		options.Find().SetSort(bson.D{{Key: "createdAt", Value: 1}, {Key: "_id", Value: 1}}).SetProjection(withoutOutput))
+}
+
 // StuckExecutions returns RUNNING executions started before the time,
 // oldest first, without output.
 func (db *DB) StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*codecrafter.Execution, error) {

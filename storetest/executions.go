@@ -312,6 +312,29 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		}
 	})
 
+	t.Run("Pending", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		t0 := now()
+		running := create(t, s, "s1", t0.Add(-time.Hour))
+		claim(t, s, running.ID, t0)
+		noErr(t, s.AppendOutput(ctx, running.ID, 1, stdout(3, "x")))
+		queued := create(t, s, "s1", t0)
+		done := create(t, s, "s1", t0.Add(-2*time.Hour))
+		claim(t, s, done.ID, t0)
+		_, err := s.FinishExecution(ctx, done.ID, 1, codecrafter.Result{Status: codecrafter.StatusSucceeded, FinishedAt: t0}, codecrafter.OutputChunk{Status: codecrafter.StatusSucceeded})
+		noErr(t, err)
+
+		pending, err := s.PendingExecutions(ctx)
+		noErr(t, err)
+		if len(pending) != 2 || pending[0].ID != running.ID || pending[1].ID != queued.ID {
+			t.Fatalf("PendingExecutions = %+v, want %s then %s", pending, running.ID, queued.ID)
+		}
+		if len(pending[0].Output) != 0 {
+			t.Errorf("pending executions come with output: %+v", pending[0].Output)
+		}
+	})
+
 	t.Run("ManyChunks", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)

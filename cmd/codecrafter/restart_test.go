@@ -2,6 +2,9 @@ package main
 
 import (
 	"testing"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/internal/testenv"
 )
 
 // TestDataSurvivesRestart stops and restarts serve on the same data dir:
@@ -28,4 +31,25 @@ func TestDataSurvivesRestart(t *testing.T) {
 	}
 	again.client().Do(t, refreshQ, map[string]any{"t": u.Refresh}, nil)
 	again.client().Do(t, loginQ, map[string]any{"in": map[string]any{"email": u.Email, "password": u.Password}}, nil)
+}
+
+// TestQueuedRunSurvivesRestart queues a run on a server whose worker is
+// off, stops it, and starts it again with its worker: the in-process queue
+// lost the job, but the run is requeued from the store and completes.
+func TestQueuedRunSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	testenv.Docker(t)
+	ta := startApp(t)
+	u := ta.register(t, "patient")
+	run := execute(t, u.Client, map[string]any{"language": "python", "code": "print('still here')"})
+	ta.stop()
+
+	again := &testApp{cfg: ta.cfg}
+	again.cfg.Worker = "on"
+	again.cfg.SandboxInstance = "cmdtest-" + codecrafter.RandomToken(6)
+	again.start(t)
+	c := again.client().With(u.Access)
+	if got := checkRun(t, collectOutput(t, c, run.ID), "SUCCEEDED"); got != "still here\n" {
+		t.Errorf("stdout %q", got)
+	}
 }

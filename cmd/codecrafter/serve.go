@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/codecrafter/codecrafter/worker"
 )
 
 // serve runs the API (and, per config, the worker) until ctx ends, then
@@ -36,6 +38,11 @@ func (a *app) serve(ctx context.Context, ln net.Listener) error {
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()
 	if a.worker != nil {
+		if a.cfg.AMQPURL == "" {
+			if _, err := worker.RequeuePending(ctx, a.db, a.queue, a.log); err != nil {
+				return fmt.Errorf("requeueing pending runs: %w", err)
+			}
+		}
 		wg.Go(func() {
 			if err := a.worker.Run(workerCtx); err != nil {
 				a.log.Error("worker stopped", "err", err)

@@ -186,6 +186,21 @@ func (s *Store) RequestCancel(_ context.Context, id string) (*codecrafter.Execut
 	})
 }
 
+func (s *Store) PendingExecutions(context.Context) ([]*codecrafter.Execution, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var list []*codecrafter.Execution
+	for _, e := range s.executions {
+		if !e.Status.Final() {
+			c := clone(e)
+			c.Output = nil
+			list = append(list, c)
+		}
+	}
+	slices.SortFunc(list, func(a, b *codecrafter.Execution) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return list, nil
+}
+
 func (s *Store) StuckExecutions(_ context.Context, startedBefore time.Time) ([]*codecrafter.Execution, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,27 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/codecrafter/codecrafter"
+)
+
+// RequeuePending enqueues a job for every QUEUED or RUNNING execution. An
+// in-process queue loses its jobs when the process stops; run this at
+// start, before workers consume, so those runs still happen. (A RUNNING
+// one is claimed again with a new attempt; its old attempt died with the
+// process.) A durable broker keeps its jobs and needs none of this.
+func RequeuePending(ctx context.Context, store codecrafter.ExecutionStore, queue codecrafter.Queue, log *slog.Logger) (int, error) {
+	pending, err := store.PendingExecutions(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range pending {
+		if err := queue.Enqueue(ctx, codecrafter.Job{ExecutionID: e.ID}); err != nil {
+			return 0, err
+		}
+		log.InfoContext(ctx, "requeued a run left by an earlier process", "execution", e.ID, "status", e.Status)
+	}
+	return len(pending), nil
+}
