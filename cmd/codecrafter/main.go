@@ -25,6 +25,8 @@ Usage:
                                     (needs MONGO_URI, REDIS_URL, AMQP_URL)
   codecrafter images build [flags]  build the sandbox images locally
   codecrafter images list           the runtimes and their images
+  codecrafter store [flags]         the embedded MongoDB-wire store alone, on TCP
+                                    (for serve and worker processes to share)
   codecrafter health [-url URL]     exit 0 when a server's /readyz answers 200
 
 Settings (flags, each with an environment fallback in brackets):
@@ -74,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return images(ctx, rest, stdout, stderr)
 	case "health":
 		return health(ctx, rest, stderr)
+	case "store":
+		return storeMain(ctx, rest, stderr)
 	default:
 		printUsage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)
