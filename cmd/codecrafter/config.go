@@ -45,6 +45,7 @@ type config struct {
 	LoginWindow        time.Duration
 
 	Worker            string // auto, on or off: run the worker inside serve
+	MetricsAddr       string // the worker daemon's /metrics and /healthz
 	WorkerID          string
 	WorkerConcurrency int
 	ShutdownGrace     time.Duration
@@ -104,6 +105,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	dur(&c.LoginWindow, "login-window", "CODECRAFTER_LOGIN_WINDOW", 15*time.Minute, "window of the failed-login limits")
 
 	str(&c.Worker, "worker", "CODECRAFTER_WORKER", "auto", "run the execution worker inside serve: auto (when no AMQP_URL), on or off")
+	str(&c.MetricsAddr, "metrics-addr", "CODECRAFTER_METRICS_ADDR", ":9091", "listen address of the worker daemon's /metrics and /healthz (serve has them on -addr); empty: none")
 	str(&c.WorkerID, "worker-id", "CODECRAFTER_WORKER_ID", "", "worker name in logs and the store (default: hostname-pid)")
 	num(&c.WorkerConcurrency, "worker-concurrency", "CODECRAFTER_WORKER_CONCURRENCY", 4, "runs a worker executes at once")
 	dur(&c.ShutdownGrace, "shutdown-grace", "CODECRAFTER_SHUTDOWN_GRACE", 20*time.Second, "on shutdown, how long in-flight runs may finish before they are requeued")

@@ -40,7 +40,7 @@ func startWorkerProcess(t testing.TB, ta *testApp, name string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "worker",
-		"-worker-id", name, "-worker-concurrency", "2", "-pool-size", "0", "-log-format", "json", "-log-level", "debug")
+		"-worker-id", name, "-worker-concurrency", "2", "-pool-size", "0", "-metrics-addr", "127.0.0.1:0", "-log-format", "json", "-log-level", "debug")
 	cmd.Env = append(os.Environ(),
 		"MONGO_URI="+ta.app.mongoURI, "REDIS_URL="+ta.cfg.RedisURL, "AMQP_URL="+ta.cfg.AMQPURL,
 		"CODECRAFTER_QUEUE="+ta.cfg.QueueName, "CODECRAFTER_REDIS_PREFIX="+ta.cfg.RedisPrefix,
