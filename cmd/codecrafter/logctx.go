@@ -12,10 +12,12 @@ import (
 type ctxHandler struct{ slog.Handler }
 
 func (h ctxHandler) Handle(ctx context.Context, r slog.Record) error {
-	if id := codecrafter.RequestIDFromContext(ctx); id != "" {
+	has := map[string]bool{}
+	r.Attrs(func(a slog.Attr) bool { has[a.Key] = true; return true })
+	if id := codecrafter.RequestIDFromContext(ctx); id != "" && !has["request_id"] {
 		r.AddAttrs(slog.String("request_id", id))
 	}
-	if uid := codecrafter.UserIDFromContext(ctx); uid != "" {
+	if uid := codecrafter.UserIDFromContext(ctx); uid != "" && !has["user_id"] {
 		r.AddAttrs(slog.String("user_id", uid))
 	}
 	return h.Handler.Handle(ctx, r)
