@@ -4,9 +4,13 @@ package mongotest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/mongo"
@@ -44,4 +48,31 @@ func Open(t testing.TB, uri string) *mongo.DB {
 	}
 	t.Cleanup(func() { db.Close(context.Background()) })
 	return db
+}
+
+// Main runs a test binary's tests with one embedded server shared by all
+// of them (each opens its own database with Open(t, *uri)), then checks
+// for leaked goroutines. Call it from TestMain: os.Exit(mongotest.Main(m, &uri)).
+func Main(m *testing.M, uri *string) int {
+	dir, err := os.MkdirTemp("", "mongotest-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	srv, err := mongo.StartEmbedded(ctx, dir, slog.New(slog.DiscardHandler))
+	cancel()
+	if err != nil {
+		panic(err)
+	}
+	*uri = srv.URI()
+	code := m.Run()
+	srv.Close()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
 }
