@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/codecrafter/codecrafter/internal/promtest"
 	"github.com/codecrafter/codecrafter/server"
 )
 
@@ -30,17 +31,17 @@ func TestMetrics(t *testing.T) {
 		{map[string]string{"operation": "anonymous", "type": "unknown", "code": "BAD_USER_INPUT"}, 1},
 		{map[string]string{"operation": "Out", "type": "mutation", "code": "BAD_USER_INPUT"}, 1},
 	} {
-		if got := metricValue(t, e.reg, ops, c.labels); got != c.want {
+		if got := promtest.Value(t, e.reg, ops, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", ops, c.labels, got, c.want)
 		}
 	}
-	if got := metricValue(t, e.reg, "codecrafter_graphql_operation_duration_seconds", map[string]string{"operation": "Hello", "type": "query"}); got != 2 {
+	if got := promtest.Value(t, e.reg, "codecrafter_graphql_operation_duration_seconds", map[string]string{"operation": "Hello", "type": "query"}); got != 2 {
 		t.Errorf("operation latency observations %v, want 2", got)
 	}
-	if got := metricValue(t, e.reg, "codecrafter_http_requests_total", map[string]string{"route": "/graphql", "method": "POST", "status": "422"}); got != 1 {
+	if got := promtest.Value(t, e.reg, "codecrafter_http_requests_total", map[string]string{"route": "/graphql", "method": "POST", "status": "422"}); got != 1 {
 		t.Errorf("POST 422 requests %v, want 1", got)
 	}
-	if got := metricValue(t, e.reg, "codecrafter_http_request_duration_seconds", map[string]string{"route": "/graphql"}); got != 5 {
+	if got := promtest.Value(t, e.reg, "codecrafter_http_request_duration_seconds", map[string]string{"route": "/graphql"}); got != 5 {
 		t.Errorf("latency observations %v, want 5", got)
 	}
 
@@ -50,7 +51,7 @@ func TestMetrics(t *testing.T) {
 	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), line) {
 		t.Errorf("/metrics: %d, no %q in\n%.2000s", r.Status, line, r.Body)
 	}
-	if got := metricValue(t, e.reg, "codecrafter_websocket_connections", nil); got != 0 {
+	if got := promtest.Value(t, e.reg, "codecrafter_websocket_connections", nil); got != 0 {
 		t.Errorf("websocket gauge %v", got)
 	}
 }
@@ -99,39 +100,4 @@ func TestMetricsNeedAGatherer(t *testing.T) {
 	if _, err := server.New(server.Config{}, server.Deps{Schema: newEnvSchema(), Registerer: reg}); err == nil {
 		t.Error("registering twice on one registry succeeded")
 	}
-}
-
-// metricValue returns a counter's or gauge's value, or a histogram's
-// sample count, for the series with exactly these labels (0 if none).
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue series
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return 0
 }

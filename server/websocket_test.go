@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/codecrafter/codecrafter/internal/promtest"
 	"github.com/codecrafter/codecrafter/server"
 )
 
@@ -181,7 +182,7 @@ func TestWebsocketProtocols(t *testing.T) {
 			if got.RequestID == "" || got.ClientAddr != "127.0.0.1" || got.UserID != "" {
 				t.Errorf("operation context %+v", got)
 			}
-			if n := metricValue(t, e.reg, "codecrafter_websocket_connections", nil); n != 1 {
+			if n := promtest.Value(t, e.reg, "codecrafter_websocket_connections", nil); n != 1 {
 				t.Errorf("websocket gauge %v with one socket open", n)
 			}
 
@@ -193,7 +194,7 @@ func TestWebsocketProtocols(t *testing.T) {
 
 			c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 			waitFor(t, "the socket to be accounted closed", func() bool {
-				return metricValue(t, e.reg, "codecrafter_websocket_connections", nil) == 0 &&
+				return promtest.Value(t, e.reg, "codecrafter_websocket_connections", nil) == 0 &&
 					len(e.logs.lines("websocket disconnected")) == 1
 			})
 			if l := e.logs.lines("websocket disconnected"); l[0]["close_code"] != float64(1000) {
@@ -202,7 +203,7 @@ func TestWebsocketProtocols(t *testing.T) {
 			if l := e.logs.lines("websocket connected"); len(l) != 1 || l[0]["subprotocol"] != proto || l[0]["request_id"] != got.RequestID {
 				t.Errorf("connect log %v", l)
 			}
-			if n := metricValue(t, e.reg, "codecrafter_graphql_operations_total", map[string]string{"operation": "Hi", "type": "query", "code": "OK"}); n != 1 {
+			if n := promtest.Value(t, e.reg, "codecrafter_graphql_operations_total", map[string]string{"operation": "Hi", "type": "query", "code": "OK"}); n != 1 {
 				t.Errorf("operations counted %v", n)
 			}
 		})
@@ -323,7 +324,7 @@ func TestWebsocketReadLimit(t *testing.T) {
 		}
 	}
 	waitFor(t, "the server to drop the socket", func() bool {
-		return metricValue(t, e.reg, "codecrafter_websocket_connections", nil) == 0
+		return promtest.Value(t, e.reg, "codecrafter_websocket_connections", nil) == 0
 	})
 	if e.spy.count() != ran {
 		t.Error("the oversized operation ran")

@@ -16,6 +16,7 @@ import (
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/executions/exectest"
 	"github.com/codecrafter/codecrafter/inmem"
+	"github.com/codecrafter/codecrafter/internal/promtest"
 	"github.com/codecrafter/codecrafter/worker"
 )
 
@@ -158,7 +159,7 @@ func TestRunStreamsOutputAndResult(t *testing.T) {
 		e.startWorker(t, fastConfig("w1"), deps{reg: reg})
 
 		call := exectest.Receive(t, e.sandbox.Calls)
-		if n := metric(t, reg, "codecrafter_runs_in_flight", nil); n != 1 {
+		if n := promtest.Value(t, reg, "codecrafter_runs_in_flight", nil); n != 1 {
 			t.Fatalf("runs_in_flight = %v during the run", n)
 		}
 		want := codecrafter.RunRequest{Language: "python", Code: "print(input())", Stdin: "hi", TimeLimit: 2 * time.Second, MemoryLimitMB: 64}
@@ -189,10 +190,10 @@ func TestRunStreamsOutputAndResult(t *testing.T) {
 			}
 		}
 		e.settled(t)
-		if n := metric(t, reg, "codecrafter_runs_total", map[string]string{"language": "python", "status": "SUCCEEDED"}); n != 1 {
+		if n := promtest.Value(t, reg, "codecrafter_runs_total", map[string]string{"language": "python", "status": "SUCCEEDED"}); n != 1 {
 			t.Fatalf("runs_total = %v, want 1", n)
 		}
-		if n := metric(t, reg, "codecrafter_runs_in_flight", nil); n != 0 {
+		if n := promtest.Value(t, reg, "codecrafter_runs_in_flight", nil); n != 0 {
 			t.Fatalf("runs_in_flight = %v after the run", n)
 		}
 	})
@@ -552,33 +553,6 @@ func (h notifyHandler) Handle(_ context.Context, r slog.Record) error {
 	default:
 	}
 	return nil
-}
-
-// metric reads one labelled counter or gauge from reg.
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue metrics
-				}
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }
 
 func TestBurstRunsEachExactlyOnce(t *testing.T) {
