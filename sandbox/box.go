@@ -96,7 +96,11 @@ func (d *Docker) createOptions(l *Language, memoryMB int) client.ContainerCreate
 // startBox creates, attaches and starts a container; ccbox then blocks
 // reading its job. On any error the container is removed.
 func (d *Docker) startBox(ctx context.Context, l *Language, memoryMB int) (b *box, err error) {
-	created, err := d.cli.ContainerCreate(ctx, d.createOptions(l, memoryMB))
+	// Not cancelled mid-request: the engine would create the container
+	// anyway, and only its answer names it for removal.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	created, err := d.cli.ContainerCreate(cctx, d.createOptions(l, memoryMB))
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("create %s container: %w", l.ID, err)
 	}
@@ -106,6 +110,9 @@ func (d *Docker) startBox(ctx context.Context, l *Language, memoryMB int) (b *bo
 			d.remove(b)
 		}
 	}()
+	if err := ctx.Err(); err != nil {
+		return b, err
+	}
 	att, err := d.cli.ContainerAttach(ctx, b.id, client.ContainerAttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
 	if err != nil {
 		return b, fmt.Errorf("attach: %w", err)

@@ -9,8 +9,11 @@
 // seccomp profile, pids/memory(+swap)/CPU/file limits, tini as init, an
 // empty environment and no log storage. Inside, ccbox (cmd/ccbox) takes
 // the job on stdin, compiles and runs it and reports frames (package
-// wire) on stdout; the runner enforces wall clock, output cap and memory
-// (State.OOMKilled) itself and always force-removes the container.
+// wire) on stdout; the runner enforces wall clock and output cap itself,
+// detects memory kills (the box's memory cgroup OOM kill count, which
+// ccbox reports with a clean exit under runc, else State.OOMKilled) and
+// always force-removes the container, in the background once the result
+// is known.
 //
 // Images: BuildImages debootstraps a Debian bookworm minbase, imports it,
 // adds each language's packages (Dockerfile FROM base, apt-get over the

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,16 @@ type Docker struct {
 	stop      context.CancelFunc
 	fillers   sync.WaitGroup
 	closeOnce sync.Once
+	// kernelMemcg: the engine's runtime is runc, whose boxes live in a
+	// kernel memory cgroup whose OOM kill count ccbox can read.
+	kernelMemcg bool
+
+	// Used boxes are removed in the background (removeLater); removing
+	// bounds how many are pending, so a slow engine still slows runs down.
+	mu       sync.Mutex
+	closed   bool
+	removals sync.WaitGroup
+	removing chan struct{}
 
 	onAcquire func(containerID string) // test hook
 }
@@ -64,10 +75,17 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: metrics: %w", err)
 	}
-	d := &Docker{cli: cli, cfg: cfg, reg: reg, log: logger, metrics: m, pools: map[string]*pool{}}
+	d := &Docker{cli: cli, cfg: cfg, reg: reg, log: logger, metrics: m, pools: map[string]*pool{},
+		removing: make(chan struct{}, maxPendingRemovals)}
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return nil, fmt.Errorf("sandbox: docker engine: %w", err)
 	}
+	info, err := cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: docker engine: %w", err)
+	}
+	runtime := cmp.Or(cfg.OCIRuntime, info.Info.DefaultRuntime)
+	d.kernelMemcg = runtime == "runc" || runtime == "io.containerd.runc.v2"
 	if err := d.sweep(ctx); err != nil {
 		return nil, err
 	}
@@ -110,9 +128,32 @@ func (d *Docker) sweep(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the pool fillers and removes every pooled container, then
-// closes the engine connection. Runs still in progress keep their own
-// containers until they end; call Close after they are done.
+// maxPendingRemovals bounds the used containers awaiting removal.
+const maxPendingRemovals = 8
+
+// removeLater removes a used box in the background, off the run's path.
+// After Close it removes at once.
+func (d *Docker) removeLater(b *box) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		d.remove(b)
+		return
+	}
+	d.removals.Add(1)
+	d.mu.Unlock()
+	d.removing <- struct{}{}
+	go func() {
+		defer d.removals.Done()
+		defer func() { <-d.removing }()
+		d.remove(b)
+	}()
+}
+
+// Close stops the pool fillers, removes every pooled container and waits
+// for pending removals of used ones, then closes the engine connection.
+// Runs still in progress keep their own containers until they end; call
+// Close after they are done.
 func (d *Docker) Close() error {
 	d.closeOnce.Do(func() {
 		if d.stop != nil {
@@ -122,6 +163,10 @@ func (d *Docker) Close() error {
 		for _, p := range d.pools {
 			p.drain()
 		}
+		d.mu.Lock()
+		d.closed = true
+		d.mu.Unlock()
+		d.removals.Wait()
 	})
 	return d.cli.Close()
 }

@@ -10,3 +10,11 @@ func (d *Docker) PoolReady(language string) int {
 	}
 	return 0
 }
+
+// WaitRemovals waits for d's pending background removals of used
+// containers.
+func (d *Docker) WaitRemovals() { d.removals.Wait() }
+
+// UseOOMReport sets whether d may take a clean exit's OOM kill count from
+// ccbox instead of waiting for the container's final state.
+func (d *Docker) UseOOMReport(use bool) { d.kernelMemcg = use }

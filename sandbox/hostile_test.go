@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,7 +224,7 @@ func testHostile(t *testing.T, cfg sandbox.Config, relaxed map[string]codecrafte
 			if len(containers) != 1 {
 				t.Fatalf("runs used containers %v, want one", containers)
 			}
-			assertGone(t, containers[0])
+			assertGone(t, d, containers[0])
 			if entries, _ := os.ReadDir(hostDir); len(entries) != 1 {
 				t.Errorf("host dir changed: %d entries", len(entries))
 			}
@@ -270,7 +271,38 @@ func TestCancel(t *testing.T) {
 	if took := time.Since(cancelledAt); took > 5*time.Second {
 		t.Errorf("Run returned %v after the cancel", took)
 	}
-	assertGone(t, id)
+	assertGone(t, d, id)
+}
+
+// TestMemoryKill checks both ways a memory kill is found: ccbox's report
+// of the box's OOM kill count with a clean exit (under runc) and the
+// container's final state (the fallback), also when only a child was
+// killed and the program itself exits 0.
+func TestMemoryKill(t *testing.T) {
+	t.Parallel()
+	childBomb := "import subprocess, sys\nr = subprocess.run([sys.executable, '-c', 'a = []\\nwhile True: a.append(bytearray(10**7))'])\nprint('child ended', r.returncode)\n"
+	for _, fallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
+			t.Parallel()
+			d, _ := newRunner(t, sandbox.Config{})
+			if fallback {
+				d.UseOOMReport(false)
+			}
+			for _, tc := range []struct {
+				code string
+				want codecrafter.ExecutionStatus
+			}{
+				{childBomb, codecrafter.StatusMemoryLimit},
+				{"a = []\nwhile True:\n    a.append(bytearray(10**7))\n", codecrafter.StatusMemoryLimit},
+				{"print('fine')", codecrafter.StatusSucceeded},
+			} {
+				res := run(t, d, codecrafter.RunRequest{Language: "python", Code: tc.code, MemoryLimitMB: 64})
+				if res.Status != tc.want {
+					t.Errorf("status %s, want %s:\n%s", res.Status, tc.want, describe(res))
+				}
+			}
+		})
+	}
 }
 
 func deref(s *string) string {
@@ -280,13 +312,15 @@ func deref(s *string) string {
 	return *s
 }
 
-// assertGone checks the container is removed and none of its processes
-// is left on the host (cgroup paths name the container).
-func assertGone(t *testing.T, id string) {
+// assertGone checks the container is removed, once d's background
+// removals are done, and none of its processes is left on the host
+// (cgroup paths name the container).
+func assertGone(t *testing.T, d *sandbox.Docker, id string) {
 	t.Helper()
 	if id == "" {
 		t.Fatal("no container id")
 	}
+	d.WaitRemovals()
 	if out, err := execOutput("docker", "ps", "-aq", "--no-trunc", "--filter", "id="+id); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("container %s still exists (%q, %v)", id[:12], out, err)
 	}

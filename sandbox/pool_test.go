@@ -36,7 +36,7 @@ func TestWarmPool(t *testing.T) {
 	if n := metric(t, reg, "codecrafter_sandbox_containers_acquired_total", "python", "pool"); n != 1 {
 		t.Errorf("pool acquisitions = %v, want 1", n)
 	}
-	assertGone(t, used[0])
+	assertGone(t, d, used[0])
 
 	// A replacement arrives; a run with another memory limit still uses
 	// it (resized) and sees its own limit.
@@ -55,6 +55,7 @@ func TestWarmPool(t *testing.T) {
 	}
 	// A pooled container that died while waiting costs a retry, not the run.
 	waitFor(t, "another replacement", ready)
+	d.WaitRemovals() // of the resized run's container
 	dead := labelled(t, cfg.Instance)
 	if out, err := execOutput("docker", "rm", "-f", dead[0]); err != nil {
 		t.Fatalf("docker rm: %v %s", err, out)

@@ -28,10 +28,11 @@ const (
 	exitGrace    = 3 * time.Second // from the exit frame to the container stopping
 )
 
-// Run runs req in a fresh container (a pooled one when ready) and always
-// removes the container before returning. out is called from Run's
-// goroutine, in order, with chunks that end on UTF-8 character
-// boundaries; a slow out slows the program down but its limits still run.
+// Run runs req in a fresh container (a pooled one when ready), which is
+// always force-removed: in the background once Run has its result (Close
+// waits for those removals). out is called from Run's goroutine, in
+// order, with chunks that end on UTF-8 character boundaries; a slow out
+// slows the program down but its limits still run.
 // Time and memory limits of 0 take the configured defaults, larger ones
 // are capped at the maximums, and a language's minMemoryMb raises small
 // ones.
@@ -83,7 +84,7 @@ func (d *Docker) runOnce(ctx context.Context, l *Language, lim limits, req codec
 	if err != nil {
 		return nil, nil, err
 	}
-	defer d.remove(b) // runs on errors and panics too
+	defer d.removeLater(b) // runs on errors and panics too
 	if d.onAcquire != nil {
 		d.onAcquire(b.id)
 	}
@@ -101,7 +102,7 @@ func (d *Docker) acquire(ctx context.Context, l *Language, memoryMB int, pooled 
 				d.metrics.acquired.WithLabelValues(l.ID, "pool").Inc()
 				return b, nil
 			}
-			d.remove(b)
+			d.removeLater(b)
 		}
 	}
 	d.metrics.acquired.WithLabelValues(l.ID, "fresh").Inc()
@@ -295,7 +296,7 @@ read:
 	stdout.flush()
 	stderr.flush()
 
-	state, err := r.finish(ctx)
+	state, err := r.finish(ctx, exit, violated)
 	if err != nil {
 		return nil, err
 	}
@@ -347,8 +348,16 @@ read:
 }
 
 // finish waits for the container to stop (killing it when ccbox does not
-// exit on its own) and returns its final state.
-func (r *run) finish(ctx context.Context) (*container.State, error) {
+// exit on its own) and returns its final state. When ccbox reported a
+// clean exit with the box's OOM kill count, that count is all the state
+// needed: the container's exit (~35 ms of engine work) is not waited for,
+// and its removal kills whatever is left. Like the exit code, the count is
+// a claim user code could forge about its own run only; the cgroup
+// enforces the limit either way.
+func (r *run) finish(ctx context.Context, exit *wire.Exit, violated string) (*container.State, error) {
+	if exit != nil && exit.OOMKills != nil && violated == "" && r.stopped() == stopNone && r.d.kernelMemcg {
+		return &container.State{OOMKilled: *exit.OOMKills > 0}, nil
+	}
 	wait := func(d time.Duration) (bool, error) {
 		select {
 		case <-r.b.waited.Result:

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -257,7 +258,8 @@ func execute(job wire.Job, out *frames) wire.Exit {
 	case <-time.After(2 * time.Second): // a process stuck in the kernel; report anyway
 	}
 
-	res := wire.Exit{ExitCode: exitCode(cmd, err), TimedOut: timedOut.Load(), OutputCut: cut.Load(), DurationMs: dur.Milliseconds()}
+	res := wire.Exit{ExitCode: exitCode(cmd, err), TimedOut: timedOut.Load(), OutputCut: cut.Load(), DurationMs: dur.Milliseconds(),
+		OOMKills: oomKills()}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		res.Signal = ws.Signal().String()
 	}
@@ -268,6 +270,32 @@ func execute(job wire.Job, out *frames) wire.Exit {
 // killer's choice.
 func oomFirst(pid int) {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte("1000"), 0)
+}
+
+// oomKills reads the OOM kill count of the box's memory cgroup (v1, then
+// v2). The kernel counts a kill before the victim dies, so once the
+// program and its children are gone the count covers them all.
+func oomKills() *int64 {
+	for _, f := range []string{"/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"} {
+		if b, err := os.ReadFile(f); err == nil {
+			if n, ok := parseOOMKills(string(b)); ok {
+				return &n
+			}
+		}
+	}
+	return nil
+}
+
+// parseOOMKills finds the "oom_kill N" line of memory.oom_control (v1)
+// or memory.events (v2).
+func parseOOMKills(s string) (int64, bool) {
+	for line := range strings.Lines(s) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "oom_kill "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
 
 // exitCode is the status a shell would report: 128+signal when killed.

@@ -74,6 +74,10 @@ type Exit struct {
 	TimedOut   bool   `json:"timedOut,omitempty"`
 	OutputCut  bool   `json:"outputCut,omitempty"` // ccbox stopped it at the output limit
 	DurationMs int64  `json:"durationMs"`
+	// OOMKills is the box's memory cgroup OOM kill count once the program
+	// and its children are gone (they may die of an OOM kill while it
+	// exits 0); nil when ccbox could not read it.
+	OOMKills *int64 `json:"oomKills,omitempty"`
 }
 
 // Write writes one frame.
