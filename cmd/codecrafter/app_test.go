@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/internal/gqltest"
+	"github.com/codecrafter/codecrafter/sandbox"
 )
 
 // testApp is the whole server (real handler, resolvers, services and the
@@ -38,6 +42,7 @@ func testConfig(t testing.TB) config {
 	cfg.DataDir = t.TempDir()
 	cfg.Worker = "off"
 	cfg.Argon2MemoryKB, cfg.Argon2Passes = 1024, 1
+	cfg.JWTSecret = codecrafter.RandomToken(32)
 	cfg.MongoURI, cfg.RedisURL, cfg.AMQPURL = "", "", ""
 	return cfg
 }
@@ -88,6 +93,9 @@ func (ta *testApp) start(t testing.TB) {
 				t.Errorf("serve did not stop within 30s")
 			}
 			a.close()
+			if ta.cfg.runWorker() {
+				assertNoContainers(t, ta.cfg.SandboxInstance)
+			}
 		})
 	}
 	t.Cleanup(stop)
@@ -156,4 +164,18 @@ func (ta *testApp) register(t testing.TB, name string) *user {
 	u.ID, u.Access, u.Refresh = out.Register.User.ID, out.Register.AccessToken, out.Register.RefreshToken
 	u.Client = ta.client().With(u.Access)
 	return u
+}
+
+// assertNoContainers fails when a sandbox container of the instance is
+// left on the engine after the app closed.
+func assertNoContainers(t testing.TB, instance string) {
+	t.Helper()
+	out, err := exec.Command("docker", "ps", "-a", "--format", "{{.ID}}:{{.State}}:{{.Status}}", "--filter", "label="+sandbox.LabelInstance+"="+instance).Output()
+	if err != nil {
+		t.Errorf("docker ps: %v", err)
+		return
+	}
+	if ids := strings.Fields(string(out)); len(ids) > 0 {
+		t.Errorf("sandbox containers left after the app closed: %v", ids)
+	}
 }

@@ -80,13 +80,19 @@ func brokerApp(t testing.TB, amqpURL string, worker bool) *testApp {
 	redisURL := testenv.RedisURL(t)
 	testenv.Docker(t)
 	id := codecrafter.RandomToken(6)
-	return startApp(t, func(c *config) {
+	ta := startApp(t, func(c *config) {
 		c.RedisURL, c.AMQPURL = redisURL, amqpURL
 		c.QueueName = "cmdtest.jobs." + id
 		c.RedisPrefix = "cmdtest:" + id + ":"
 		c.SandboxInstance = "cmdtest-" + id
 		c.Worker = map[bool]string{true: "on", false: "off"}[worker]
 	})
+	if !worker {
+		// Runs after the cleanups of worker processes started later (the
+		// app's own check covers its in-process worker).
+		t.Cleanup(func() { assertNoContainers(t, ta.cfg.SandboxInstance) })
+	}
+	return ta
 }
 
 // TestWorkerKilledMidRun kills a worker daemon (SIGKILL) while it runs a

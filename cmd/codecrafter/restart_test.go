@@ -12,7 +12,7 @@ import (
 // persist in the embedded store.
 func TestDataSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	ta := startApp(t)
+	ta := startApp(t, func(c *config) { c.JWTSecret = "" }) // generated and kept in the data dir
 	u := ta.register(t, "persist")
 	s := createSession(t, u, "kept")
 	ta.stop()
