@@ -20,9 +20,9 @@ build:
 services-docker:
 	scripts/services.sh docker
 
-## services: install (apt) and start dockerd, Redis and RabbitMQ
+## services: install (apt) and start dockerd, Redis and RabbitMQ; install promtool and docker-compose
 services:
-	scripts/services.sh docker redis rabbitmq
+	scripts/services.sh docker redis rabbitmq tools
 
 ## images: build the sandbox images locally (debootstrap base + one image per language); skips current ones
 images: build services-docker

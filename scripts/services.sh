@@ -3,10 +3,11 @@
 # tests need: dockerd, redis-server, rabbitmq-server. Idempotent: a service
 # that already answers is left alone.
 #
-#   usage: scripts/services.sh [docker] [redis] [rabbitmq]   (default: all)
+#   usage: scripts/services.sh [docker] [redis] [rabbitmq] [tools]   (default: all)
+#   (tools: promtool and docker-compose, which the deploy/ tests run)
 set -euo pipefail
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(docker redis rabbitmq)
+[ ${#want[@]} -gt 0 ] || want=(docker redis rabbitmq tools)
 log() { printf '[services] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -72,6 +73,7 @@ for s in "${want[@]}"; do
     docker) start_docker ;;
     redis) start_redis ;;
     rabbitmq) start_rabbitmq ;;
+    tools) command -v promtool >/dev/null && command -v docker-compose >/dev/null || need_pkgs prometheus docker-compose ;;
     *) log "unknown service $s"; exit 2 ;;
   esac
 done

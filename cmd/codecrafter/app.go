@@ -151,6 +151,9 @@ func (a *app) openStore(ctx context.Context) error {
 func (a *app) startSandbox(ctx context.Context) error {
 	sc := sandbox.DefaultConfig()
 	sc.Instance = a.cfg.SandboxInstance
+	if sc.Instance == "" {
+		sc.Instance, _ = os.Hostname()
+	}
 	sc.OCIRuntime = a.cfg.SandboxRuntime
 	sc.DefaultTimeLimit, sc.MaxTimeLimit = a.cfg.DefaultTimeLimit, a.cfg.MaxTimeLimit
 	sc.DefaultMemoryMB, sc.MaxMemoryMB = a.cfg.DefaultMemoryMB, a.cfg.MaxMemoryMB

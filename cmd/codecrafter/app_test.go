@@ -62,7 +62,7 @@ func startApp(t testing.TB, opts ...func(*config)) *testApp {
 
 func (ta *testApp) start(t testing.TB) {
 	t.Helper()
-	if err := ta.cfg.validate(); err != nil {
+	if err := ta.cfg.validate("serve"); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(newTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn}))

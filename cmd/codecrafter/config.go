@@ -111,7 +111,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	dur(&c.ShutdownGrace, "shutdown-grace", "CODECRAFTER_SHUTDOWN_GRACE", 20*time.Second, "on shutdown, how long in-flight runs may finish before they are requeued")
 
 	str(&c.RuntimesFile, "runtimes", "CODECRAFTER_RUNTIMES", "", "runtimes registry file (YAML); empty uses the built-in ten languages")
-	str(&c.SandboxInstance, "sandbox-instance", "CODECRAFTER_SANDBOX_INSTANCE", "codecrafter", "label of this deployment's sandbox containers; a starting worker removes leftovers with it (give deployments sharing a Docker engine distinct names)")
+	str(&c.SandboxInstance, "sandbox-instance", "CODECRAFTER_SANDBOX_INSTANCE", "", "label of this worker's sandbox containers; a starting worker removes leftovers with its label, so workers sharing a Docker engine need distinct ones (default: the hostname, stable across restarts of one worker)")
 	str(&c.SandboxRuntime, "sandbox-runtime", "CODECRAFTER_SANDBOX_RUNTIME", "", "Docker OCI runtime for sandboxes: empty (engine default, runc) or runsc (gVisor)")
 	num(&c.PoolSize, "pool-size", "CODECRAFTER_POOL_SIZE", -1, "warm containers per language; -1 keeps each runtime's own setting")
 	dur(&c.DefaultTimeLimit, "time-limit", "CODECRAFTER_TIME_LIMIT", 5*time.Second, "default wall-clock limit of a run")
@@ -146,14 +146,16 @@ func (c *config) runWorker() bool {
 	return c.AMQPURL == ""
 }
 
-func (c *config) validate() error {
+// validate checks the settings; cmd is "serve" or "worker" (the worker
+// issues no tokens, so it needs no JWT secret).
+func (c *config) validate(cmd string) error {
 	if len(c.envErrs) > 0 {
 		return errors.Join(c.envErrs...)
 	}
 	switch {
 	case c.Env != "development" && c.Env != "production":
 		return fmt.Errorf("-env: %q is not development or production", c.Env)
-	case c.production() && c.JWTSecret == "":
+	case cmd == "serve" && c.production() && c.JWTSecret == "":
 		return fmt.Errorf("-jwt-secret (CODECRAFTER_JWT_SECRET) is required in production")
 	case c.JWTSecret != "" && len(c.JWTSecret) < 32:
 		return fmt.Errorf("-jwt-secret must be at least 32 bytes")

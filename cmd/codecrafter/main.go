@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := fs.Parse(rest); err != nil {
 			return err
 		}
-		if err := cfg.validate(); err != nil {
+		if err := cfg.validate(cmd); err != nil {
 			return err
 		}
 		logger, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)

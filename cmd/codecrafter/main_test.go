@@ -50,7 +50,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 	}
 	t.Setenv("CODECRAFTER_WORKER_CONCURRENCY", "many")
 	cfg = testConfig(t)
-	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "CODECRAFTER_WORKER_CONCURRENCY") {
+	if err := cfg.validate("serve"); err == nil || !strings.Contains(err.Error(), "CODECRAFTER_WORKER_CONCURRENCY") {
 		t.Errorf("unparsable env: %v", err)
 	}
 }

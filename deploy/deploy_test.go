@@ -1,0 +1,426 @@
+// Package deploy_test checks the deployment files against each other and
+// against the code: Kubernetes manifests are well-formed and consistent,
+// the compose file builds from files that exist, and every setting and
+// metric name they use is one the Go code defines. promtool and
+// docker-compose, when installed, check the Prometheus files and the
+// compose file themselves.
+package deploy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/goccy/go-yaml"
+
+	"github.com/codecrafter/codecrafter/internal/testenv"
+)
+
+type doc = map[string]any
+
+// key names a Kubernetes object.
+type key struct{ kind, name string }
+
+// get walks nested maps by keys; nil when a step is missing.
+func get(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+func str(v any, keys ...string) string { s, _ := get(v, keys...).(string); return s }
+
+func list(v any, keys ...string) []any { l, _ := get(v, keys...).([]any); return l }
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// decodeAll returns the non-empty YAML documents of a file.
+func decodeAll(t *testing.T, path string) []doc {
+	t.Helper()
+	dec := yaml.NewDecoder(bytes.NewReader(readFile(t, path)))
+	var docs []doc
+	for {
+		var d doc
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(d) > 0 {
+			docs = append(docs, d)
+		}
+	}
+}
+
+// goSource is the text of the command's and packages' non-test Go files.
+func goSource(t *testing.T, dirs ...string) string {
+	t.Helper()
+	var sb strings.Builder
+	for _, dir := range dirs {
+		files, err := filepath.Glob(filepath.Join("..", dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if !strings.HasSuffix(f, "_test.go") {
+				sb.Write(readFile(t, f))
+			}
+		}
+	}
+	if sb.Len() == 0 {
+		t.Fatalf("no Go source found in %v", dirs)
+	}
+	return sb.String()
+}
+
+// knownSettings are the environment variables the codecrafter command reads.
+func knownSettings(t *testing.T) map[string]bool {
+	t.Helper()
+	re := regexp.MustCompile(`"((?:CODECRAFTER_[A-Z0-9_]+)|MONGO_URI|REDIS_URL|AMQP_URL)"`)
+	known := map[string]bool{}
+	for _, m := range re.FindAllStringSubmatch(goSource(t, "cmd/codecrafter"), -1) {
+		known[m[1]] = true
+	}
+	return known
+}
+
+// isAppSetting reports whether an environment name is meant for codecrafter.
+func isAppSetting(name string) bool {
+	return strings.HasPrefix(name, "CODECRAFTER_") || name == "MONGO_URI" || name == "REDIS_URL" || name == "AMQP_URL"
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("k8s/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := knownSettings(t)
+	objects := map[key]doc{}
+	for _, f := range files {
+		docs := decodeAll(t, f)
+		if len(docs) == 0 {
+			t.Errorf("%s: no YAML documents", f)
+		}
+		for i, d := range docs {
+			kind, name := str(d, "kind"), str(d, "metadata", "name")
+			if str(d, "apiVersion") == "" || kind == "" || name == "" {
+				t.Errorf("%s #%d: apiVersion, kind and metadata.name are required", f, i)
+				continue
+			}
+			if kind != "Namespace" && str(d, "metadata", "namespace") != "codecrafter" {
+				t.Errorf("%s: %s/%s: metadata.namespace is not codecrafter", f, kind, name)
+			}
+			k := key{kind, name}
+			if _, dup := objects[k]; dup {
+				t.Errorf("%s: %s/%s defined twice", f, kind, name)
+			}
+			objects[k] = d
+		}
+	}
+	for _, want := range []key{
+		{"Namespace", "codecrafter"}, {"ConfigMap", "codecrafter"}, {"Secret", "codecrafter"},
+		{"Deployment", "api"}, {"Service", "api"}, {"PodDisruptionBudget", "api"}, {"HorizontalPodAutoscaler", "api"},
+		{"Deployment", "worker"}, {"StatefulSet", "store"}, {"StatefulSet", "redis"}, {"StatefulSet", "rabbitmq"},
+		{"NetworkPolicy", "default-deny-ingress"},
+	} {
+		if objects[want] == nil {
+			t.Errorf("missing %s/%s", want.kind, want.name)
+		}
+	}
+	for k, d := range objects {
+		switch k.kind {
+		case "ConfigMap":
+			for name := range get(d, "data").(map[string]any) {
+				if isAppSetting(name) && !known[name] {
+					t.Errorf("ConfigMap/%s: %s is not a codecrafter setting", k.name, name)
+				}
+			}
+		case "Deployment", "StatefulSet":
+			checkWorkload(t, k.kind+"/"+k.name, d, known, objects[key{"Secret", "codecrafter"}])
+		case "Service":
+			sel, _ := get(d, "spec", "selector").(map[string]any)
+			if !selectsSomething(sel, objects) {
+				t.Errorf("Service/%s: selector %v matches no workload's pods", k.name, sel)
+			}
+		}
+	}
+}
+
+// checkWorkload checks a Deployment's or StatefulSet's pod template.
+func checkWorkload(t *testing.T, what string, d doc, known map[string]bool, secret doc) {
+	t.Helper()
+	sel, _ := get(d, "spec", "selector", "matchLabels").(map[string]any)
+	labels, _ := get(d, "spec", "template", "metadata", "labels").(map[string]any)
+	if len(sel) == 0 {
+		t.Errorf("%s: no spec.selector.matchLabels", what)
+	}
+	for k, v := range sel {
+		if labels[k] != v {
+			t.Errorf("%s: selector %s=%v does not match the pod template's labels", what, k, v)
+		}
+	}
+	containers := list(d, "spec", "template", "spec", "containers")
+	if len(containers) == 0 {
+		t.Errorf("%s: no containers", what)
+	}
+	for _, c := range containers {
+		name := what + " container " + str(c, "name")
+		if str(c, "image") == "" {
+			t.Errorf("%s: no image", name)
+		}
+		if get(c, "resources", "limits") == nil || get(c, "resources", "requests") == nil {
+			t.Errorf("%s: resources.requests and .limits are required", name)
+		}
+		if get(c, "livenessProbe") == nil && get(c, "readinessProbe") == nil {
+			t.Errorf("%s: no probe", name)
+		}
+		if get(c, "securityContext", "allowPrivilegeEscalation") != false {
+			t.Errorf("%s: securityContext.allowPrivilegeEscalation must be false", name)
+		}
+		for _, e := range list(c, "env") {
+			n := str(e, "name")
+			if isAppSetting(n) && !known[n] {
+				t.Errorf("%s: env %s is not a codecrafter setting", name, n)
+			}
+			if ref := get(e, "valueFrom", "secretKeyRef"); ref != nil && get(secret, "stringData", str(ref, "key")) == nil {
+				t.Errorf("%s: env %s uses secret key %q the Secret template lacks", name, n, str(ref, "key"))
+			}
+		}
+	}
+}
+
+func selectsSomething(sel map[string]any, objects map[key]doc) bool {
+	for k, d := range objects {
+		if k.kind != "Deployment" && k.kind != "StatefulSet" {
+			continue
+		}
+		labels, _ := get(d, "spec", "template", "metadata", "labels").(map[string]any)
+		matches := len(sel) > 0
+		for lk, lv := range sel {
+			matches = matches && labels[lk] == lv
+		}
+		if matches {
+			return true
+		}
+	}
+	return false
+}
+
+func TestComposeFile(t *testing.T) {
+	t.Parallel()
+	docs := decodeAll(t, "../docker-compose.yml")
+	if len(docs) != 1 {
+		t.Fatalf("docker-compose.yml: %d documents, want 1", len(docs))
+	}
+	c := docs[0]
+	if v := str(c, "version"); v != "2.4" {
+		t.Errorf("version %q: docker-compose 1.29 needs 2.x (2.4) for depends_on conditions", v)
+	}
+	services, _ := get(c, "services").(map[string]any)
+	for _, want := range []string{"store", "redis", "rabbitmq", "api", "worker", "prometheus", "grafana"} {
+		if services[want] == nil {
+			t.Errorf("no service %s", want)
+		}
+	}
+	known := knownSettings(t)
+	for name, s := range services {
+		if ctx := str(s, "build", "context"); ctx != "" {
+			df := filepath.Join("..", ctx, str(s, "build", "dockerfile"))
+			if _, err := os.Stat(df); err != nil {
+				t.Errorf("service %s: dockerfile: %v", name, err)
+			}
+		}
+		env, _ := get(s, "environment").(map[string]any)
+		for k := range env {
+			if isAppSetting(k) && !known[k] {
+				t.Errorf("service %s: %s is not a codecrafter setting", name, k)
+			}
+		}
+		deps, _ := get(s, "depends_on").(map[string]any)
+		for dep, cond := range deps {
+			if services[dep] == nil {
+				t.Errorf("service %s depends on unknown %s", name, dep)
+			}
+			if str(cond, "condition") == "service_healthy" && !hasHealthcheck(t, services[dep]) {
+				t.Errorf("service %s waits for %s to be healthy, which has no healthcheck", name, dep)
+			}
+		}
+		if p := list(s, "profiles"); name == "grafana" && !slices.Contains(p, any("monitoring")) {
+			t.Errorf("grafana needs a registry: it must stay in the monitoring profile, got %v", p)
+		}
+	}
+}
+
+// hasHealthcheck reports whether a compose service has a healthcheck of
+// its own or from its Dockerfile's HEALTHCHECK.
+func hasHealthcheck(t *testing.T, s any) bool {
+	t.Helper()
+	if get(s, "healthcheck") != nil {
+		return true
+	}
+	ctx := str(s, "build", "context")
+	if ctx == "" {
+		return false
+	}
+	df := readFile(t, filepath.Join("..", ctx, str(s, "build", "dockerfile")))
+	return regexp.MustCompile(`(?m)^HEALTHCHECK `).Match(df)
+}
+
+// TestMetricNames checks that alert rules and the dashboard only use
+// metrics the code registers.
+func TestMetricNames(t *testing.T) {
+	t.Parallel()
+	src := goSource(t, "server", "worker", "executions", "sandbox")
+	defined := map[string]bool{}
+	for _, m := range regexp.MustCompile(`Name:\s+"(codecrafter_[a-z0-9_]+)"`).FindAllStringSubmatch(src, -1) {
+		defined[m[1]] = true
+	}
+	if len(defined) < 10 {
+		t.Fatalf("found only %d metric definitions in the Go source: %v", len(defined), defined)
+	}
+	used := regexp.MustCompile(`codecrafter_[a-z0-9_]+`)
+	for _, f := range []string{"prometheus/rules/codecrafter.yml", "prometheus/rules_test.yml", "grafana/dashboards/codecrafter.json"} {
+		names := used.FindAllString(string(readFile(t, f)), -1)
+		if len(names) == 0 {
+			t.Errorf("%s uses no codecrafter metric", f)
+		}
+		for _, n := range names {
+			base := n
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if b, ok := strings.CutSuffix(n, suffix); ok && defined[b] {
+					base = b
+				}
+			}
+			if !defined[base] {
+				t.Errorf("%s: metric %s is not defined in the Go code", f, n)
+			}
+		}
+	}
+}
+
+func TestGrafanaFiles(t *testing.T) {
+	t.Parallel()
+	var dash struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			ID      int    `json:"id"`
+			Type    string `json:"type"`
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr       string `json:"expr"`
+				Datasource struct {
+					UID string `json:"uid"`
+				} `json:"datasource"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(readFile(t, "grafana/dashboards/codecrafter.json"), &dash); err != nil {
+		t.Fatal(err)
+	}
+	if dash.UID == "" || len(dash.Panels) == 0 {
+		t.Fatal("dashboard without uid or panels")
+	}
+	ids := map[int]bool{}
+	for _, p := range dash.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d used twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.Type == "row" {
+			continue
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, q := range p.Targets {
+			if q.Expr == "" || q.Datasource.UID != "${datasource}" {
+				t.Errorf("panel %q: query %q must use the ${datasource} variable", p.Title, q.Expr)
+			}
+		}
+	}
+	for _, f := range []string{"grafana/provisioning/datasources/prometheus.yml", "grafana/provisioning/dashboards/codecrafter.yml"} {
+		docs := decodeAll(t, f)
+		if len(docs) != 1 || get(docs[0], "apiVersion") == nil {
+			t.Errorf("%s: want one document with apiVersion", f)
+		}
+	}
+}
+
+// TestPromtool runs Prometheus's own checks and the rules' unit tests.
+func TestPromtool(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("promtool"); err != nil {
+		testenv.Missing(t, "promtool (scripts/services.sh tools installs it)")
+	}
+	rules, _ := filepath.Glob("prometheus/rules/*.yml")
+	for _, args := range [][]string{
+		{"check", "config", "prometheus/prometheus.yml"},
+		append([]string{"check", "rules"}, rules...),
+		{"test", "rules", "prometheus/rules_test.yml"},
+	} {
+		if out, err := exec.Command("promtool", args...).CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// TestComposeConfig has docker-compose itself validate the file, and
+// refuse it without the required secrets.
+func TestComposeConfig(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		testenv.Missing(t, "docker-compose (scripts/services.sh tools installs it)")
+	}
+	// An empty env file keeps a developer's .env out of the check.
+	empty := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	required := []string{
+		"CODECRAFTER_BASE_IMAGE=codecrafter/base:test",
+		"CODECRAFTER_JWT_SECRET=" + strings.Repeat("s", 32),
+		"RABBITMQ_PASSWORD=test",
+	}
+	compose := func(env []string, args ...string) ([]byte, error) {
+		cmd := exec.Command("docker-compose", append([]string{"--env-file", empty, "-f", "../docker-compose.yml"}, args...)...)
+		cmd.Env = env
+		for _, kv := range os.Environ() { // the caller's settings stay out
+			if !strings.HasPrefix(kv, "CODECRAFTER_") && !strings.HasPrefix(kv, "RABBITMQ_") && !strings.HasPrefix(kv, "COMPOSE_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		return cmd.CombinedOutput()
+	}
+	for _, args := range [][]string{{"config", "-q"}, {"--profile", "monitoring", "config", "-q"}} {
+		if out, err := compose(required, args...); err != nil {
+			t.Errorf("docker-compose %v: %v\n%s", args, err, out)
+		}
+	}
+	out, err := compose([]string{required[0], required[2]}, "config", "-q")
+	if err == nil || !strings.Contains(string(out), "JWT_SECRET") {
+		t.Errorf("without CODECRAFTER_JWT_SECRET: err %v, output %s; want a refusal naming it", err, out)
+	}
+}
