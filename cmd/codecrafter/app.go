@@ -164,6 +164,17 @@ func (a *app) startSandbox(ctx context.Context) error {
 			sc.Pool[l.Runtime().Language] = a.cfg.PoolSize
 		}
 	}
+	pools, err := a.cfg.pools()
+	if err != nil {
+		return err
+	}
+	for lang, n := range pools {
+		rt, ok := a.runtimes.Lookup(lang)
+		if !ok {
+			return fmt.Errorf("-pool: unknown language %q", lang)
+		}
+		sc.Pool[rt.Language] = n
+	}
 	sb, err := sandbox.NewDocker(ctx, sc, a.runtimes, a.log.With("component", "sandbox"), a.registry)
 	if err != nil {
 		return fmt.Errorf("sandbox (is dockerd running? `scripts/services.sh docker`): %w", err)

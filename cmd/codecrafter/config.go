@@ -54,6 +54,7 @@ type config struct {
 	SandboxInstance  string // container label; a starting worker removes leftovers with it
 	SandboxRuntime   string // OCI runtime: runc, or runsc for gVisor
 	PoolSize         int
+	Pool             string // lang=n,lang=n
 	DefaultTimeLimit time.Duration
 	MaxTimeLimit     time.Duration
 	DefaultMemoryMB  int
@@ -113,7 +114,8 @@ func (c *config) bind(fs *flag.FlagSet) {
 	str(&c.RuntimesFile, "runtimes", "CODECRAFTER_RUNTIMES", "", "runtimes registry file (YAML); empty uses the built-in ten languages")
 	str(&c.SandboxInstance, "sandbox-instance", "CODECRAFTER_SANDBOX_INSTANCE", "", "label of this worker's sandbox containers; a starting worker removes leftovers with its label, so workers sharing a Docker engine need distinct ones (default: the hostname, stable across restarts of one worker)")
 	str(&c.SandboxRuntime, "sandbox-runtime", "CODECRAFTER_SANDBOX_RUNTIME", "", "Docker OCI runtime for sandboxes: empty (engine default, runc) or runsc (gVisor)")
-	num(&c.PoolSize, "pool-size", "CODECRAFTER_POOL_SIZE", -1, "warm containers per language; -1 keeps each runtime's own setting")
+	num(&c.PoolSize, "pool-size", "CODECRAFTER_POOL_SIZE", -1, "warm containers for every language; -1 keeps the defaults (one each for python and javascript)")
+	str(&c.Pool, "pool", "CODECRAFTER_POOL", "", "warm containers per language, e.g. python=2,javascript=1,go=1 (after -pool-size)")
 	dur(&c.DefaultTimeLimit, "time-limit", "CODECRAFTER_TIME_LIMIT", 5*time.Second, "default wall-clock limit of a run")
 	dur(&c.MaxTimeLimit, "max-time-limit", "CODECRAFTER_MAX_TIME_LIMIT", 30*time.Second, "largest wall-clock limit a run may ask for")
 	num(&c.DefaultMemoryMB, "memory-limit-mb", "CODECRAFTER_MEMORY_LIMIT_MB", 256, "default memory limit of a run, MiB")
@@ -152,6 +154,9 @@ func (c *config) validate(cmd string) error {
 	if len(c.envErrs) > 0 {
 		return errors.Join(c.envErrs...)
 	}
+	if _, err := c.pools(); err != nil {
+		return err
+	}
 	switch {
 	case c.Env != "development" && c.Env != "production":
 		return fmt.Errorf("-env: %q is not development or production", c.Env)
@@ -171,6 +176,23 @@ func (c *config) validate(cmd string) error {
 		return fmt.Errorf("-memory-limit-mb must be in (0, -max-memory-limit-mb]")
 	}
 	return nil
+}
+
+// pools returns the per-language pool sizes set by -pool.
+func (c *config) pools() (map[string]int, error) {
+	out := map[string]int{}
+	for _, kv := range strings.Split(c.Pool, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		lang, n, ok := strings.Cut(kv, "=")
+		size, err := strconv.Atoi(strings.TrimSpace(n))
+		if !ok || err != nil || size < 0 {
+			return nil, fmt.Errorf("-pool: %q is not language=count", kv)
+		}
+		out[strings.TrimSpace(lang)] = size
+	}
+	return out, nil
 }
 
 func (c *config) origins() []string {

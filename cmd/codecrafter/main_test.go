@@ -48,6 +48,16 @@ func TestConfigFromEnvironment(t *testing.T) {
 	if cfg.WorkerConcurrency != 7 || cfg.DefaultTimeLimit.Seconds() != 3 {
 		t.Errorf("env not applied: %d %v", cfg.WorkerConcurrency, cfg.DefaultTimeLimit)
 	}
+	cfg.Pool = "python=2, go = 1"
+	if p, err := cfg.pools(); err != nil || p["python"] != 2 || p["go"] != 1 {
+		t.Errorf("pools = %v, %v", p, err)
+	}
+	for _, bad := range []string{"python", "python=-1", "python=x"} {
+		cfg.Pool = bad
+		if err := cfg.validate("serve"); err == nil {
+			t.Errorf("-pool %q accepted", bad)
+		}
+	}
 	t.Setenv("CODECRAFTER_WORKER_CONCURRENCY", "many")
 	cfg = testConfig(t)
 	if err := cfg.validate("serve"); err == nil || !strings.Contains(err.Error(), "CODECRAFTER_WORKER_CONCURRENCY") {
