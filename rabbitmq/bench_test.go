@@ -14,7 +14,7 @@ import (
 func BenchmarkEnqueue(b *testing.B) {
 	url := testenv.AMQPURL(b)
 	opts := testOptions(b, 5)
-	deleteQueues(b, url, opts.Queue)
+	testenv.DeleteQueues(b, url, opts.Queue)
 	for _, q := range []struct {
 		name  string
 		queue codecrafter.Queue

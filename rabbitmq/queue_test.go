@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
 	"github.com/codecrafter/codecrafter"
@@ -49,34 +48,12 @@ func consume(t testing.TB, q codecrafter.Queue, concurrency int, handle func(con
 	})
 }
 
-// deleteQueues removes a test's queues at cleanup.
-func deleteQueues(t testing.TB, url, name string) {
-	t.Cleanup(func() {
-		conn, err := amqp.Dial(url)
-		if err != nil {
-			t.Errorf("deleting test queues: %v", err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Errorf("deleting test queues: %v", err)
-			return
-		}
-		for _, q := range []string{name, name + ".dead"} {
-			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-				t.Errorf("deleting %s: %v", q, err)
-			}
-		}
-	})
-}
-
 func TestQueue(t *testing.T) {
 	t.Parallel()
 	url := testenv.AMQPURL(t)
 	queuetest.Test(t, func(t *testing.T, deliveryLimit int) func(*testing.T) queuetest.Queue {
 		opts := testOptions(t, deliveryLimit)
-		deleteQueues(t, url, opts.Queue)
+		testenv.DeleteQueues(t, url, opts.Queue)
 		return func(t *testing.T) queuetest.Queue { return open(t, url, opts) }
 	})
 }
@@ -85,7 +62,7 @@ func TestNewFailsFast(t *testing.T) {
 	t.Parallel()
 	url := testenv.AMQPURL(t)
 	opts := testOptions(t, 3)
-	deleteQueues(t, url, opts.Queue)
+	testenv.DeleteQueues(t, url, opts.Queue)
 	open(t, url, opts)
 
 	changed := opts
@@ -111,7 +88,7 @@ func TestEnqueueHonoursContext(t *testing.T) {
 	t.Parallel()
 	url := testenv.AMQPURL(t)
 	opts := testOptions(t, 3)
-	deleteQueues(t, url, opts.Queue)
+	testenv.DeleteQueues(t, url, opts.Queue)
 	q := open(t, url, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

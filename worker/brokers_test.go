@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/executions/exectest"
@@ -38,7 +36,7 @@ func setupBrokers(t *testing.T) *brokers {
 	b := &brokers{amqpURL: amqpURL, opts: rabbitmq.Options{
 		Queue: "test.worker." + codecrafter.NewID(), DeliveryLimit: 3, RetryMax: 500 * time.Millisecond, Logger: quiet,
 	}}
-	deleteQueues(t, amqpURL, b.opts.Queue)
+	testenv.DeleteQueues(t, amqpURL, b.opts.Queue)
 	store := mongotest.Open(t, mongoURI)
 	b.env = &env{
 		store: store, bus: exectest.NewLossyBus(redis.NewBus(client, "test:"+codecrafter.NewID()+":", quiet)),
@@ -58,27 +56,6 @@ func (b *brokers) connect(t *testing.T) *rabbitmq.Queue {
 	}
 	t.Cleanup(func() { q.Close() })
 	return q
-}
-
-func deleteQueues(t *testing.T, url, name string) {
-	t.Cleanup(func() {
-		conn, err := amqp.Dial(url)
-		if err != nil {
-			t.Errorf("deleting test queues: %v", err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Errorf("deleting test queues: %v", err)
-			return
-		}
-		for _, q := range []string{name, name + ".dead"} {
-			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-				t.Errorf("deleting %s: %v", q, err)
-			}
-		}
-	})
 }
 
 func TestOnRealBrokers(t *testing.T) {

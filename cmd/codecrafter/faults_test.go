@@ -80,9 +80,11 @@ func brokerApp(t testing.TB, amqpURL string, worker bool) *testApp {
 	redisURL := testenv.RedisURL(t)
 	testenv.Docker(t)
 	id := codecrafter.RandomToken(6)
+	queue := "cmdtest.jobs." + id
+	testenv.DeleteQueues(t, amqpURL, queue) // at cleanup, after the app stopped
 	ta := startApp(t, func(c *config) {
 		c.RedisURL, c.AMQPURL = redisURL, amqpURL
-		c.QueueName = "cmdtest.jobs." + id
+		c.QueueName = queue
 		c.RedisPrefix = "cmdtest:" + id + ":"
 		c.SandboxInstance = "cmdtest-" + id
 		c.Worker = map[bool]string{true: "on", false: "off"}[worker]

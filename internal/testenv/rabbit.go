@@ -231,3 +231,27 @@ func (r *Rabbit) logTail() string {
 	}
 	return string(b)
 }
+
+// DeleteQueues deletes a test's queue and its dead-letter queue (name and
+// name+".dead") from the broker at url when the test ends, so durable test
+// queues don't pile up on the shared broker.
+func DeleteQueues(t testing.TB, url, name string) {
+	t.Cleanup(func() {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			t.Errorf("deleting test queues: %v", err)
+			return
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Errorf("deleting test queues: %v", err)
+			return
+		}
+		for _, q := range []string{name, name + ".dead"} {
+			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+				t.Errorf("deleting %s: %v", q, err)
+			}
+		}
+	})
+}
