@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -225,4 +227,27 @@ func TestAccessTokenEdgeCases(t *testing.T) {
 	}
 	// A refused token does not stop anonymous operations.
 	ta.client().With("garbage").Do(t, `{ languages { language } }`, nil, nil)
+}
+
+// TestStoreDownIsUnavailable: with the store gone, operations answer
+// UNAVAILABLE (safe to retry), and /readyz says not ready.
+func TestStoreDownIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t)
+	u := ta.register(t, "down")
+	if err := ta.app.db.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e := u.Fail(t, codecrafter.EUNAVAILABLE, meQ, nil)
+	if strings.Contains(e.Message, "mongo") || strings.Contains(e.Message, "127.0.0.1") {
+		t.Errorf("message leaks internals: %q", e.Message)
+	}
+	resp, err := http.Get(strings.TrimSuffix(ta.URL, "/graphql") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d with the store down, want 503", resp.StatusCode)
+	}
 }
