@@ -5,9 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/internal/promtest"
 	"github.com/codecrafter/codecrafter/sandbox"
 )
 
@@ -17,7 +16,9 @@ func TestWarmPool(t *testing.T) {
 	t.Parallel()
 	cfg := sandbox.Config{Instance: "test-" + codecrafter.NewID(), Pool: map[string]int{"python": 1}}
 	d, reg := newRunner(t, cfg)
-	ready := func() bool { return metric(t, reg, "codecrafter_sandbox_pool_ready", "python") == 1 }
+	ready := func() bool {
+		return promtest.Value(t, reg, "codecrafter_sandbox_pool_ready", map[string]string{"language": "python"}) == 1
+	}
 	waitFor(t, "a ready python container", ready)
 	pooled := labelled(t, cfg.Instance)
 	if len(pooled) != 1 {
@@ -33,7 +34,7 @@ func TestWarmPool(t *testing.T) {
 	if len(used) != 1 || !strings.HasPrefix(used[0], pooled[0]) {
 		t.Fatalf("the run used %v, not the pooled %v", used, pooled)
 	}
-	if n := metric(t, reg, "codecrafter_sandbox_containers_acquired_total", "python", "pool"); n != 1 {
+	if n := promtest.Value(t, reg, "codecrafter_sandbox_containers_acquired_total", map[string]string{"language": "python", "source": "pool"}); n != 1 {
 		t.Errorf("pool acquisitions = %v, want 1", n)
 	}
 	assertGone(t, d, used[0])
@@ -50,7 +51,7 @@ func TestWarmPool(t *testing.T) {
 	if res.Status != codecrafter.StatusSucceeded || strings.TrimSpace(res.Stdout) != "100663296" {
 		t.Errorf("resized pooled run: %s", describe(res))
 	}
-	if n := metric(t, reg, "codecrafter_sandbox_containers_acquired_total", "python", "pool"); n != 2 {
+	if n := promtest.Value(t, reg, "codecrafter_sandbox_containers_acquired_total", map[string]string{"language": "python", "source": "pool"}); n != 2 {
 		t.Errorf("pool acquisitions = %v, want 2", n)
 	}
 	// A pooled container that died while waiting costs a retry, not the run.
@@ -64,44 +65,13 @@ func TestWarmPool(t *testing.T) {
 	if res.Status != codecrafter.StatusSucceeded || res.Stdout != "retried\n" {
 		t.Errorf("run after its pooled container died: %s", describe(res))
 	}
-	if n := metric(t, reg, "codecrafter_sandbox_containers_acquired_total", "python", "fresh"); n != 1 {
+	if n := promtest.Value(t, reg, "codecrafter_sandbox_containers_acquired_total", map[string]string{"language": "python", "source": "fresh"}); n != 1 {
 		t.Errorf("fresh acquisitions = %v, want 1 (the retry)", n)
 	}
-	if n := metric(t, reg, "codecrafter_sandbox_containers_in_flight"); n != 0 {
+	if n := promtest.Value(t, reg, "codecrafter_sandbox_containers_in_flight", nil); n != 0 {
 		t.Errorf("in flight after the runs: %v", n)
 	}
 	// Close (in cleanup) drains the pool: newRunner checks nothing is left.
-}
-
-// metric returns the value of the series of a gauge or counter whose
-// label values are labels (in label-name order).
-func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for i, l := range m.GetLabel() {
-				if l.GetValue() != labels[i] {
-					continue series
-				}
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }
 
 // waitFor polls cond until it holds or 60 s pass: there is no event to
