@@ -14,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -34,7 +35,18 @@ type DB struct {
 	users, sessions, executions *mongo.Collection
 	refreshTokens, families     *mongo.Collection
 
+	// Lookups and indexes read by _id (see lookup.go, memberships.go,
+	// execindex.go), and the record of their backfill (migrate.go).
+	emails, invites              lookup
+	memberships                  *mongo.Collection
+	execLists, execPages, active *mongo.Collection
+	meta                         *mongo.Collection
+
 	lastCleanup atomic.Int64 // unix nanoseconds of the last expired-record sweep
+
+	// beforeSessionWrite, when set by a test, runs between the writes
+	// that come before a session write and the write itself.
+	beforeSessionWrite func(sessionID string)
 }
 
 var (
@@ -64,17 +76,52 @@ func Open(ctx context.Context, uri, database string, logger *slog.Logger) (*DB, 
 		executions:    d.Collection("executions"),
 		refreshTokens: d.Collection("refreshTokens"),
 		families:      d.Collection("revokedRefreshFamilies"),
+		emails:        lookup{coll: d.Collection("userEmails"), field: "userId"},
+		invites:       lookup{coll: d.Collection("inviteCodes"), field: "sessionId"},
+		memberships:   d.Collection("userSessions"),
+		execLists:     d.Collection("executionLists"),
+		execPages:     d.Collection("executionPages"),
+		active:        d.Collection("activeExecutions"),
+		meta:          d.Collection("storeMeta"),
 	}
 	if err := db.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	if err := db.createIndexes(ctx); err != nil {
-		_ = client.Disconnect(context.WithoutCancel(ctx))
-		return nil, err
+	for _, step := range []func(context.Context) error{db.createCollections, db.createIndexes, db.migrate} {
+		if err := step(ctx); err != nil {
+			_ = client.Disconnect(context.WithoutCancel(ctx))
+			return nil, err
+		}
 	}
 	return db, nil
 }
+
+// createCollections creates the collections that have no index but _id
+// up front: the embedded server's proxy then gives their tables the _id
+// index FerretDB lacks (see ensureIDIndex).
+func (db *DB) createCollections(ctx context.Context) error {
+	d := db.users.Database()
+	have, err := d.ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		return dbErr(err, "")
+	}
+	for _, c := range []*mongo.Collection{db.emails.coll, db.invites.coll, db.memberships, db.execLists, db.execPages, db.active, db.meta} {
+		if slices.Contains(have, c.Name()) {
+			continue
+		}
+		err := d.CreateCollection(ctx, c.Name())
+		var ce mongo.CommandError
+		if err != nil && !(errors.As(err, &ce) && ce.Code == codeNamespaceExists) { // another process
+			return dbErr(err, "")
+		}
+	}
+	return nil
+}
+
+// codeNamespaceExists is the server's error code for creating a
+// collection that exists.
+const codeNamespaceExists = 48
 
 func (db *DB) createIndexes(ctx context.Context) error {
 	asc := func(keys ...string) bson.D {

@@ -21,10 +21,11 @@ import (
 // Performance: FerretDB decodes and rewrites a whole document on every
 // update, so a write costs in proportion to its document's size (an
 // execution's output chunks included: batch output before AppendOutput).
-// A filter other than an _id (UserByEmail, SessionByInviteCode,
-// SessionsForUser, ListExecutions, StuckExecutions) decodes the whole
-// collection. So the embedded server suits development and small
-// deployments; point the store at MongoDB for more.
+// A filter other than an _id decodes the whole collection, so the store
+// reads by _id through lookups it keeps (see lookup.go): its reads cost
+// the same at any size of the data. So the embedded server suits
+// development and small deployments (one SQLite file, writes one at a
+// time); point the store at MongoDB for more.
 type Embedded struct {
 	ferret context.CancelFunc
 	done   chan struct{} // closed when FerretDB's Run returns

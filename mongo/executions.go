@@ -101,10 +101,12 @@ func utc(t *time.Time) *time.Time {
 // withoutOutput leaves the output chunks out of listings.
 var withoutOutput = bson.D{{Key: "output", Value: 0}}
 
-func byID(id string) bson.E { return bson.E{Key: "_id", Value: id} }
-
-// CreateExecution stores e; CONFLICT when its id is taken.
+// CreateExecution stores e; CONFLICT when its id is taken. Its index
+// entries come first (see execindex.go).
 func (db *DB) CreateExecution(ctx context.Context, e *codecrafter.Execution) error {
+	if err := db.indexExecution(ctx, e); err != nil {
+		return err
+	}
 	_, err := db.executions.InsertOne(ctx, toExecutionDoc(e))
 	return dbErr(err, "execution")
 }
@@ -116,52 +118,6 @@ func (db *DB) Execution(ctx context.Context, id string) (*codecrafter.Execution,
 		return nil, dbErr(err, "execution")
 	}
 	return d.execution(), nil
-}
-
-// ListExecutions returns a session's executions newest first, without
-// output; limit <= 0 means all.
-func (db *DB) ListExecutions(ctx context.Context, sessionID string, limit int) ([]*codecrafter.Execution, error) {
-	opts := options.Find().
-		SetSort(bson.D{{Key: "createdAt", Value: -1}, {Key: "_id", Value: -1}}).
-		SetProjection(withoutOutput)
-	if limit > 0 {
-		opts.SetLimit(int64(limit))
-	}
-	return db.findExecutions(ctx, bson.D{{Key: "sessionId", Value: sessionID}}, opts)
-}
-
-// PendingExecutions returns QUEUED and RUNNING executions, oldest first.
-func (db *DB) PendingExecutions(ctx context.Context) ([]*codecrafter.Execution, error) {
-	return db.findExecutions(ctx,
-		bson.D{{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{string(codecrafter.StatusQueued), string(codecrafter.StatusRunning)}}}}},
-		options.Find().SetSort(bson.D{{Key: "createdAt", Value: 1}, {Key: "_id", Value: 1}}).SetProjection(withoutOutput))
-}
-
-// StuckExecutions returns RUNNING executions started before the time,
-// oldest first, without output.
-func (db *DB) StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*codecrafter.Execution, error) {
-	return db.findExecutions(ctx,
-		bson.D{
-			{Key: "status", Value: string(codecrafter.StatusRunning)},
-			{Key: "startedAt", Value: bson.D{{Key: "$lt", Value: startedBefore}}},
-		},
-		options.Find().SetSort(bson.D{{Key: "startedAt", Value: 1}, {Key: "_id", Value: 1}}).SetProjection(withoutOutput))
-}
-
-func (db *DB) findExecutions(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]*codecrafter.Execution, error) {
-	cur, err := db.executions.Find(ctx, filter, opts)
-	if err != nil {
-		return nil, dbErr(err, "execution")
-	}
-	var docs []executionDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbErr(err, "execution")
-	}
-	out := make([]*codecrafter.Execution, len(docs))
-	for i := range docs {
-		out[i] = docs[i].execution()
-	}
-	return out, nil
 }
 
 // runState is what the guarded writes read first.
@@ -219,8 +175,22 @@ func pushChunk(c codecrafter.OutputChunk, seq int) (bson.E, bson.E) {
 		bson.E{Key: "$inc", Value: bson.D{{Key: "nextSeq", Value: 1}}}
 }
 
-// ClaimExecution starts a new attempt of a QUEUED or RUNNING execution.
+// finish is a transition to a final status, which then leaves the
+// active set.
+func (db *DB) finish(ctx context.Context, id string, check func(*runState) error, update func(seq int) bson.D) (*codecrafter.Execution, error) {
+	e, err := db.transition(ctx, id, check, update)
+	if err == nil {
+		db.deactivate(ctx, id)
+	}
+	return e, err
+}
+
+// ClaimExecution starts a new attempt of a QUEUED or RUNNING execution,
+// flagging its active entry first (see execindex.go).
 func (db *DB) ClaimExecution(ctx context.Context, id, workerID string, now time.Time, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+	if err := db.markClaimed(ctx, id); err != nil {
+		return nil, err
+	}
 	return db.transition(ctx, id,
 		func(st *runState) error {
 			if st.Status.Final() {
@@ -270,7 +240,7 @@ func (db *DB) FinishExecution(ctx context.Context, id string, attempt int, r cod
 	if !r.Status.Final() {
 		return nil, codecrafter.Errorf(codecrafter.EINVALID, "status %q is not final", r.Status)
 	}
-	return db.transition(ctx, id,
+	return db.finish(ctx, id,
 		func(st *runState) error {
 			if st.Status.Final() || st.Attempt != attempt {
 				return codecrafter.Errorf(codecrafter.ECONFLICT, "the run has moved on: it has finished, or attempt %d is not current", attempt)
@@ -296,7 +266,7 @@ func (db *DB) FinishExecution(ctx context.Context, id string, attempt int, r cod
 
 // CancelQueued ends a QUEUED execution as CANCELLED.
 func (db *DB) CancelQueued(ctx context.Context, id string, now time.Time, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
-	return db.transition(ctx, id,
+	return db.finish(ctx, id,
 		func(st *runState) error {
 			if st.Status != codecrafter.StatusQueued {
 				return codecrafter.Errorf(codecrafter.ECONFLICT, "the execution is no longer queued")

@@ -8,7 +8,6 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/codecrafter/codecrafter"
 )
@@ -58,29 +57,115 @@ func (d *sessionDoc) session() *codecrafter.Session {
 	return s
 }
 
+// hasParticipant reports whether the document lists userID.
+func (d *sessionDoc) hasParticipant(userID string) bool {
+	return slices.ContainsFunc(d.Participants, func(p participantDoc) bool { return p.UserID == userID })
+}
+
 // CreateSession stores s with Version 1 (and sets s.Version); CONFLICT
-// when its invite code (or id) is taken.
+// when its invite code (or id) is taken. The invite code's lookup and the
+// participants' memberships come first (see lookup and memberships).
 func (db *DB) CreateSession(ctx context.Context, s *codecrafter.Session) error {
+	takeover, err := db.invites.claim(ctx, s.InviteCode, s.ID, db.holdsInvite(s.InviteCode))
+	if err != nil {
+		return inviteErr(err)
+	}
+	members := participantIDs(s.Participants)
+	if err := db.addMemberships(ctx, members, s.ID); err != nil {
+		return err
+	}
+	db.testHook(s.ID)
 	d := toSessionDoc(s)
 	d.Version = 1
 	if _, err := db.sessions.InsertOne(ctx, d); err != nil {
-		if isDuplicate(err) {
-			return codecrafter.Wrap(err, codecrafter.ECONFLICT, "a session with this invite code already exists")
-		}
-		return dbErr(err, "session")
+		return inviteErr(err)
 	}
 	s.Version = 1
+	db.afterSessionWrite(ctx, s.ID, sessionChange{takeover: takeover, code: s.InviteCode, joined: members})
 	return nil
+}
+
+// inviteErr translates an error of a write that may have hit a taken
+// invite code.
+func inviteErr(err error) error {
+	if errors.Is(err, errTaken) || isDuplicate(err) {
+		return codecrafter.Wrap(err, codecrafter.ECONFLICT, "a session with this invite code already exists")
+	}
+	return dbErr(err, "session")
+}
+
+// holdsInvite returns claim's check: does session ref hold code?
+func (db *DB) holdsInvite(code string) func(context.Context, string) (bool, error) {
+	return func(ctx context.Context, ref string) (bool, error) {
+		s, err := db.Session(ctx, ref)
+		if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
+			return false, nil
+		}
+		return err == nil && s.InviteCode == code, err
+	}
+}
+
+// sessionChange is the bookkeeping due after a session write commits.
+type sessionChange struct {
+	takeover      bool   // point the lookup of code at the session
+	code, oldCode string // oldCode, when set, is released
+	joined, left  []string
+}
+
+// afterSessionWrite brings lookups and memberships up to date once a
+// session write has committed. A failure here leaves them stale in a way
+// readers detect and repair, so it is only logged.
+func (db *DB) afterSessionWrite(ctx context.Context, id string, c sessionChange) {
+	warn := func(what string, err error) {
+		if err != nil {
+			db.logger.WarnContext(ctx, "mongo: "+what+" after a session write", "session", id, "err", err)
+		}
+	}
+	if c.takeover {
+		warn("pointing the invite code lookup at the session", db.invites.set(ctx, c.code, id))
+	}
+	if c.oldCode != "" {
+		warn("releasing the old invite code", db.invites.release(ctx, c.oldCode, id))
+	}
+	warn("adding memberships", db.addMemberships(ctx, c.joined, id))
+	for _, u := range c.left {
+		warn("removing a membership", db.prune(ctx, u, id))
+	}
 }
 
 // Session returns the session with id; NOT_FOUND when there is none.
 func (db *DB) Session(ctx context.Context, id string) (*codecrafter.Session, error) {
-	return db.findSession(ctx, bson.D{{Key: "_id", Value: id}})
+	return db.findSession(ctx, bson.D{byID(id)})
 }
 
-// SessionByInviteCode returns the session with that invite code.
+// SessionByInviteCode returns the session with that invite code: the
+// code's lookup, then the session it names.
 func (db *DB) SessionByInviteCode(ctx context.Context, code string) (*codecrafter.Session, error) {
-	return db.findSession(ctx, bson.D{{Key: "inviteCode", Value: code}})
+	ref, found, err := db.invites.ref(ctx, code)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, codecrafter.Errorf(codecrafter.ENOTFOUND, "session not found")
+	}
+	s, err := db.Session(ctx, ref)
+	if err == nil && s.InviteCode == code {
+		return s, nil
+	}
+	if err != nil && !codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
+		return nil, err
+	}
+	// The lookup's session is gone or has another code now (a crash
+	// before its lookup was released), or a crash left the lookup naming
+	// the wrong session: ask the sessions collection itself.
+	s, err = db.findSession(ctx, bson.D{{Key: "inviteCode", Value: code}})
+	if err != nil {
+		return nil, err
+	}
+	if err := db.invites.repoint(ctx, code, ref, s.ID); err != nil {
+		db.logger.WarnContext(ctx, "mongo: repairing an invite code lookup", "session", s.ID, "err", err)
+	}
+	return s, nil
 }
 
 func (db *DB) findSession(ctx context.Context, filter bson.D) (*codecrafter.Session, error) {
@@ -91,28 +176,10 @@ func (db *DB) findSession(ctx context.Context, filter bson.D) (*codecrafter.Sess
 	return d.session(), nil
 }
 
-// SessionsForUser returns the sessions userID takes part in, the most
-// recently created first.
-func (db *DB) SessionsForUser(ctx context.Context, userID string) ([]*codecrafter.Session, error) {
-	cur, err := db.sessions.Find(ctx,
-		bson.D{{Key: "participants.userId", Value: userID}},
-		options.Find().SetSort(bson.D{{Key: "createdAt", Value: -1}, {Key: "_id", Value: -1}}))
-	if err != nil {
-		return nil, dbErr(err, "session")
-	}
-	var docs []sessionDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbErr(err, "session")
-	}
-	out := make([]*codecrafter.Session, len(docs))
-	for i := range docs {
-		out[i] = docs[i].session()
-	}
-	return out, nil
-}
-
 // UpdateSession reads the session, applies fn to a copy and stores it if
-// the stored Version is still the one read; otherwise it tries again.
+// the stored Version is still the one read; otherwise it tries again. A
+// new invite code is claimed, and new participants' memberships added,
+// before the write; the rest follows it (afterSessionWrite).
 func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*codecrafter.Session) error) (*codecrafter.Session, error) {
 	for try := 0; try < maxTries; try++ {
 		cur, err := db.Session(ctx, id)
@@ -125,17 +192,29 @@ func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*codecrafter
 			return nil, err
 		}
 		s.ID, s.Version = id, cur.Version+1
+
+		before, after := participantIDs(cur.Participants), participantIDs(s.Participants)
+		c := sessionChange{code: s.InviteCode, joined: minus(after, before), left: minus(before, after)}
+		if s.InviteCode != cur.InviteCode {
+			c.oldCode = cur.InviteCode
+			if c.takeover, err = db.invites.claim(ctx, s.InviteCode, id, db.holdsInvite(s.InviteCode)); err != nil {
+				return nil, inviteErr(err)
+			}
+		}
+		if err := db.addMemberships(ctx, c.joined, id); err != nil {
+			return nil, err
+		}
+		db.testHook(id)
 		err = db.sessions.FindOneAndReplace(ctx,
-			bson.D{{Key: "_id", Value: id}, {Key: "version", Value: cur.Version}},
+			bson.D{byID(id), {Key: "version", Value: cur.Version}},
 			toSessionDoc(&s),
 		).Err()
 		switch {
 		case err == nil:
+			db.afterSessionWrite(ctx, id, c)
 			return &s, nil
-		case isDuplicate(err):
-			return nil, codecrafter.Wrap(err, codecrafter.ECONFLICT, "a session with this invite code already exists")
 		case !errors.Is(err, mongo.ErrNoDocuments):
-			return nil, dbErr(err, "session")
+			return nil, inviteErr(err)
 		}
 		if err := backoff(ctx, try); err != nil {
 			return nil, err
@@ -144,14 +223,39 @@ func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*codecrafter
 	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the session is changing too fast; try again")
 }
 
-// DeleteSession removes the session; NOT_FOUND when there is none.
+// DeleteSession removes the session; NOT_FOUND when there is none. Then
+// it releases the invite code and the memberships the deleted document
+// listed (ids are never reused, so nothing can make them valid again).
 func (db *DB) DeleteSession(ctx context.Context, id string) error {
-	res, err := db.sessions.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
-	if err != nil {
+	var d sessionDoc
+	if err := db.sessions.FindOneAndDelete(ctx, bson.D{byID(id)}).Decode(&d); err != nil {
 		return dbErr(err, "session")
 	}
-	if res.DeletedCount == 0 {
-		return codecrafter.Errorf(codecrafter.ENOTFOUND, "session not found")
-	}
+	db.afterSessionWrite(ctx, id, sessionChange{oldCode: d.InviteCode, left: participantIDs(d.session().Participants)})
 	return nil
+}
+
+func (db *DB) testHook(sessionID string) {
+	if db.beforeSessionWrite != nil {
+		db.beforeSessionWrite(sessionID)
+	}
+}
+
+func participantIDs(ps []codecrafter.Participant) []string {
+	ids := make([]string, len(ps))
+	for i, p := range ps {
+		ids[i] = p.UserID
+	}
+	return ids
+}
+
+// minus returns the elements of a not in b.
+func minus(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -30,8 +30,8 @@ import (
 //     guards itself (matchGuards) and forwards the query as {_id} alone
 //     (or an _id nothing has, when a guard fails).
 //
-// After a createIndexes it also adds the _id index FerretDB lacks (see
-// ensureIDIndex).
+// After a createIndexes or create it also adds the _id index FerretDB
+// lacks (see ensureIDIndex).
 type wireProxy struct {
 	ln      net.Listener
 	backend string // FerretDB's address
@@ -298,7 +298,7 @@ func (p *wireProxy) prepare(m message, msg *opMessage) (message, func()) {
 	switch msg.command() {
 	case "findandmodify":
 		return p.rewriteGuard(m, msg), nil
-	case "createindexes":
+	case "createindexes", "create":
 		db, _ := msg.body.Lookup("$db").StringValueOK()
 		coll, _ := msg.body.Index(0).Value().StringValueOK()
 		return m, func() { p.indexID(db, coll) }

@@ -126,6 +126,39 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		}
 	})
 
+	// More runs than fit one small document, some created out of order.
+	t.Run("ListMany", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		t0 := now()
+		const n = 41
+		want := make([]string, n) // newest first
+		// An odd number first, for a swapped pair to straddle any page
+		// boundary at an even count.
+		want[n-1] = create(t, s, "s1", t0.Add(-time.Second)).ID
+		for i := 0; i < n-1; i += 2 {
+			// Run i+1 is created before run i, though after it in time.
+			later := create(t, s, "s1", t0.Add(time.Duration(i+1)*time.Second))
+			earlier := create(t, s, "s1", t0.Add(time.Duration(i)*time.Second))
+			want[n-2-i], want[n-3-i] = earlier.ID, later.ID
+			if i%10 == 0 {
+				create(t, s, "s2", t0.Add(time.Duration(i)*time.Second))
+			}
+		}
+		// 9 and 10: the cut at the edge of a page of 32 (the mongo store's).
+		for _, limit := range []int{1, 2, 8, 9, 10, 20, n - 1, n, n + 1} {
+			list, err := s.ListExecutions(ctx, "s1", limit)
+			noErr(t, err)
+			var got []string
+			for _, e := range list {
+				got = append(got, e.ID)
+			}
+			if w := want[:min(limit, n)]; !slices.Equal(got, w) {
+				t.Errorf("ListExecutions limit %d = %v, want %v", limit, got, w)
+			}
+		}
+	})
+
 	t.Run("ClaimAppendFinish", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
@@ -324,11 +357,20 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		claim(t, s, done.ID, t0)
 		_, err := s.FinishExecution(ctx, done.ID, 1, codecrafter.Result{Status: codecrafter.StatusSucceeded, FinishedAt: t0}, codecrafter.OutputChunk{Status: codecrafter.StatusSucceeded})
 		noErr(t, err)
+		cancelled := create(t, s, "s1", t0.Add(-3*time.Hour))
+		_, err = s.CancelQueued(ctx, cancelled.ID, t0, codecrafter.OutputChunk{Status: codecrafter.StatusCancelled})
+		noErr(t, err)
+		reclaimed := create(t, s, "s1", t0.Add(time.Hour))
+		claim(t, s, reclaimed.ID, t0)
+		claim(t, s, reclaimed.ID, t0)
+		errored := create(t, s, "s1", t0.Add(-4*time.Hour))
+		_, err = s.FinishExecution(ctx, errored.ID, 0, codecrafter.Result{Status: codecrafter.StatusError, FinishedAt: t0}, codecrafter.OutputChunk{Status: codecrafter.StatusError})
+		noErr(t, err)
 
 		pending, err := s.PendingExecutions(ctx)
 		noErr(t, err)
-		if len(pending) != 2 || pending[0].ID != running.ID || pending[1].ID != queued.ID {
-			t.Fatalf("PendingExecutions = %+v, want %s then %s", pending, running.ID, queued.ID)
+		if len(pending) != 3 || pending[0].ID != running.ID || pending[1].ID != queued.ID || pending[2].ID != reclaimed.ID {
+			t.Fatalf("PendingExecutions = %+v, want %s, %s then %s", pending, running.ID, queued.ID, reclaimed.ID)
 		}
 		if len(pending[0].Output) != 0 {
 			t.Errorf("pending executions come with output: %+v", pending[0].Output)

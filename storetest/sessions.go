@@ -212,6 +212,85 @@ func TestSessions(t *testing.T, newStore func(t *testing.T) codecrafter.SessionS
 			t.Errorf("after %d racing updates: Revision %d, %d participants; want %d and %d (lost updates)",
 				racers, got.Revision, len(got.Participants), racers, racers+1)
 		}
+		for i := range racers {
+			if got := sessionIDs(t, s, fmt.Sprint("racer", i)); !slices.Equal(got, []string{orig.ID}) {
+				t.Errorf("SessionsForUser(racer%d) = %v, want [%s]", i, got, orig.ID)
+			}
+		}
+	})
+
+	t.Run("Membership", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		x := session("u1", now())
+		noErr(t, s.CreateSession(ctx, x))
+		setMember := func(user string, in bool) {
+			t.Helper()
+			_, err := s.UpdateSession(ctx, x.ID, func(x *codecrafter.Session) error {
+				x.Participants = slices.DeleteFunc(x.Participants, func(p codecrafter.Participant) bool { return p.UserID == user })
+				if in {
+					x.Participants = append(x.Participants, codecrafter.Participant{UserID: user, Role: codecrafter.RoleEditor, JoinedAt: x.CreatedAt})
+				}
+				return nil
+			})
+			noErr(t, err)
+		}
+		steps := []struct {
+			name   string
+			do     func()
+			u1, u2 []string
+		}{
+			{"u2 joins", func() { setMember("u2", true) }, []string{x.ID}, []string{x.ID}},
+			{"u2 removed", func() { setMember("u2", false) }, []string{x.ID}, nil},
+			{"u2 rejoins", func() { setMember("u2", true) }, []string{x.ID}, []string{x.ID}},
+			{"deleted", func() { noErr(t, s.DeleteSession(ctx, x.ID)) }, nil, nil},
+		}
+		for _, st := range steps {
+			st.do()
+			if got := sessionIDs(t, s, "u1"); !slices.Equal(got, st.u1) {
+				t.Errorf("%s: SessionsForUser(u1) = %v, want %v", st.name, got, st.u1)
+			}
+			if got := sessionIDs(t, s, "u2"); !slices.Equal(got, st.u2) {
+				t.Errorf("%s: SessionsForUser(u2) = %v, want %v", st.name, got, st.u2)
+			}
+		}
+	})
+
+	// A removal racing a rejoin of the same user: whichever lands last,
+	// SessionsForUser agrees with the session.
+	t.Run("RacingLeaveAndRejoin", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		x := session("u1", now())
+		x.Participants = append(x.Participants, codecrafter.Participant{UserID: "u2", Role: codecrafter.RoleEditor, JoinedAt: x.CreatedAt})
+		noErr(t, s.CreateSession(ctx, x))
+		for round := range 10 {
+			errs := race(2, func(i int) error {
+				_, err := s.UpdateSession(ctx, x.ID, func(x *codecrafter.Session) error {
+					_, in := x.Participant("u2")
+					switch {
+					case i == 0 && in:
+						x.Participants = slices.DeleteFunc(x.Participants, func(p codecrafter.Participant) bool { return p.UserID == "u2" })
+					case i == 1 && !in:
+						x.Participants = append(x.Participants, codecrafter.Participant{UserID: "u2", Role: codecrafter.RoleEditor, JoinedAt: x.CreatedAt})
+					}
+					return nil
+				})
+				return err
+			})
+			if c := countCodes(errs); c[""] != 2 {
+				t.Fatalf("round %d: %v", round, errs)
+			}
+			got, err := s.Session(ctx, x.ID)
+			noErr(t, err)
+			var want []string
+			if _, in := got.Participant("u2"); in {
+				want = []string{x.ID}
+			}
+			if ids := sessionIDs(t, s, "u2"); !slices.Equal(ids, want) {
+				t.Fatalf("round %d: SessionsForUser(u2) = %v, want %v", round, ids, want)
+			}
+		}
 	})
 
 	t.Run("Delete", func(t *testing.T) {
@@ -231,4 +310,16 @@ func TestSessions(t *testing.T, newStore func(t *testing.T) codecrafter.SessionS
 			t.Errorf("SessionsForUser after delete = %d sessions, want none", len(got))
 		}
 	})
+}
+
+// sessionIDs returns the ids of SessionsForUser(user), in order.
+func sessionIDs(t *testing.T, s codecrafter.SessionStore, user string) []string {
+	t.Helper()
+	list, err := s.SessionsForUser(context.Background(), user)
+	noErr(t, err)
+	var ids []string
+	for _, x := range list {
+		ids = append(ids, x.ID)
+	}
+	return ids
 }

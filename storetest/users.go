@@ -83,9 +83,20 @@ func TestUsers(t *testing.T, newStore func(t *testing.T) codecrafter.UserStore) 
 	t.Run("RacingSignUps", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
-		errs := race(racers, func(int) error { return s.CreateUser(ctx, user("race@example.com")) })
+		users := make([]*codecrafter.User, racers)
+		for i := range users {
+			users[i] = user("race@example.com")
+		}
+		errs := race(racers, func(i int) error { return s.CreateUser(ctx, users[i]) })
 		if c := countCodes(errs); c[""] != 1 || c[codecrafter.ECONFLICT] != racers-1 {
-			t.Errorf("racing sign-ups with one email: %v, want 1 success and %d CONFLICT", c, racers-1)
+			t.Fatalf("racing sign-ups with one email: %v, want 1 success and %d CONFLICT", c, racers-1)
+		}
+		// The email leads to the winner, whichever it was.
+		winner := users[slices.IndexFunc(errs, func(err error) bool { return err == nil })]
+		got, err := s.UserByEmail(ctx, "race@example.com")
+		noErr(t, err)
+		if got.ID != winner.ID {
+			t.Errorf("UserByEmail = %s, want the sign-up that succeeded, %s", got.ID, winner.ID)
 		}
 	})
 }
