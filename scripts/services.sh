@@ -35,10 +35,28 @@ wait_for() {
   done
 }
 
+# configure_gvisor registers gVisor's runsc with dockerd (before it starts),
+# so sandboxes can run under it (-sandbox-runtime runsc) and its tests run.
+# CODECRAFTER_GVISOR=0 skips it; an existing daemon.json is left alone.
+configure_gvisor() {
+  [ "${CODECRAFTER_GVISOR:-1}" = 1 ] || return 0
+  command -v runsc >/dev/null || need_pkgs runsc
+  if [ -f /etc/docker/daemon.json ]; then
+    grep -q runsc /etc/docker/daemon.json || log "/etc/docker/daemon.json exists without runsc: gVisor not registered"
+    return 0
+  fi
+  mkdir -p /etc/docker
+  cat >/etc/docker/daemon.json <<'JSON'
+{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--platform=ptrace"]}}}
+JSON
+  log "registered runsc (gVisor) in /etc/docker/daemon.json"
+}
+
 start_docker() {
   if docker info >/dev/null 2>&1; then return 0; fi
   command -v dockerd >/dev/null || need_pkgs docker.io
   need_pkgs debootstrap
+  configure_gvisor
   if ! pgrep -x dockerd >/dev/null; then
     log "starting dockerd"
     mkdir -p /var/log
