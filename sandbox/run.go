@@ -306,8 +306,12 @@ read:
 	res.Stdout, res.Stderr = stdout.text.String(), stderr.text.String()
 	if !started.IsZero() {
 		res.Duration = runTime
-		if exit != nil && time.Duration(exit.DurationMs)*time.Millisecond < runTime {
-			res.Duration = time.Duration(exit.DurationMs) * time.Millisecond
+		// ccbox's own measure excludes the host's framing overhead; an
+		// older ccbox that sends none leaves the host's.
+		if exit != nil {
+			if d := time.Duration(exit.DurationUs) * time.Microsecond; d > 0 && d < runTime {
+				res.Duration = d
+			}
 		}
 	}
 	reason := r.stopped()

@@ -258,7 +258,7 @@ func execute(job wire.Job, out *frames) wire.Exit {
 	case <-time.After(2 * time.Second): // a process stuck in the kernel; report anyway
 	}
 
-	res := wire.Exit{ExitCode: exitCode(cmd, err), TimedOut: timedOut.Load(), OutputCut: cut.Load(), DurationMs: dur.Milliseconds(),
+	res := wire.Exit{ExitCode: exitCode(cmd, err), TimedOut: timedOut.Load(), OutputCut: cut.Load(), DurationUs: dur.Microseconds(),
 		OOMKills: oomKills()}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		res.Signal = ws.Signal().String()

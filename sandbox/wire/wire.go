@@ -73,7 +73,7 @@ type Exit struct {
 	Signal     string `json:"signal,omitempty"` // e.g. "killed"
 	TimedOut   bool   `json:"timedOut,omitempty"`
 	OutputCut  bool   `json:"outputCut,omitempty"` // ccbox stopped it at the output limit
-	DurationMs int64  `json:"durationMs"`
+	DurationUs int64  `json:"durationUs"`          // the program's wall time, microseconds
 	// OOMKills is the box's memory cgroup OOM kill count once the program
 	// and its children are gone (they may die of an OOM kill while it
 	// exits 0); nil when ccbox could not read it.

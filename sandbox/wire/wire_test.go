@@ -15,7 +15,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := wire.Write(&buf, wire.KindStdout, []byte("hello")); err != nil {
 		t.Fatal(err)
 	}
-	if err := wire.WriteJSON(&buf, wire.KindExit, wire.Exit{ExitCode: 3, DurationMs: 12}); err != nil {
+	if err := wire.WriteJSON(&buf, wire.KindExit, wire.Exit{ExitCode: 3, DurationUs: 12}); err != nil {
 		t.Fatal(err)
 	}
 	if err := wire.Write(&buf, wire.KindStarted, nil); err != nil {
