@@ -24,7 +24,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, want := range []struct {
 		kind    wire.Kind
 		payload string
-	}{{wire.KindStdout, "hello"}, {wire.KindExit, `{"exitCode":3,"durationMs":12}`}, {wire.KindStarted, ""}} {
+	}{{wire.KindStdout, "hello"}, {wire.KindExit, `{"exitCode":3,"durationUs":12}`}, {wire.KindStarted, ""}} {
 		k, p, err := wire.Read(&buf, 1024)
 		if err != nil || k != want.kind || string(p) != want.payload {
 			t.Errorf("Read = %q %q %v; want %q %q", k, p, err, want.kind, want.payload)
