@@ -1,5 +1,6 @@
 # CodeCrafter. The two commands: `make run` and `make test`.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 GO    ?= go
 BIN   := bin
 # Our own packages for coverage: everything but generated code and commands.
@@ -30,7 +31,8 @@ images: build services-docker
 
 ## test: start every service, build images, run all tests with -race, print total coverage
 test: services images
-	CI=$${CI:-false} $(GO) test -race -count=1 -timeout 40m -coverpkg=$(COVERPKG) -coverprofile=cover.out ./...
+	CI=$${CI:-false} $(GO) test -race -count=1 -timeout 40m -coverpkg=$(COVERPKG) -coverprofile=cover.out ./... \
+		| sed -E 's/ of statements in .*/ of our statements/'  # -coverpkg names every package on every line
 	@$(GO) tool cover -func=cover.out | tail -n 1 | awk '{print "total coverage (own packages, generated code excluded): " $$3}'
 
 ## generate: regenerate gqlgen code
