@@ -2,6 +2,7 @@ package codecrafter
 
 import (
 	"context"
+	"strings"
 
 	"time"
 )
@@ -50,4 +51,18 @@ type Sandbox interface {
 	// program at once and returns ctx's error. An error means the
 	// platform failed (status ERROR), not the program.
 	Run(ctx context.Context, req RunRequest, out OutputFunc) (*RunResult, error)
+}
+
+// ResolveLanguage finds the runtime a user named (id or alias, any case,
+// surrounding space ignored), or returns a BAD_USER_INPUT error that lists
+// the languages there are.
+func ResolveLanguage(rts Runtimes, name string) (Runtime, error) {
+	if rt, ok := rts.Lookup(strings.TrimSpace(name)); ok {
+		return rt, nil
+	}
+	var names []string
+	for _, r := range rts.Runtimes() {
+		names = append(names, r.Language)
+	}
+	return Runtime{}, Errorf(EINVALID, "language: %q is not available; choose one of %s", name, strings.Join(names, ", "))
 }

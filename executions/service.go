@@ -129,13 +129,9 @@ func (s *Service) Execute(ctx context.Context, in ExecuteInput) (*codecrafter.Ex
 
 // newExecution validates in and builds the QUEUED execution.
 func (s *Service) newExecution(userID string, in ExecuteInput) (*codecrafter.Execution, error) {
-	rt, ok := s.runtimes.Lookup(strings.TrimSpace(in.Language))
-	if !ok {
-		names := make([]string, 0)
-		for _, r := range s.runtimes.Runtimes() {
-			names = append(names, r.Language)
-		}
-		return nil, codecrafter.Errorf(codecrafter.EINVALID, "language: unknown language %q (available: %s)", in.Language, strings.Join(names, ", "))
+	rt, err := codecrafter.ResolveLanguage(s.runtimes, in.Language)
+	if err != nil {
+		return nil, err
 	}
 	if strings.TrimSpace(in.Code) == "" {
 		return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: must not be empty")

@@ -298,13 +298,6 @@ func validTitle(t string) (string, error) {
 }
 
 func (s *Service) validLanguage(l string) (string, error) {
-	rt, ok := s.runtimes.Lookup(strings.TrimSpace(l))
-	if !ok {
-		names := make([]string, 0, 10)
-		for _, r := range s.runtimes.Runtimes() {
-			names = append(names, r.Language)
-		}
-		return "", codecrafter.Errorf(codecrafter.EINVALID, "language: %q is not available; choose one of %s", l, strings.Join(names, ", "))
-	}
-	return rt.Language, nil
+	rt, err := codecrafter.ResolveLanguage(s.runtimes, l)
+	return rt.Language, err
 }
