@@ -33,7 +33,9 @@ const (
 )
 
 // OutputChunk is one event of a run, numbered from 1 by Seq: a piece of
-// output (Stream and Data set) or a status change (Stream empty).
+// output (Stream and Data set) or a status change (Stream empty). Every
+// claim of a run adds a RUNNING status change: the k-th one starts attempt
+// k, whose output replaces what earlier attempts wrote (see CurrentOutput).
 type OutputChunk struct {
 	Seq    int
 	Stream OutputStream // "" for a status change
@@ -67,6 +69,37 @@ type Execution struct {
 	WorkerID        string
 	CancelRequested bool
 	Output          []OutputChunk // every chunk so far, by Seq
+
+	// The outbox: a run is stored Unsent and Unsent is cleared once the
+	// queue confirmed its job. A dispatcher sends the QUEUED runs still
+	// Unsent once DispatchAt passed, so a crash or a queue outage between
+	// storing and queueing loses no run. DispatchAt is a lease: whoever
+	// sends the job moves it ahead first (see LeaseDispatch).
+	Unsent     bool
+	DispatchAt time.Time
+}
+
+// CurrentOutput returns chunks without the output of superseded attempts:
+// the data chunks before the last RUNNING status change (the latest
+// claim). Status changes stay, so Seq numbers keep increasing but may
+// skip the output a retry replaced.
+func CurrentOutput(chunks []OutputChunk) []OutputChunk {
+	claim := -1
+	for i, c := range chunks {
+		if c.Stream == "" && c.Status == StatusRunning {
+			claim = i
+		}
+	}
+	if claim < 0 {
+		return chunks
+	}
+	out := make([]OutputChunk, 0, len(chunks))
+	for i, c := range chunks {
+		if c.Stream == "" || i > claim {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // NextSeq returns the Seq the next chunk of e gets.
@@ -119,8 +152,17 @@ type ExecutionStore interface {
 	StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*Execution, error)
 	// PendingExecutions returns every QUEUED or RUNNING execution, oldest
 	// first, without output chunks (to requeue jobs an in-process queue
-	// lost in a restart).
+	// lost in a restart, dispatch unsent runs, reap stuck queued ones).
 	PendingExecutions(ctx context.Context) ([]*Execution, error)
+	// LeaseDispatch takes the right to send the job of a QUEUED, Unsent
+	// execution whose DispatchAt is not after now, moving DispatchAt to
+	// until; CONFLICT when it is sent, no longer queued or leased. The
+	// holder of a lease ending at t gives it back with now = t.
+	LeaseDispatch(ctx context.Context, id string, now, until time.Time) error
+	// MarkSent clears Unsent once the execution's job is queued.
+	MarkSent(ctx context.Context, id string) error
+	// CountActive counts the user's QUEUED and RUNNING executions.
+	CountActive(ctx context.Context, userID string) (int, error)
 }
 
 // Job is a queued request to run an execution.
@@ -146,8 +188,9 @@ type Queue interface {
 	// when Consume's is, but when the job can no longer be acknowledged
 	// (lost connection): the broker hands it out again.
 	Consume(ctx context.Context, concurrency int, handle func(context.Context, Delivery) error) error
-	// ConsumeDead hands dead-lettered jobs to handle until ctx ends; they
-	// are acknowledged whatever handle returns.
+	// ConsumeDead hands dead-lettered jobs to handle until ctx ends. A nil
+	// error acknowledges the job; an error puts it back in the dead-letter
+	// queue (the handler should back off: nothing limits these retries).
 	ConsumeDead(ctx context.Context, handle func(context.Context, Delivery) error) error
 	// Stats reports the queue's depth.
 	Stats(ctx context.Context) (QueueStats, error)
@@ -185,4 +228,7 @@ const CancelTopic = "execution-cancel"
 // Limits on runs.
 const (
 	MaxStdinLen = 1 << 20
+	// MinMemoryLimitMB is the least memory a run may ask for: Docker
+	// refuses containers with less than 6 MB.
+	MinMemoryLimitMB = 6
 )

@@ -5,16 +5,25 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/events"
 )
 
-// Output streams every chunk of a run in Seq order from Seq 1, even to a
-// late subscriber, and closes the channel after the final status chunk or
-// when ctx ends.
+// Output streams a run's chunks in Seq order from Seq 1, even to a late
+// subscriber, and closes the channel after the final status chunk or when
+// ctx ends.
 //
 // It subscribes to the bus before reading the store, so no chunk falls
 // between the two; chunks the best-effort bus loses (a Seq gap, or no
-// event for RecheckInterval) are re-read from the store, which writers
-// fill before they publish.
+// event for a while) are re-read from the store, which writers fill
+// before they publish.
+//
+// A retried run (a worker died, the job was handed out again) has one
+// RUNNING status chunk per attempt. What Output replays from the store
+// holds only the current attempt's output (codecrafter.CurrentOutput: the
+// Seqs of superseded output are skipped). A subscriber that was already
+// watching has seen the earlier attempt's output and cannot unsee it: the
+// second RUNNING status chunk tells it that a new attempt starts and
+// what it showed so far is to be replaced.
 func (s *Service) Output(ctx context.Context, id string) (<-chan codecrafter.OutputChunk, error) {
 	userID, err := codecrafter.RequireUser(ctx)
 	if err != nil {
@@ -41,7 +50,7 @@ func (s *Service) Output(ctx context.Context, id string) (<-chan codecrafter.Out
 	return out, nil
 }
 
-// follower sends one run's chunks to out, each exactly once, in order.
+// follower sends one run's chunks to out, each at most once, in order.
 type follower struct {
 	s    *Service
 	id   string
@@ -53,22 +62,29 @@ func (f *follower) run(ctx context.Context, stored []codecrafter.OutputChunk, li
 	if f.send(ctx, stored) {
 		return
 	}
-	recheck := time.NewTimer(f.s.cfg.RecheckInterval)
+	wait := f.s.cfg.RecheckInterval
+	recheck := time.NewTimer(wait)
 	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-recheck.C:
+			before := f.last
 			if f.reread(ctx) {
 				return
 			}
+			if f.last == before { // nothing new: a stuck or quiet run
+				wait = min(2*wait, f.s.cfg.MaxRecheckInterval)
+			}
+			recheck.Reset(wait)
+			continue
 		case b, ok := <-live:
 			if !ok {
 				live = nil // the bus gave up: the recheck timer polls the store
 				break
 			}
-			c, err := DecodeChunk(b)
+			c, err := events.DecodeChunk(b)
 			if err != nil {
 				f.s.log.WarnContext(ctx, "bad execution event", "execution", f.id, "err", err)
 				break
@@ -85,16 +101,19 @@ func (f *follower) run(ctx context.Context, stored []codecrafter.OutputChunk, li
 				}
 			}
 		}
-		recheck.Reset(f.s.cfg.RecheckInterval)
+		wait = f.s.cfg.RecheckInterval // the run is alive again
+		recheck.Reset(wait)
 	}
 }
 
 // send sends the chunks after the last one sent; it reports whether the
-// stream is over (final status sent, or ctx ended).
+// stream is over (final status sent, or ctx ended). The chunks come from
+// the store (or are the next live one): a Seq they skip is superseded
+// output, never a loss.
 func (f *follower) send(ctx context.Context, chunks []codecrafter.OutputChunk) (over bool) {
 	for _, c := range chunks {
-		if c.Seq != f.last+1 {
-			continue // already sent; the store has no gaps
+		if c.Seq <= f.last {
+			continue // already sent
 		}
 		select {
 		case f.out <- c:
@@ -121,7 +140,7 @@ func (f *follower) reread(ctx context.Context) (over bool) {
 		f.s.log.WarnContext(ctx, "re-read execution output", "execution", f.id, "err", err)
 		return false // the recheck timer tries again
 	}
-	return f.send(ctx, e.Output)
+	return f.send(ctx, codecrafter.CurrentOutput(e.Output))
 }
 
 // SessionExecutions streams each status change of any run in a session to
@@ -135,7 +154,7 @@ func (s *Service) SessionExecutions(ctx context.Context, sessionID string) (<-ch
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	events, err := s.bus.Subscribe(ctx, codecrafter.SessionExecutionsTopic(sessionID))
+	updates, err := s.bus.Subscribe(ctx, codecrafter.SessionExecutionsTopic(sessionID))
 	if err != nil {
 		cancel()
 		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "live updates are unavailable; try again shortly")
@@ -144,8 +163,8 @@ func (s *Service) SessionExecutions(ctx context.Context, sessionID string) (<-ch
 	go func() {
 		defer cancel()
 		defer close(out)
-		for b := range events {
-			e, err := DecodeExecution(b)
+		for b := range updates {
+			e, err := events.DecodeExecution(b)
 			if err != nil {
 				s.log.WarnContext(ctx, "bad session execution event", "session", sessionID, "err", err)
 				continue

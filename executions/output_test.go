@@ -2,10 +2,12 @@ package executions_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/events"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/executions/exectest"
 )
@@ -15,7 +17,7 @@ type runner struct {
 	t   *testing.T
 	e   *env
 	x   *codecrafter.Execution
-	pub executions.Publisher
+	pub events.Publisher
 }
 
 func start(t *testing.T, e *env, x *codecrafter.Execution) *runner {
@@ -24,7 +26,7 @@ func start(t *testing.T, e *env, x *codecrafter.Execution) *runner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runner{t: t, e: e, x: claimed, pub: executions.Publisher{Bus: e.bus}}
+	r := &runner{t: t, e: e, x: claimed, pub: events.Publisher{Bus: e.bus}}
 	if err := r.pub.Status(testContext(t), claimed); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func (r *runner) finish() {
 		r.t.Fatal(err)
 	}
 	done, err := r.e.store.FinishExecution(testContext(r.t), r.x.ID, r.x.Attempt,
-		codecrafter.Result{Status: codecrafter.StatusSucceeded, Stdout: exectest.Text(x.Output, ""), FinishedAt: time.Now()},
+		codecrafter.Result{Status: codecrafter.StatusSucceeded, Stdout: exectest.Text(codecrafter.CurrentOutput(x.Output), ""), FinishedAt: time.Now()},
 		codecrafter.OutputChunk{Seq: x.NextSeq(), Status: codecrafter.StatusSucceeded})
 	if err != nil {
 		r.t.Fatal(err)
@@ -113,6 +115,93 @@ func TestOutputLateSubscriber(t *testing.T) {
 	})
 }
 
+// A retried run (the job of a dead worker handed out again) replaces its
+// output: a replay, and the stdout of the run while it goes, hold only the
+// last attempt's; a subscriber that watched the first attempt sees the
+// second RUNNING status, which starts the new attempt, then its output.
+func TestOutputRetryReplacesOutput(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{RecheckInterval: time.Hour})
+		x := queued(t, e, bob, false)
+		live, err := e.svc.Output(as(t, vic), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start(t, e, x).write("from A") // then worker A dies
+		var seen []codecrafter.OutputChunk
+		for exectest.Text(seen, "") != "from A" {
+			seen = append(seen, exectest.Receive(t, live))
+		}
+
+		b := start(t, e, x) // attempt 2
+		b.write("from B")
+		mid, err := e.svc.Execution(as(t, alice), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := exectest.Text(mid.Output, codecrafter.Stdout); got != "from B" {
+			t.Fatalf("output of the running run %q, want only attempt 2's", got)
+		}
+		b.finish()
+
+		seen = append(seen, exectest.Collect(t, live)...)
+		exectest.WantChunks(t, seen, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+		if got := exectest.AttemptText(seen, codecrafter.Stdout); got != "from B" {
+			t.Fatalf("live subscriber: attempt 2 streamed %q, want from B", got)
+		}
+		replay, err := e.svc.Output(as(t, alice), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunks := exectest.Collect(t, replay)
+		exectest.WantChunks(t, chunks, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+		if got := exectest.Text(chunks, ""); got != "from B" {
+			t.Fatalf("replay carries %q, want only from B", got)
+		}
+		done, err := e.svc.Execution(as(t, alice), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done.Stdout != "from B" {
+			t.Fatalf("final stdout %q", done.Stdout)
+		}
+	})
+}
+
+// countingStore counts reads of whole executions.
+type countingStore struct {
+	store
+	reads atomic.Int64
+}
+
+func (s *countingStore) Execution(ctx context.Context, id string) (*codecrafter.Execution, error) {
+	s.reads.Add(1)
+	return s.store.Execution(ctx, id)
+}
+
+// A subscriber to a run that makes no progress re-reads it less and less
+// often, instead of every RecheckInterval forever.
+func TestOutputBacksOffOnStuckRun(t *testing.T) {
+	t.Parallel()
+	cs := &countingStore{store: exectest.NewStore()}
+	e := setup(t, cs, executions.Config{RecheckInterval: 2 * time.Millisecond, MaxRecheckInterval: time.Hour})
+	x := queued(t, e, bob, false) // never runs
+	began := time.Now()
+	live, err := e.svc.Output(as(t, bob), x.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exectest.Receive(t, live) // QUEUED; nothing more comes
+	const rechecks = 8
+	exectest.Eventually(t, "rechecks", func() bool { return cs.reads.Load() >= 1+rechecks })
+	// Waits of 2, 4, ... 256 ms: at least this long (a lower bound, which
+	// load cannot break); without backoff 8 rechecks take some 16 ms.
+	if least := 2 * time.Millisecond * (1<<rechecks - 1); time.Since(began) < least {
+		t.Fatalf("%d re-reads within %v, want them at least %v apart in total", rechecks, time.Since(began), least)
+	}
+}
+
 func TestOutputFillsGaps(t *testing.T) {
 	t.Parallel()
 	eachStore(t, func(t *testing.T, s store) {
@@ -125,7 +214,7 @@ func TestOutputFillsGaps(t *testing.T) {
 		// The bus loses the RUNNING chunk and the 2nd and 3rd output chunks,
 		// and delivers another one twice.
 		e.bus.SetDrop(func(topic string, payload []byte) bool {
-			c, err := executions.DecodeChunk(payload)
+			c, err := events.DecodeChunk(payload)
 			return err == nil && (c.Seq == 2 || c.Seq == 4 || c.Seq == 5)
 		})
 		r := start(t, e, x)
@@ -222,7 +311,7 @@ func TestEventsRoundTrip(t *testing.T) {
 		Stdout: "o", Stderr: "e", CompileOutput: ptr("warn"), Duration: &d, CreatedAt: now, StartedAt: &now,
 		FinishedAt: &now, Attempt: 2, WorkerID: "w", CancelRequested: true,
 	}
-	got, err := executions.DecodeExecution(executions.EncodeExecution(x))
+	got, err := events.DecodeExecution(events.EncodeExecution(x))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,15 +320,15 @@ func TestEventsRoundTrip(t *testing.T) {
 		t.Fatalf("round trip: %+v", got)
 	}
 	c := codecrafter.OutputChunk{Seq: 7, Stream: codecrafter.Stderr, Data: "é\n", Status: codecrafter.StatusRunning}
-	if got, err := executions.DecodeChunk(executions.EncodeChunk(c)); err != nil || got != c {
+	if got, err := events.DecodeChunk(events.EncodeChunk(c)); err != nil || got != c {
 		t.Fatalf("chunk round trip: %+v %v", got, err)
 	}
 	for _, bad := range []string{`{}`, `not json`, `{"seq":0,"status":"RUNNING"}`} {
-		if _, err := executions.DecodeChunk([]byte(bad)); err == nil {
+		if _, err := events.DecodeChunk([]byte(bad)); err == nil {
 			t.Errorf("DecodeChunk(%s) accepted", bad)
 		}
 	}
-	if _, err := executions.DecodeCancel([]byte(`{}`)); err == nil {
+	if _, err := events.DecodeCancel([]byte(`{}`)); err == nil {
 		t.Error("DecodeCancel accepted an empty id")
 	}
 }

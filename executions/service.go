@@ -6,11 +6,13 @@ package executions
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/events"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,7 +24,27 @@ type Config struct {
 	MaxMemoryMB      int           // 1024
 	// RecheckInterval is how long Output waits for a live event before
 	// it re-reads the store, so a lost bus event cannot hang a subscriber.
-	RecheckInterval time.Duration // 2 s
+	// Each re-read that finds nothing new doubles the wait, up to
+	// MaxRecheckInterval, so a stuck run is not re-read every 2 s.
+	RecheckInterval    time.Duration // 2 s
+	MaxRecheckInterval time.Duration // 1 min
+	// EnqueueTimeout bounds how long Execute waits for the queue. A run
+	// the queue did not take in time stays QUEUED and unsent, and the
+	// worker's dispatcher sends it later (see codecrafter.Execution.Unsent).
+	EnqueueTimeout time.Duration // 5 s
+	// MaxActivePerUser caps a user's QUEUED plus RUNNING runs; Execute
+	// answers RATE_LIMITED beyond it. The check and the insert are not one
+	// step: a burst may pass the cap by the requests racing it.
+	MaxActivePerUser int // 64
+	// Limiter, when set, limits each user's Execute calls (keyed by user id).
+	Limiter RateLimiter
+}
+
+// RateLimiter counts attempts per key; codecrafter.Limiter is one.
+type RateLimiter interface {
+	// Take counts an attempt of key and returns 0 when it is within the
+	// limit, else how long until it would be.
+	Take(ctx context.Context, key string) (time.Duration, error)
 }
 
 func (c Config) withDefaults() Config {
@@ -34,20 +56,26 @@ func (c Config) withDefaults() Config {
 	def(&c.DefaultTimeLimit, 5*time.Second)
 	def(&c.MaxTimeLimit, 30*time.Second)
 	def(&c.RecheckInterval, 2*time.Second)
+	def(&c.MaxRecheckInterval, time.Minute)
+	def(&c.EnqueueTimeout, 5*time.Second)
 	if c.DefaultMemoryMB <= 0 {
 		c.DefaultMemoryMB = 256
 	}
 	if c.MaxMemoryMB <= 0 {
 		c.MaxMemoryMB = 1024
 	}
+	if c.MaxActivePerUser <= 0 {
+		c.MaxActivePerUser = 64
+	}
 	c.DefaultTimeLimit = min(c.DefaultTimeLimit, c.MaxTimeLimit)
 	c.DefaultMemoryMB = min(c.DefaultMemoryMB, c.MaxMemoryMB)
+	c.MaxRecheckInterval = max(c.MaxRecheckInterval, c.RecheckInterval)
 	return c
 }
 
-// enqueueTimeout bounds the work Execute finishes after the run is stored,
-// even when the caller goes away, so nothing is left QUEUED unqueued.
-const enqueueTimeout = 10 * time.Second
+// activeRetryAfter is the retryAfterMs of a user at the cap of active runs:
+// a guess, as runs end when they end.
+const activeRetryAfter = time.Second
 
 // Service runs the execution use cases for the API.
 type Service struct {
@@ -55,7 +83,7 @@ type Service struct {
 	store     codecrafter.ExecutionStore
 	sessions  codecrafter.SessionStore
 	queue     codecrafter.Queue
-	publish   Publisher
+	publish   events.Publisher
 	bus       codecrafter.Bus
 	runtimes  codecrafter.Runtimes
 	log       *slog.Logger
@@ -68,14 +96,14 @@ func New(cfg Config, store codecrafter.ExecutionStore, sessions codecrafter.Sess
 	bus codecrafter.Bus, runtimes codecrafter.Runtimes, logger *slog.Logger, reg prometheus.Registerer) *Service {
 	submitted := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "codecrafter_executions_submitted_total",
-		Help: "Runs requested through the API, by language and outcome (queued, unavailable).",
+		Help: "Runs requested through the API, by language and outcome (queued; deferred: left to the dispatcher).",
 	}, []string{"language", "outcome"})
 	if reg != nil {
 		reg.MustRegister(submitted)
 	}
 	return &Service{
 		cfg: cfg.withDefaults(), store: store, sessions: sessions, queue: queue,
-		publish: Publisher{Bus: bus}, bus: bus, runtimes: runtimes,
+		publish: events.Publisher{Bus: bus}, bus: bus, runtimes: runtimes,
 		log: logger, submitted: submitted, now: time.Now,
 	}
 }
@@ -90,7 +118,9 @@ type ExecuteInput struct {
 	MemoryLimitMb *int
 }
 
-// Execute validates in, stores the run QUEUED and queues it.
+// Execute validates in, stores the run QUEUED and queues it. The store is
+// the source of truth: a run the queue cannot take now (a broker blip)
+// is still accepted, stays unsent, and the dispatcher sends it later.
 func (s *Service) Execute(ctx context.Context, in ExecuteInput) (*codecrafter.Execution, error) {
 	userID, err := codecrafter.RequireUser(ctx)
 	if err != nil {
@@ -107,24 +137,58 @@ func (s *Service) Execute(ctx context.Context, in ExecuteInput) (*codecrafter.Ex
 		}
 		e.SessionID = sess.ID
 	}
+	if err := s.admit(ctx, userID); err != nil {
+		return nil, err
+	}
+	// Our lease on sending the job: the dispatcher leaves it alone until
+	// well after our enqueue gave up.
+	e.Unsent, e.DispatchAt = true, e.CreatedAt.Add(2*s.cfg.EnqueueTimeout)
 	if err := s.store.CreateExecution(ctx, e); err != nil {
 		return nil, err
 	}
 
 	// The run is stored: finish queueing it even if the caller goes away.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), enqueueTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.EnqueueTimeout)
 	defer cancel()
 	if err := s.publish.Status(ctx, e); err != nil {
 		s.log.WarnContext(ctx, "publish queued status", "execution", e.ID, "err", err)
 	}
 	if err := s.queue.Enqueue(ctx, codecrafter.Job{ExecutionID: e.ID}); err != nil {
-		s.log.ErrorContext(ctx, "enqueue execution", "execution", e.ID, "err", err)
-		s.submitted.WithLabelValues(e.Language, "unavailable").Inc()
-		s.failQueued(ctx, e)
-		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "the run queue is unavailable; try again shortly")
+		s.log.WarnContext(ctx, "enqueue execution: left to the dispatcher", "execution", e.ID, "err", err)
+		s.submitted.WithLabelValues(e.Language, "deferred").Inc()
+		return e, nil
+	}
+	if err := s.store.MarkSent(ctx, e.ID); err != nil {
+		// The dispatcher may send it again; a duplicate job is harmless.
+		s.log.WarnContext(ctx, "mark execution sent", "execution", e.ID, "err", err)
+	} else {
+		e.Unsent = false
 	}
 	s.submitted.WithLabelValues(e.Language, "queued").Inc()
 	return e, nil
+}
+
+// admit applies the user's rate limit and cap of active runs.
+func (s *Service) admit(ctx context.Context, userID string) error {
+	if s.cfg.Limiter != nil {
+		wait, err := s.cfg.Limiter.Take(ctx, userID)
+		if err != nil {
+			return err
+		}
+		if wait > 0 {
+			return &codecrafter.Error{Code: codecrafter.ERATELIMITED, RetryAfter: wait,
+				Message: "too many runs requested; try again later"}
+		}
+	}
+	n, err := s.store.CountActive(ctx, userID)
+	if err != nil {
+		return err
+	}
+	if n >= s.cfg.MaxActivePerUser {
+		return &codecrafter.Error{Code: codecrafter.ERATELIMITED, RetryAfter: activeRetryAfter,
+			Message: fmt.Sprintf("you have %d runs queued or running, the most allowed; wait for one to finish", n)}
+	}
+	return nil
 }
 
 // newExecution validates in and builds the QUEUED execution.
@@ -159,6 +223,9 @@ func (s *Service) newExecution(userID string, in ExecuteInput) (*codecrafter.Exe
 		if err := checkLimit("memoryLimitMb", *in.MemoryLimitMb, s.cfg.MaxMemoryMB); err != nil {
 			return nil, err
 		}
+		if *in.MemoryLimitMb < codecrafter.MinMemoryLimitMB {
+			return nil, codecrafter.Errorf(codecrafter.EINVALID, "memoryLimitMb: at least %d, got %d", codecrafter.MinMemoryLimitMB, *in.MemoryLimitMb)
+		}
 		memory = *in.MemoryLimitMb
 	}
 	now := s.now()
@@ -178,23 +245,6 @@ func checkLimit(field string, v, maxV int) error {
 		return codecrafter.Errorf(codecrafter.EINVALID, "%s: at most %d on this deployment, got %d", field, maxV, v)
 	}
 	return nil
-}
-
-// failQueued ends a run that could not be queued as ERROR, so it does not
-// stay QUEUED forever. Attempt 0: no worker has claimed it.
-func (s *Service) failQueued(ctx context.Context, e *codecrafter.Execution) {
-	now := s.now()
-	done, err := s.store.FinishExecution(ctx, e.ID, 0,
-		codecrafter.Result{Status: codecrafter.StatusError, FinishedAt: now},
-		codecrafter.OutputChunk{Seq: e.NextSeq(), Status: codecrafter.StatusError})
-	if err != nil {
-		// CONFLICT: the job got through after all and a worker has it.
-		s.log.WarnContext(ctx, "mark unqueued execution as ERROR", "execution", e.ID, "err", err)
-		return
-	}
-	if err := s.publish.Status(ctx, done); err != nil {
-		s.log.WarnContext(ctx, "publish error status", "execution", e.ID, "err", err)
-	}
 }
 
 // Cancel stops a run: a queued one never runs, a running one is killed.
@@ -286,6 +336,7 @@ func (s *Service) visible(ctx context.Context, id, userID string) (*codecrafter.
 	if err != nil {
 		return nil, "", err
 	}
+	e.Output = codecrafter.CurrentOutput(e.Output) // a retry replaced the rest
 	var role codecrafter.Role
 	if e.SessionID != "" {
 		sess, err := s.sessions.Session(ctx, e.SessionID)

@@ -2,6 +2,7 @@ package executions_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/events"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/executions/exectest"
 	"github.com/codecrafter/codecrafter/inmem"
@@ -93,6 +95,7 @@ func TestExecuteValidation(t *testing.T) {
 			{"negative time limit", alice, with(func(in *executions.ExecuteInput) { in.TimeLimitMs = ptr(-5) }), codecrafter.EINVALID, "timeLimitMs"},
 			{"time limit over max", alice, with(func(in *executions.ExecuteInput) { in.TimeLimitMs = ptr(30001) }), codecrafter.EINVALID, "timeLimitMs: at most 30000"},
 			{"zero memory", alice, with(func(in *executions.ExecuteInput) { in.MemoryLimitMb = ptr(0) }), codecrafter.EINVALID, "memoryLimitMb: must be positive"},
+			{"memory below the engine's minimum", alice, with(func(in *executions.ExecuteInput) { in.MemoryLimitMb = ptr(5) }), codecrafter.EINVALID, "memoryLimitMb: at least 6"},
 			{"memory over max", alice, with(func(in *executions.ExecuteInput) { in.MemoryLimitMb = ptr(1025) }), codecrafter.EINVALID, "memoryLimitMb: at most 1024"},
 			{"unknown session", alice, with(func(in *executions.ExecuteInput) { in.SessionID = ptr("nope") }), codecrafter.ENOTFOUND, "session"},
 			{"outsider", eve, with(func(in *executions.ExecuteInput) { in.SessionID = ptr("s1") }), codecrafter.ENOTFOUND, "session"},
@@ -122,7 +125,7 @@ func TestExecuteQueues(t *testing.T) {
 	eachStore(t, func(t *testing.T, s store) {
 		e := setup(t, s, executions.Config{})
 		ctx := as(t, bob)
-		events, err := e.bus.Subscribe(ctx, codecrafter.SessionExecutionsTopic("s1"))
+		updates, err := e.bus.Subscribe(ctx, codecrafter.SessionExecutionsTopic("s1"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,8 +157,11 @@ func TestExecuteQueues(t *testing.T) {
 		if st, _ := e.queue.Stats(ctx); st.Ready != 1 {
 			t.Fatalf("queue %+v, want one job", st)
 		}
-		ev := exectest.Receive(t, events)
-		if ex, err := executions.DecodeExecution(ev); err != nil || ex.ID != x.ID || ex.Status != codecrafter.StatusQueued {
+		if stored.Unsent {
+			t.Fatal("a queued run is still marked unsent")
+		}
+		ev := exectest.Receive(t, updates)
+		if ex, err := events.DecodeExecution(ev); err != nil || ex.ID != x.ID || ex.Status != codecrafter.StatusQueued {
 			t.Fatalf("session event %+v, %v", ex, err)
 		}
 	})
@@ -175,33 +181,89 @@ func TestExecuteDefaults(t *testing.T) {
 	})
 }
 
+// A queue outage does not fail Execute: the run is stored QUEUED and
+// unsent, for the dispatcher (the worker tests check it gets sent).
 func TestExecuteEnqueueFailure(t *testing.T) {
 	t.Parallel()
 	eachStore(t, func(t *testing.T, s store) {
 		e := setup(t, s, executions.Config{})
 		gone := e.queue.Open()
 		gone.Close() // the broker connection is lost
-		svc := e.service(executions.Config{}, gone)
+		svc := e.service(executions.Config{EnqueueTimeout: time.Second}, gone)
 		ctx := as(t, alice)
-		events, err := e.bus.Subscribe(ctx, codecrafter.SessionExecutionsTopic("s1"))
+		updates, err := e.bus.Subscribe(ctx, codecrafter.SessionExecutionsTopic("s1"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = svc.Execute(ctx, executions.ExecuteInput{Language: "python", Code: "1", SessionID: ptr("s1")})
-		wantCode(t, err, codecrafter.EUNAVAILABLE, "queue")
-		list, err := e.svc.List(ctx, "s1", 10)
-		if err != nil || len(list) != 1 {
-			t.Fatalf("list: %v %v", list, err)
+		x, err := svc.Execute(ctx, executions.ExecuteInput{Language: "python", Code: "1", SessionID: ptr("s1")})
+		if err != nil {
+			t.Fatalf("Execute during a queue outage: %v", err)
 		}
-		if list[0].Status != codecrafter.StatusError || list[0].FinishedAt == nil {
-			t.Fatalf("unqueued run left %s, want ERROR", list[0].Status)
+		stored, err := e.store.Execution(ctx, x.ID)
+		if err != nil {
+			t.Fatal(err)
 		}
-		// QUEUED, then ERROR, on the session topic.
-		for _, want := range []codecrafter.ExecutionStatus{codecrafter.StatusQueued, codecrafter.StatusError} {
-			if ex, _ := executions.DecodeExecution(exectest.Receive(t, events)); ex.Status != want {
-				t.Fatalf("session event %s, want %s", ex.Status, want)
-			}
+		if stored.Status != codecrafter.StatusQueued || !stored.Unsent || !stored.DispatchAt.After(stored.CreatedAt) {
+			t.Fatalf("unqueued run stored as %+v, want QUEUED, unsent, leased to Execute for a while", stored)
 		}
+		if ex, _ := events.DecodeExecution(exectest.Receive(t, updates)); ex.Status != codecrafter.StatusQueued {
+			t.Fatalf("session event %s, want QUEUED", ex.Status)
+		}
+	})
+}
+
+// limiter refuses every attempt past max.
+type limiter struct {
+	max   int
+	takes map[string]int
+}
+
+func (l *limiter) Take(_ context.Context, key string) (time.Duration, error) {
+	l.takes[key]++
+	if l.takes[key] > l.max {
+		return 42 * time.Second, nil
+	}
+	return 0, nil
+}
+
+func TestExecuteRateLimited(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		lim := &limiter{max: 2, takes: map[string]int{}}
+		e := setup(t, s, executions.Config{Limiter: lim})
+		queued(t, e, alice, true)
+		queued(t, e, alice, true)
+		_, err := e.svc.Execute(as(t, alice), executions.ExecuteInput{Language: "python", Code: "print(1)"})
+		wantCode(t, err, codecrafter.ERATELIMITED, "too many runs")
+		var ce *codecrafter.Error
+		if !errors.As(err, &ce) || ce.RetryAfter != 42*time.Second {
+			t.Fatalf("error %#v, want RetryAfter from the limiter", err)
+		}
+		queued(t, e, bob, true) // per user
+		if st, _ := e.queue.Stats(testContext(t)); st.Ready != 3 {
+			t.Fatalf("queue %+v, want the 3 admitted runs", st)
+		}
+	})
+}
+
+func TestExecuteActiveCap(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{MaxActivePerUser: 2})
+		first := queued(t, e, alice, true)
+		queued(t, e, alice, false)
+		_, err := e.svc.Execute(as(t, alice), executions.ExecuteInput{Language: "python", Code: "print(1)"})
+		wantCode(t, err, codecrafter.ERATELIMITED, "2 runs queued or running")
+		var ce *codecrafter.Error
+		if !errors.As(err, &ce) || ce.RetryAfter <= 0 {
+			t.Fatalf("error %#v, want a RetryAfter", err)
+		}
+		queued(t, e, bob, true) // another user is not capped
+		// A finished run frees a place.
+		if _, err := e.svc.Cancel(as(t, alice), first.ID); err != nil {
+			t.Fatal(err)
+		}
+		queued(t, e, alice, true)
 	})
 }
 
@@ -332,7 +394,7 @@ func TestCancelRunning(t *testing.T) {
 		if got.Status != codecrafter.StatusRunning || !got.CancelRequested {
 			t.Fatalf("got %s cancelRequested=%v", got.Status, got.CancelRequested)
 		}
-		if id, err := executions.DecodeCancel(exectest.Receive(t, cancels)); err != nil || id != x.ID {
+		if id, err := events.DecodeCancel(exectest.Receive(t, cancels)); err != nil || id != x.ID {
 			t.Fatalf("cancel event %q %v", id, err)
 		}
 	})

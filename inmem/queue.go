@@ -104,7 +104,7 @@ func (q *Queue) Consume(ctx context.Context, concurrency int, handle func(contex
 }
 
 // ConsumeDead hands dead-lettered jobs to handle, one at a time, until ctx
-// ends; each is removed whatever handle returns.
+// ends; nil removes a job, an error puts it back on the dead list.
 func (q *Queue) ConsumeDead(ctx context.Context, handle func(context.Context, codecrafter.Delivery) error) error {
 	return q.consume(ctx, 1, true, handle)
 }
@@ -138,7 +138,7 @@ func (q *Queue) consume(ctx context.Context, concurrency int, dead bool, handle 
 			defer wg.Done()
 			defer func() { <-slots }()
 			err := handle(hctx, codecrafter.Delivery{Job: it.job, Redelivered: it.deliveries > 1})
-			q.release(it, err == nil || dead)
+			q.release(it, err == nil)
 		}()
 	}
 }

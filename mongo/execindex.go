@@ -49,6 +49,7 @@ type activeDoc struct {
 	ID      string    `bson:"_id"`
 	AddedAt time.Time `bson:"addedAt"` // the store's clock, for orphanAge
 	Claimed bool      `bson:"claimed"`
+	UserID  string    `bson:"userId,omitempty"` // for CountActive; absent on older entries
 }
 
 // pageID names a page; the session id is everything before the last "/".
@@ -57,7 +58,7 @@ func pageID(sessionID string, page int) string { return sessionID + "/" + strcon
 // indexExecution adds e to the active set and to its session's list.
 func (db *DB) indexExecution(ctx context.Context, e *codecrafter.Execution) error {
 	if !e.Status.Final() {
-		_, err := db.active.InsertOne(ctx, activeDoc{ID: e.ID, AddedAt: time.Now()})
+		_, err := db.active.InsertOne(ctx, activeDoc{ID: e.ID, AddedAt: time.Now(), UserID: e.UserID})
 		if err != nil && !isDuplicate(err) {
 			return dbErr(err, "execution")
 		}
@@ -199,6 +200,13 @@ func (db *DB) StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*
 		return strings.Compare(a.ID, b.ID)
 	})
 	return out, nil
+}
+
+// CountActive counts the user's QUEUED and RUNNING executions (those in
+// the active set with the user's id).
+func (db *DB) CountActive(ctx context.Context, userID string) (int, error) {
+	active, err := db.activeExecutions(ctx, bson.D{{Key: "userId", Value: userID}})
+	return len(active), err
 }
 
 // activeExecutions fetches the executions of the active set's entries

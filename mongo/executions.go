@@ -42,6 +42,11 @@ type executionDoc struct {
 	CancelRequested bool       `bson:"cancelRequested"`
 	NextSeq         int        `bson:"nextSeq"`
 	Output          []chunkDoc `bson:"output"`
+
+	// The outbox (see codecrafter.Execution); absent on older documents,
+	// which were queued when stored.
+	Unsent     bool       `bson:"unsent,omitempty"`
+	DispatchAt *time.Time `bson:"dispatchAt,omitempty"`
 }
 
 type chunkDoc struct {
@@ -65,6 +70,11 @@ func toExecutionDoc(e *codecrafter.Execution) *executionDoc {
 		Attempt: e.Attempt, WorkerID: e.WorkerID, CancelRequested: e.CancelRequested,
 		NextSeq: e.NextSeq(),
 		Output:  make([]chunkDoc, len(e.Output)),
+		Unsent:  e.Unsent,
+	}
+	if !e.DispatchAt.IsZero() {
+		at := e.DispatchAt
+		d.DispatchAt = &at
 	}
 	for i, c := range e.Output {
 		d.Output[i] = toChunkDoc(c)
@@ -80,6 +90,10 @@ func (d *executionDoc) execution() *codecrafter.Execution {
 		CompileOutput: d.CompileOutput, Duration: d.Duration, CreatedAt: d.CreatedAt.UTC(),
 		StartedAt: utc(d.StartedAt), FinishedAt: utc(d.FinishedAt),
 		Attempt: d.Attempt, WorkerID: d.WorkerID, CancelRequested: d.CancelRequested,
+		Unsent: d.Unsent,
+	}
+	if d.DispatchAt != nil {
+		e.DispatchAt = d.DispatchAt.UTC()
 	}
 	for _, c := range d.Output {
 		e.Output = append(e.Output, codecrafter.OutputChunk{
@@ -303,4 +317,37 @@ func (db *DB) RequestCancel(ctx context.Context, id string) (*codecrafter.Execut
 		return nil, err
 	}
 	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the execution is not running")
+}
+
+// LeaseDispatch moves DispatchAt of a QUEUED, unsent execution that is due:
+// one guarded update, so one dispatcher of many wins.
+func (db *DB) LeaseDispatch(ctx context.Context, id string, now, until time.Time) error {
+	err := db.executions.FindOneAndUpdate(ctx,
+		bson.D{
+			byID(id),
+			{Key: "status", Value: string(codecrafter.StatusQueued)},
+			{Key: "unsent", Value: true},
+			{Key: "dispatchAt", Value: bson.D{{Key: "$lte", Value: now}}},
+		},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "dispatchAt", Value: until}}}},
+	).Err()
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return dbErr(err, "execution")
+	}
+	if _, err := db.runState(ctx, id); err != nil {
+		return err
+	}
+	return codecrafter.Errorf(codecrafter.ECONFLICT, "the run is sent, no longer queued, or leased to another dispatcher")
+}
+
+// MarkSent clears unsent once the execution's job is queued.
+func (db *DB) MarkSent(ctx context.Context, id string) error {
+	res, err := db.executions.UpdateOne(ctx, bson.D{byID(id)}, bson.D{{Key: "$unset", Value: bson.D{{Key: "unsent", Value: ""}}}})
+	if err != nil {
+		return dbErr(err, "execution")
+	}
+	if res.MatchedCount == 0 {
+		return codecrafter.Errorf(codecrafter.ENOTFOUND, "execution not found")
+	}
+	return nil
 }

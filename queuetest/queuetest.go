@@ -129,13 +129,21 @@ func Test(t *testing.T, newQueue NewQueue) {
 					t.Fatalf("delivered %d times, want the limit %d", n, limit)
 				}
 
+				// A dead job stays until its handler succeeds (it must
+				// not be lost when failing its run fails).
 				dead := make(chan codecrafter.Delivery, 10)
 				consumeDead(t, q, func(_ context.Context, d codecrafter.Delivery) error {
 					dead <- d
-					return errors.New("dead jobs are removed whatever the handler says")
+					if !d.Redelivered {
+						return errors.New("the store is down")
+					}
+					return nil
 				})
-				if d := receive(t, dead); d.Job.ExecutionID != "doomed" {
+				if d := receive(t, dead); d.Job.ExecutionID != "doomed" || d.Redelivered {
 					t.Fatalf("dead-lettered %+v, want doomed", d)
+				}
+				if d := receive(t, dead); d.Job.ExecutionID != "doomed" || !d.Redelivered {
+					t.Fatalf("after a failed handler: %+v, want doomed again, redelivered", d)
 				}
 				none(t, dead)
 				waitStats(t, q, func(s codecrafter.QueueStats) bool { return s.Dead == 0 && s.Ready == 0 }, "an empty queue")

@@ -26,16 +26,17 @@ func (q *Queue) Consume(ctx context.Context, concurrency int, handle handler) er
 	if concurrency < 1 {
 		return codecrafter.Errorf(codecrafter.EINVALID, "concurrency must be at least 1")
 	}
-	return q.consume(ctx, q.name, concurrency, false, handle)
+	return q.consume(ctx, q.name, concurrency, handle)
 }
 
 // ConsumeDead hands dead-lettered jobs to handle, one at a time, until ctx
-// ends; each is acknowledged whatever handle returns.
+// ends; nil acknowledges a job, an error returns it to the dead-letter
+// queue (which has no delivery limit).
 func (q *Queue) ConsumeDead(ctx context.Context, handle handler) error {
-	return q.consume(ctx, q.dead, 1, true, handle)
+	return q.consume(ctx, q.dead, 1, handle)
 }
 
-func (q *Queue) consume(ctx context.Context, queue string, concurrency int, ackAlways bool, handle handler) error {
+func (q *Queue) consume(ctx context.Context, queue string, concurrency int, handle handler) error {
 	for failures := 0; ; {
 		conn, _, err := q.sub.get(ctx, true)
 		if ctx.Err() != nil {
@@ -44,7 +45,7 @@ func (q *Queue) consume(ctx context.Context, queue string, concurrency int, ackA
 		if err != nil {
 			return err // closed
 		}
-		handled, err := q.session(ctx, conn, queue, concurrency, ackAlways, handle)
+		handled, err := q.session(ctx, conn, queue, concurrency, handle)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -69,7 +70,7 @@ var consumerSeq atomic.Uint64
 // taking jobs, waits for running handlers and returns nil) or the channel
 // is lost (then it cancels the handlers, waits for them and returns why).
 // handled says whether any job was received.
-func (q *Queue) session(ctx context.Context, conn *amqp.Connection, queue string, concurrency int, ackAlways bool, handle handler) (handled bool, err error) {
+func (q *Queue) session(ctx context.Context, conn *amqp.Connection, queue string, concurrency int, handle handler) (handled bool, err error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return false, err
@@ -100,7 +101,7 @@ func (q *Queue) session(ctx context.Context, conn *amqp.Connection, queue string
 				return handled, errors.New("deliveries stopped")
 			}
 			handled = true
-			running.Go(func() { q.handle(hctx, d, ackAlways, handle) })
+			running.Go(func() { q.handle(hctx, d, handle) })
 		case err := <-lost:
 			cancel()
 			if err == nil {
@@ -135,7 +136,7 @@ func (q *Queue) session(ctx context.Context, conn *amqp.Connection, queue string
 
 // handle runs handle on d and acknowledges it, or returns it to the queue
 // on error (the broker counts it towards the delivery limit).
-func (q *Queue) handle(ctx context.Context, d amqp.Delivery, ackAlways bool, handle handler) {
+func (q *Queue) handle(ctx context.Context, d amqp.Delivery, handle handler) {
 	var job codecrafter.Job
 	if err := json.Unmarshal(d.Body, &job); err != nil {
 		q.log.Error("malformed job; dead-lettering it", "body", string(d.Body), "err", err)
@@ -143,7 +144,7 @@ func (q *Queue) handle(ctx context.Context, d amqp.Delivery, ackAlways bool, han
 		return
 	}
 	err := handle(ctx, codecrafter.Delivery{Job: job, Redelivered: d.Redelivered})
-	if err == nil || ackAlways {
+	if err == nil {
 		err = d.Ack(false)
 	} else {
 		err = d.Nack(false, true)

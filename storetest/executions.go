@@ -474,4 +474,84 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 			seqs(t, got, 2)
 		}
 	})
+
+	t.Run("Outbox", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		t0 := now()
+		e := queued("s1", t0)
+		e.Unsent, e.DispatchAt = true, t0.Add(time.Minute)
+		noErr(t, s.CreateExecution(ctx, e))
+		got, err := s.Execution(ctx, e.ID)
+		noErr(t, err)
+		if !got.Unsent {
+			t.Fatal("Unsent not stored")
+		}
+		sameTime(t, "DispatchAt", got.DispatchAt, e.DispatchAt)
+		pending, err := s.PendingExecutions(ctx)
+		noErr(t, err)
+		if len(pending) != 1 || !pending[0].Unsent || !pending[0].DispatchAt.Equal(e.DispatchAt) {
+			t.Fatalf("PendingExecutions = %+v, want the unsent run with its DispatchAt", pending)
+		}
+
+		// Execute's lease holds until DispatchAt.
+		wantCode(t, s.LeaseDispatch(ctx, e.ID, t0, t0.Add(time.Hour)), codecrafter.ECONFLICT)
+		// Then one dispatcher of two takes it.
+		at := t0.Add(2 * time.Minute)
+		errs := race(2, func(int) error { return s.LeaseDispatch(ctx, e.ID, at, at.Add(time.Minute)) })
+		if c := countCodes(errs); c[""] != 1 || c[codecrafter.ECONFLICT] != 1 {
+			t.Fatalf("racing leases: %v, want one success and one CONFLICT", errs)
+		}
+		got, err = s.Execution(ctx, e.ID)
+		noErr(t, err)
+		sameTime(t, "leased DispatchAt", got.DispatchAt, at.Add(time.Minute))
+		// A lease that ended can be taken again (the dispatcher crashed).
+		noErr(t, s.LeaseDispatch(ctx, e.ID, at.Add(time.Hour), at.Add(2*time.Hour)))
+
+		noErr(t, s.MarkSent(ctx, e.ID))
+		got, err = s.Execution(ctx, e.ID)
+		noErr(t, err)
+		if got.Unsent || got.Status != codecrafter.StatusQueued || len(got.Output) != 1 {
+			t.Fatalf("after MarkSent: %+v", got)
+		}
+		wantCode(t, s.LeaseDispatch(ctx, e.ID, at.Add(3*time.Hour), at.Add(4*time.Hour)), codecrafter.ECONFLICT)
+		wantCode(t, s.MarkSent(ctx, codecrafter.NewID()), codecrafter.ENOTFOUND)
+		wantCode(t, s.LeaseDispatch(ctx, codecrafter.NewID(), at, at), codecrafter.ENOTFOUND)
+
+		// A claimed run is no longer the dispatcher's.
+		claimed := queued("s1", t0)
+		claimed.Unsent = true
+		noErr(t, s.CreateExecution(ctx, claimed))
+		claim(t, s, claimed.ID, t0)
+		wantCode(t, s.LeaseDispatch(ctx, claimed.ID, at, at), codecrafter.ECONFLICT)
+		noErr(t, s.MarkSent(ctx, claimed.ID)) // after the claim: still fine
+	})
+
+	t.Run("CountActive", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		t0 := now()
+		mine := func() *codecrafter.Execution {
+			e := queued("s1", t0)
+			e.UserID = "counted"
+			noErr(t, s.CreateExecution(ctx, e))
+			return e
+		}
+		q, r, d := mine(), mine(), mine()
+		claim(t, s, r.ID, t0)
+		claim(t, s, d.ID, t0)
+		_, err := s.FinishExecution(ctx, d.ID, 1, codecrafter.Result{Status: codecrafter.StatusSucceeded, FinishedAt: t0}, codecrafter.OutputChunk{Status: codecrafter.StatusSucceeded})
+		noErr(t, err)
+		create(t, s, "s1", t0) // another user's
+		n, err := s.CountActive(ctx, "counted")
+		noErr(t, err)
+		if n != 2 {
+			t.Fatalf("CountActive = %d, want 2 (queued %s and running %s)", n, q.ID, r.ID)
+		}
+		n, err = s.CountActive(ctx, "nobody")
+		noErr(t, err)
+		if n != 0 {
+			t.Fatalf("CountActive of a user without runs = %d", n)
+		}
+	})
 }

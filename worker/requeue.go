@@ -7,7 +7,8 @@ import (
 	"github.com/codecrafter/codecrafter"
 )
 
-// RequeuePending enqueues a job for every QUEUED or RUNNING execution. An
+// RequeuePending enqueues a job for every QUEUED or RUNNING execution
+// (but unsent ones: the dispatcher sends those). An
 // in-process queue loses its jobs when the process stops; run this at
 // start, before workers consume, so those runs still happen. (A RUNNING
 // one is claimed again with a new attempt; its old attempt died with the
@@ -17,11 +18,16 @@ func RequeuePending(ctx context.Context, store codecrafter.ExecutionStore, queue
 	if err != nil {
 		return 0, err
 	}
+	n := 0
 	for _, e := range pending {
+		if e.Unsent {
+			continue // the dispatcher sends it
+		}
 		if err := queue.Enqueue(ctx, codecrafter.Job{ExecutionID: e.ID}); err != nil {
 			return 0, err
 		}
 		log.InfoContext(ctx, "requeued a run left by an earlier process", "execution", e.ID, "status", e.Status)
+		n++
 	}
-	return len(pending), nil
+	return n, nil
 }

@@ -13,10 +13,52 @@ import (
 // finishTimeout bounds the final store write and publish of a run.
 const finishTimeout = 10 * time.Second
 
+// requeueTimeout bounds putting a job back in the queue on shutdown.
+const requeueTimeout = 10 * time.Second
+
 // handle runs one delivered job. nil acknowledges it; an error requeues it.
 // hctx ends when the job can no longer be acknowledged; hard ends when the
 // shutdown grace is over.
+//
+// A failure (the store is down, say) is retried here with backoff rather
+// than at once through the queue: each return to the queue counts towards
+// the delivery limit, so a few quick failures would dead-letter a good
+// job. For the same reason a run killed by shutdown goes back as a new
+// job (then this one is acknowledged).
 func (w *Worker) handle(hctx, hard context.Context, d codecrafter.Delivery) error {
+	log := w.log.With("execution", d.Job.ExecutionID)
+	for try := 1; ; try++ {
+		err := w.try(hctx, hard, d)
+		switch {
+		case err == nil:
+			return nil
+		case hctx.Err() != nil: // the broker hands it out again
+			return err
+		case errors.Is(err, errShutdown):
+			ctx, cancel := context.WithTimeout(hctx, requeueTimeout)
+			defer cancel()
+			if qerr := w.queue.Enqueue(ctx, d.Job); qerr != nil {
+				log.Warn("requeue a job on shutdown", "err", qerr)
+				return err
+			}
+			return nil
+		case try > w.cfg.Retries || hard.Err() != nil:
+			return err
+		}
+		wait := w.retryWait(try)
+		log.Warn("run job failed: retrying", "err", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-hctx.Done():
+			return err
+		case <-hard.Done():
+			return err
+		}
+	}
+}
+
+// try makes one attempt at a job.
+func (w *Worker) try(hctx, hard context.Context, d codecrafter.Delivery) error {
 	id := d.Job.ExecutionID
 	log := w.log.With("execution", id)
 	runCtx, cancel := context.WithCancelCause(hctx)

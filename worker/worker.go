@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
-	"github.com/codecrafter/codecrafter/executions"
+	"github.com/codecrafter/codecrafter/events"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -33,10 +33,24 @@ type Config struct {
 	// the sandbox's compile time limit plus container start-up.
 	ReaperInterval   time.Duration // 30 s
 	CompileAllowance time.Duration // 35 s
-	StatsInterval    time.Duration // queue depth sampling; 15 s
-	FlushInterval    time.Duration // output batching; 30 ms
-	FlushBytes       int           // output batching; 16 KiB
-	MaxOutputBytes   int           // per stream and run; 4 MiB
+	// QueuedTimeout is how long a run may stay QUEUED before the reaper
+	// fails it as ERROR (its job was lost, or the queue stayed down).
+	QueuedTimeout  time.Duration // 10 min
+	StatsInterval  time.Duration // queue depth sampling; 15 s
+	FlushInterval  time.Duration // output batching; 30 ms
+	FlushBytes     int           // output batching; 16 KiB
+	MaxOutputBytes int           // per stream and run; 4 MiB
+	// DispatchInterval is how often the dispatcher sends the jobs of runs
+	// stored but never queued (see codecrafter.Execution.Unsent).
+	DispatchInterval time.Duration // 2 s
+	// A job that fails (say, the store is down) is retried in place
+	// Retries times, waiting RetryBase, then twice as long each time up
+	// to RetryMax, before it goes back to the queue, where each return
+	// counts towards the delivery limit. Dead letters whose run cannot be
+	// failed are retried with the same waits.
+	Retries   int           // 4
+	RetryBase time.Duration // 1 s
+	RetryMax  time.Duration // 15 s
 }
 
 func (c Config) withDefaults() Config {
@@ -56,6 +70,15 @@ func (c Config) withDefaults() Config {
 	def(&c.ReaperInterval, 30*time.Second)
 	def(&c.CompileAllowance, 35*time.Second)
 	def(&c.StatsInterval, 15*time.Second)
+	def(&c.QueuedTimeout, 10*time.Minute)
+	def(&c.DispatchInterval, 2*time.Second)
+	def(&c.RetryBase, time.Second)
+	def(&c.RetryMax, 15*time.Second)
+	if c.Retries < 0 {
+		c.Retries = 0
+	} else if c.Retries == 0 {
+		c.Retries = 4
+	}
 	def(&c.FlushInterval, 30*time.Millisecond)
 	if c.FlushBytes <= 0 {
 		c.FlushBytes = 16 << 10
@@ -79,7 +102,7 @@ type Worker struct {
 	queue   codecrafter.Queue
 	store   codecrafter.ExecutionStore
 	bus     codecrafter.Bus
-	publish executions.Publisher
+	publish events.Publisher
 	sandbox codecrafter.Sandbox
 	log     *slog.Logger
 	metrics *metrics
@@ -100,7 +123,7 @@ func New(cfg Config, queue codecrafter.Queue, store codecrafter.ExecutionStore, 
 	sandbox codecrafter.Sandbox, logger *slog.Logger, reg prometheus.Registerer) *Worker {
 	cfg = cfg.withDefaults()
 	return &Worker{
-		cfg: cfg, queue: queue, store: store, bus: bus, publish: executions.Publisher{Bus: bus},
+		cfg: cfg, queue: queue, store: store, bus: bus, publish: events.Publisher{Bus: bus},
 		sandbox: sandbox, log: logger.With("worker", cfg.ID), metrics: newMetrics(reg),
 		now: time.Now, runs: map[*run]struct{}{},
 	}
@@ -132,6 +155,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	wg.Go(func() { w.reapLoop(housekeeping) })
 	wg.Go(func() { w.sampleQueue(housekeeping) })
 	wg.Go(func() { w.consumeDead(housekeeping) })
+	wg.Go(func() { w.dispatchLoop(housekeeping) })
 	wg.Go(func() {
 		select {
 		case <-ctx.Done():
@@ -186,7 +210,7 @@ func (w *Worker) consume(ctx, hard context.Context) {
 func (w *Worker) listenCancels(ctx context.Context, cancels <-chan []byte) {
 	for {
 		for b := range cancels {
-			id, err := executions.DecodeCancel(b)
+			id, err := events.DecodeCancel(b)
 			if err != nil {
 				w.log.Warn("bad cancel event", "err", err)
 				continue
@@ -229,6 +253,15 @@ func (w *Worker) unregister(r *run) {
 	delete(w.runs, r)
 	w.mu.Unlock()
 	w.metrics.inFlight.Dec()
+}
+
+// retryWait is the wait before retry n (from 1).
+func (w *Worker) retryWait(n int) time.Duration {
+	d := w.cfg.RetryBase
+	for i := 1; i < n && d < w.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, w.cfg.RetryMax)
 }
 
 // wait waits d or until ctx ends; it reports whether ctx is still alive.

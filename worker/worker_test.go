@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -46,7 +47,8 @@ func setup(t *testing.T, s store) *env {
 
 // fastConfig keeps housekeeping out of the way unless a test wants it.
 func fastConfig(id string) worker.Config {
-	return worker.Config{ID: id, Concurrency: 2, ShutdownGrace: 5 * time.Second, ReaperInterval: time.Hour, FlushInterval: time.Millisecond}
+	return worker.Config{ID: id, Concurrency: 2, ShutdownGrace: 5 * time.Second, ReaperInterval: time.Hour, FlushInterval: time.Millisecond,
+		RetryBase: time.Millisecond, RetryMax: 5 * time.Millisecond, DispatchInterval: 10 * time.Millisecond}
 }
 
 // deps overrides a worker's dependencies.
@@ -334,6 +336,10 @@ func TestJobOfDeadWorkerRunsOnceMore(t *testing.T) {
 	eachStore(t, func(t *testing.T, s store) {
 		e := setup(t, s)
 		x := e.execute(t)
+		live, err := e.svc.Output(ctxFor(t), x.ID) // watching from the start
+		if err != nil {
+			t.Fatal(err)
+		}
 		// Worker A claimed it, wrote some output and died.
 		a, err := e.store.ClaimExecution(ctxFor(t), x.ID, "A", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning})
 		if err != nil {
@@ -343,12 +349,32 @@ func TestJobOfDeadWorkerRunsOnceMore(t *testing.T) {
 		if err := e.store.AppendOutput(ctxFor(t), x.ID, a.Attempt, aChunk); err != nil {
 			t.Fatal(err)
 		}
+		var seen []codecrafter.OutputChunk
+		for exectest.Text(seen, "") != "from A" {
+			seen = append(seen, exectest.Receive(t, live))
+		}
 		// The broker hands the job to worker B.
 		e.startWorker(t, fastConfig("B"), deps{})
 		call := exectest.Receive(t, e.sandbox.Calls)
 		call.Emit(codecrafter.Stdout, "from B")
 		call.Return(exectest.Exit(0, "from B", ""), nil)
 		done := e.final(t, x.ID)
+		// Attempt 2's output replaced attempt 1's: a live subscriber is
+		// told by the second RUNNING status, a replay has B's alone.
+		seen = append(seen, exectest.Collect(t, live)...)
+		exectest.WantChunks(t, seen, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+		if got := exectest.AttemptText(seen, codecrafter.Stdout); got != "from B" {
+			t.Fatalf("live stream of attempt 2: %q, want from B", got)
+		}
+		replay, err := e.svc.Output(ctxFor(t), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunks := exectest.Collect(t, replay)
+		exectest.WantChunks(t, chunks, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+		if got := exectest.Text(chunks, ""); got != "from B" || done.Stdout != "from B" {
+			t.Fatalf("replay %q, stdout %q: want only from B", got, done.Stdout)
+		}
 		if done.Status != codecrafter.StatusSucceeded || done.Attempt != 2 || done.WorkerID != "B" {
 			t.Fatalf("got %s attempt %d by %s", done.Status, done.Attempt, done.WorkerID)
 		}
@@ -609,6 +635,253 @@ func TestWorkerSurvivesQueueFailure(t *testing.T) {
 		e.startWorker(t, fastConfig("w"), deps{queue: &brokenOnce{Queue: e.queue}})
 		if done := e.final(t, x.ID); done.Status != codecrafter.StatusSucceeded {
 			t.Fatalf("got %s", done.Status)
+		}
+	})
+}
+
+// claimFails fails the first n claims, as a store does while it restarts.
+type claimFails struct {
+	codecrafter.ExecutionStore
+	n atomic.Int32
+}
+
+func (s *claimFails) ClaimExecution(ctx context.Context, id, w string, now time.Time, c codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+	if s.n.Add(-1) >= 0 {
+		return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "database restarting")
+	}
+	return s.ExecutionStore.ClaimExecution(ctx, id, w, now, c)
+}
+
+// More quick failures than the delivery limit (3) do not dead-letter a
+// good job: the worker retries with backoff before returning it.
+func TestQuickFailuresDoNotDeadLetter(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s)
+		x := e.execute(t)
+		flaky := &claimFails{ExecutionStore: e.store}
+		flaky.n.Store(5)
+		e.startWorker(t, fastConfig("w"), deps{store: flaky})
+		exectest.Receive(t, e.sandbox.Calls).Return(exectest.Exit(0, "", ""), nil)
+		if done := e.final(t, x.ID); done.Status != codecrafter.StatusSucceeded || done.Attempt != 1 {
+			t.Fatalf("got %s attempt %d", done.Status, done.Attempt)
+		}
+		if st, _ := e.queue.Stats(context.Background()); st.Dead != 0 {
+			t.Fatalf("queue %+v: the job was dead-lettered", st)
+		}
+	})
+}
+
+// Shutdowns that kill a run requeue it as a new job: more of them than the
+// delivery limit (3) do not dead-letter it.
+func TestShutdownRequeuesDoNotDeadLetter(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s)
+		x := e.execute(t)
+		for i := range 4 {
+			cfg := fastConfig(fmt.Sprint("stopping-", i))
+			cfg.ShutdownGrace = time.Millisecond
+			stop := e.startWorker(t, cfg, deps{})
+			call := exectest.Receive(t, e.sandbox.Calls)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			<-call.Killed()
+		}
+		e.startWorker(t, fastConfig("last"), deps{})
+		exectest.Receive(t, e.sandbox.Calls).Return(exectest.Exit(0, "", ""), nil)
+		if done := e.final(t, x.ID); done.Status != codecrafter.StatusSucceeded || done.Attempt != 5 || finalChunks(done) != 1 {
+			t.Fatalf("got %s attempt %d", done.Status, done.Attempt)
+		}
+		if st, _ := e.queue.Stats(context.Background()); st.Dead != 0 {
+			t.Fatalf("queue %+v: the job was dead-lettered", st)
+		}
+	})
+}
+
+// readsFail fails reads of executions while down is set.
+type readsFail struct {
+	codecrafter.ExecutionStore
+	down  atomic.Bool
+	tries atomic.Int32
+}
+
+func (s *readsFail) Execution(ctx context.Context, id string) (*codecrafter.Execution, error) {
+	if s.down.Load() {
+		s.tries.Add(1)
+		return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "database down")
+	}
+	return s.ExecutionStore.Execution(ctx, id)
+}
+
+// A dead letter whose run cannot be failed (the store is down) is kept and
+// retried, not acknowledged and lost with the run left QUEUED.
+func TestDeadLetterKeptWhileStoreDown(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s)
+		e.queue = inmem.NewQueue(inmem.QueueOptions{DeliveryLimit: 1})
+		x, err := e.store.Execution(ctxFor(t), e.execute(t).ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Its job is dead-lettered (one failed delivery).
+		if err := e.queue.Enqueue(ctxFor(t), codecrafter.Job{ExecutionID: x.ID}); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(context.Background())
+		e.queue.Consume(cctx, 1, func(context.Context, codecrafter.Delivery) error {
+			cancel()
+			return errors.New("fails")
+		})
+		exectest.Eventually(t, "a dead letter", func() bool {
+			st, _ := e.queue.Stats(context.Background())
+			return st.Dead == 1
+		})
+
+		down := &readsFail{ExecutionStore: e.store}
+		down.down.Store(true)
+		q := &deadOnly{e.queue}
+		cfg := fastConfig("w")
+		w := worker.New(cfg, q, down, e.bus, e.sandbox, e.log, nil)
+		ctx, stopW := context.WithCancel(context.Background())
+		stopped := make(chan error, 1)
+		go func() { stopped <- w.Run(ctx) }()
+		t.Cleanup(func() { stopW(); <-stopped })
+
+		exectest.Eventually(t, "retries of the dead letter", func() bool { return down.tries.Load() >= 3 })
+		if got, _ := e.store.Execution(ctxFor(t), x.ID); got.Status != codecrafter.StatusQueued {
+			t.Fatalf("run %s while the store was down", got.Status)
+		}
+		down.down.Store(false)
+		done := e.final(t, x.ID)
+		if done.Status != codecrafter.StatusError || finalChunks(done) != 1 {
+			t.Fatalf("got %s", done.Status)
+		}
+		exectest.Eventually(t, "the dead letter acknowledged", func() bool {
+			st, _ := e.queue.Stats(context.Background())
+			return st.Dead == 0 && st.Unacked == 0
+		})
+	})
+}
+
+// deadOnly consumes only dead letters (Consume idles until ctx ends).
+type deadOnly struct{ *inmem.Queue }
+
+func (q *deadOnly) Consume(ctx context.Context, _ int, _ func(context.Context, codecrafter.Delivery) error) error {
+	<-ctx.Done()
+	return nil
+}
+
+// A run stored but never queued (the API crashed in between) is sent by
+// the dispatcher once its lease ends, exactly once though two workers
+// dispatch.
+func TestUnsentRunIsDispatchedOnce(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s)
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		x := &codecrafter.Execution{
+			ID: codecrafter.NewID(), SessionID: "s1", UserID: user, Language: "python", Code: "print(1)",
+			TimeLimit: time.Second, MemoryLimitMB: 64, Status: codecrafter.StatusQueued, CreatedAt: now,
+			Output: []codecrafter.OutputChunk{{Seq: 1, Status: codecrafter.StatusQueued}},
+			Unsent: true, DispatchAt: now,
+		}
+		if err := e.store.CreateExecution(ctxFor(t), x); err != nil {
+			t.Fatal(err)
+		}
+		e.sandbox.Script = func(context.Context, codecrafter.RunRequest, codecrafter.OutputFunc) (*codecrafter.RunResult, error) {
+			return exectest.Exit(0, "", ""), nil
+		}
+		e.startWorker(t, fastConfig("A"), deps{})
+		e.startWorker(t, fastConfig("B"), deps{})
+		done := e.final(t, x.ID)
+		if done.Status != codecrafter.StatusSucceeded || done.Attempt != 1 || done.Unsent {
+			t.Fatalf("got %s attempt %d unsent %v", done.Status, done.Attempt, done.Unsent)
+		}
+		e.settled(t)
+		if n := e.sandbox.Runs(); n != 1 {
+			t.Fatalf("%d sandbox runs", n)
+		}
+	})
+}
+
+// outage is a queue whose Enqueue fails while down, as a broker that
+// restarts does.
+type outage struct {
+	*inmem.Queue
+	down atomic.Bool
+}
+
+func (q *outage) Enqueue(ctx context.Context, job codecrafter.Job) error {
+	if q.down.Load() {
+		return codecrafter.Errorf(codecrafter.EUNAVAILABLE, "job queue unavailable")
+	}
+	return q.Queue.Enqueue(ctx, job)
+}
+
+// Execute during a queue outage succeeds; the run reaches the queue and
+// runs once when the queue is back.
+func TestExecuteDuringQueueOutage(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s)
+		q := &outage{Queue: e.queue}
+		q.down.Store(true)
+		e.svc = executions.New(executions.Config{RecheckInterval: 50 * time.Millisecond, EnqueueTimeout: 10 * time.Millisecond},
+			e.store, e.store, q, e.bus, exectest.Runtimes{}, e.log, nil)
+		x := e.execute(t)
+		logs := make(chan string, 100)
+		e.log = slog.New(notifyHandler{logs})
+		e.startWorker(t, fastConfig("w"), deps{queue: q})
+		for msg := ""; msg != "dispatch an unsent run: the queue is still unavailable"; {
+			msg = exectest.Receive(t, logs)
+		}
+		q.down.Store(false)
+		call := exectest.Receive(t, e.sandbox.Calls)
+		call.Emit(codecrafter.Stdout, "late but once")
+		call.Return(exectest.Exit(0, "late but once", ""), nil)
+		done := e.final(t, x.ID)
+		if done.Status != codecrafter.StatusSucceeded || done.Attempt != 1 || done.Stdout != "late but once" {
+			t.Fatalf("got %s attempt %d stdout %q", done.Status, done.Attempt, done.Stdout)
+		}
+		e.settled(t)
+		if n := e.sandbox.Runs(); n != 1 {
+			t.Fatalf("%d sandbox runs", n)
+		}
+	})
+}
+
+// The reaper fails runs QUEUED too long (their job was lost), not others.
+func TestReaperFailsStuckQueuedRuns(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s)
+		mk := func(created time.Time) *codecrafter.Execution {
+			x := &codecrafter.Execution{
+				ID: codecrafter.NewID(), SessionID: "s1", UserID: user, Language: "python", Code: "print(1)",
+				TimeLimit: time.Second, MemoryLimitMB: 64, Status: codecrafter.StatusQueued, CreatedAt: created,
+				Output: []codecrafter.OutputChunk{{Seq: 1, Status: codecrafter.StatusQueued}},
+			}
+			if err := e.store.CreateExecution(ctxFor(t), x); err != nil {
+				t.Fatal(err)
+			}
+			return x
+		}
+		lost, fresh := mk(time.Now().Add(-time.Hour)), mk(time.Now())
+		cfg := fastConfig("reaper")
+		cfg.ReaperInterval, cfg.QueuedTimeout = 10*time.Millisecond, 10*time.Minute
+		w := worker.New(cfg, inmem.NewQueue(inmem.QueueOptions{}), e.store, e.bus, e.sandbox, e.log, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		stopped := make(chan error, 1)
+		go func() { stopped <- w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-stopped })
+
+		done := e.final(t, lost.ID)
+		exectest.WantChunks(t, done.Output, codecrafter.StatusQueued, codecrafter.StatusError)
+		if got, _ := e.store.Execution(ctxFor(t), fresh.ID); got.Status != codecrafter.StatusQueued {
+			t.Fatalf("fresh queued run reaped: %s", got.Status)
 		}
 	})
 }

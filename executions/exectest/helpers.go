@@ -47,13 +47,14 @@ func Collect[T any](t testing.TB, ch <-chan T) []T {
 	}
 }
 
-// WantChunks checks chunks are numbered 1..n and that their status
-// changes are statuses, in order.
+// WantChunks checks chunks are numbered upwards from 1 (a replay skips
+// the Seqs of output a retry superseded) and that their status changes
+// are statuses, in order.
 func WantChunks(t testing.TB, chunks []codecrafter.OutputChunk, statuses ...codecrafter.ExecutionStatus) {
 	t.Helper()
 	var got []codecrafter.ExecutionStatus
 	for i, c := range chunks {
-		if c.Seq != i+1 {
+		if (i == 0 && c.Seq != 1) || (i > 0 && c.Seq <= chunks[i-1].Seq) {
 			t.Fatalf("chunk %d has seq %d: %+v", i, c.Seq, chunks)
 		}
 		if c.Stream == "" {
@@ -74,6 +75,18 @@ func Text(chunks []codecrafter.OutputChunk, stream codecrafter.OutputStream) str
 		}
 	}
 	return b.String()
+}
+
+// AttemptText is what a client shows of a stream: the data after the last
+// RUNNING status change, which starts the current attempt.
+func AttemptText(chunks []codecrafter.OutputChunk, stream codecrafter.OutputStream) string {
+	from := 0
+	for i, c := range chunks {
+		if c.Stream == "" && c.Status == codecrafter.StatusRunning {
+			from = i
+		}
+	}
+	return Text(chunks[from:], stream)
 }
 
 // Eventually polls cond until it holds, failing t after Timeout. For

@@ -222,3 +222,34 @@ func clone(e *codecrafter.Execution) *codecrafter.Execution {
 	c.Output = slices.Clone(e.Output)
 	return &c
 }
+
+func (s *Store) LeaseDispatch(_ context.Context, id string, now, until time.Time) error {
+	_, err := s.update(id, func(e *codecrafter.Execution) error {
+		if e.Status != codecrafter.StatusQueued || !e.Unsent || e.DispatchAt.After(now) {
+			return conflict()
+		}
+		e.DispatchAt = until
+		return nil
+	})
+	return err
+}
+
+func (s *Store) MarkSent(_ context.Context, id string) error {
+	_, err := s.update(id, func(e *codecrafter.Execution) error {
+		e.Unsent = false
+		return nil
+	})
+	return err
+}
+
+func (s *Store) CountActive(_ context.Context, userID string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.executions {
+		if e.UserID == userID && !e.Status.Final() {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -1,4 +1,6 @@
-package executions
+// Package events is the encoding of the run events on the bus, shared by
+// the API side (executions) and the worker, and the Publisher both use.
+package events
 
 import (
 	"context"
@@ -20,7 +22,7 @@ import (
 //	codecrafter.CancelTopic: {"executionId":"..."}
 //
 // The bus is best effort: subscribers that need every chunk recover from
-// the store (see Service.Output), so writers store first, then publish.
+// the store (see executions.Service.Output), so writers store first, then publish.
 
 type chunkEvent struct {
 	Seq    int                         `json:"seq"`
