@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -422,5 +423,73 @@ func TestComposeConfig(t *testing.T) {
 	out, err := compose([]string{required[0], required[2]}, "config", "-q")
 	if err == nil || !strings.Contains(string(out), "JWT_SECRET") {
 		t.Errorf("without CODECRAFTER_JWT_SECRET: err %v, output %s; want a refusal naming it", err, out)
+	}
+}
+
+// TestMetricsOffTheAPIPort checks that the api serves /metrics on
+// CODECRAFTER_METRICS_ADDR, a port of its own that Prometheus scrapes and
+// only the monitoring namespace reaches, and that Kubernetes trusts the
+// one ingress hop in X-Forwarded-For.
+func TestMetricsOffTheAPIPort(t *testing.T) {
+	t.Parallel()
+	objects := map[key]doc{}
+	for _, f := range []string{"k8s/api.yaml", "k8s/networkpolicy.yaml", "k8s/configmap.yaml"} {
+		for _, d := range decodeAll(t, f) {
+			objects[key{str(d, "kind"), str(d, "metadata", "name")}] = d
+		}
+	}
+	api := objects[key{"Deployment", "api"}]
+	port := str(api, "spec", "template", "metadata", "annotations", "prometheus.io/port")
+	containers := list(api, "spec", "template", "spec", "containers")
+	if len(containers) != 1 {
+		t.Fatalf("Deployment/api: %d containers", len(containers))
+	}
+	env := map[string]string{}
+	for _, e := range list(containers[0], "env") {
+		env[str(e, "name")] = str(e, "value")
+	}
+	if port == "" || env["CODECRAFTER_METRICS_ADDR"] != ":"+port || env["CODECRAFTER_ADDR"] == ":"+port {
+		t.Errorf("Deployment/api: scraped on port %q, CODECRAFTER_METRICS_ADDR %q, CODECRAFTER_ADDR %q",
+			port, env["CODECRAFTER_METRICS_ADDR"], env["CODECRAFTER_ADDR"])
+	}
+	declared := false
+	for _, p := range list(containers[0], "ports") {
+		declared = declared || fmt.Sprint(get(p, "containerPort")) == port
+	}
+	if !declared {
+		t.Errorf("Deployment/api: port %s is not a containerPort", port)
+	}
+	np := objects[key{"NetworkPolicy", "metrics"}]
+	selects, allows := false, false
+	for _, e := range list(np, "spec", "podSelector", "matchExpressions") {
+		selects = selects || slices.Contains(list(e, "values"), any("api"))
+	}
+	for _, in := range list(np, "spec", "ingress") {
+		for _, p := range list(in, "ports") {
+			allows = allows || fmt.Sprint(get(p, "port")) == port
+		}
+	}
+	if !selects || !allows {
+		t.Errorf("NetworkPolicy/metrics: selects api %v, allows port %s %v", selects, port, allows)
+	}
+	cm := objects[key{"ConfigMap", "codecrafter"}]
+	if got := str(cm, "data", "CODECRAFTER_TRUSTED_PROXIES"); got != "1" || get(cm, "data", "CODECRAFTER_TRUST_PROXY") != nil {
+		t.Errorf("ConfigMap: CODECRAFTER_TRUSTED_PROXIES %q (want 1, the ingress hop), CODECRAFTER_TRUST_PROXY %v",
+			got, get(cm, "data", "CODECRAFTER_TRUST_PROXY"))
+	}
+
+	// Compose: Prometheus scrapes the api where it serves its metrics.
+	compose := decodeAll(t, "../docker-compose.yml")[0]
+	addr := str(compose, "services", "api", "environment", "CODECRAFTER_METRICS_ADDR")
+	var scraped string
+	for _, sc := range list(decodeAll(t, "prometheus/prometheus.yml")[0], "scrape_configs") {
+		if str(sc, "job_name") == "codecrafter-api" {
+			for _, sd := range list(sc, "dns_sd_configs") {
+				scraped = fmt.Sprint(get(sd, "port"))
+			}
+		}
+	}
+	if addr == "" || addr != ":"+scraped || scraped == "8080" {
+		t.Errorf("compose api CODECRAFTER_METRICS_ADDR %q, Prometheus scrapes the api on port %s", addr, scraped)
 	}
 }

@@ -135,26 +135,6 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
-func TestClientAddr(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		trust bool
-		xff   string
-		want  string
-	}{
-		{false, "203.0.113.9", "127.0.0.1"},
-		{true, "203.0.113.9, 10.0.0.1", "203.0.113.9"},
-		{true, "garbage", "127.0.0.1"},
-		{true, "", "127.0.0.1"},
-	} {
-		e := newEnv(t, server.Config{TrustProxy: c.trust}, server.Deps{})
-		e.post(t, `{ __typename }`, nil, "X-Forwarded-For", c.xff)
-		if got := e.spy.last(t).ClientAddr; got != c.want {
-			t.Errorf("TrustProxy %v, X-Forwarded-For %q: client %q, want %q", c.trust, c.xff, got, c.want)
-		}
-	}
-}
-
 func TestPanickingResolverIsInternal(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, server.Config{}, server.Deps{})

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"strings"
 
@@ -183,4 +184,76 @@ func introspects(doc *ast.QueryDocument, set ast.SelectionSet, seen map[string]b
 		}
 	}
 	return false
+}
+
+// aliasLimit refuses operations that ask for one field under more than
+// max response keys in one selection set (fragments merged, as GraphQL
+// merges them): 300 aliases of execution(id) { stdin } is a small query
+// with a huge answer and 300 store reads. It relies on queryShape having
+// bounded the expansion first.
+type aliasLimit struct{ max int }
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = aliasLimit{}
+
+func (aliasLimit) ExtensionName() string                   { return "AliasLimit" }
+func (aliasLimit) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (a aliasLimit) MutateOperationContext(_ context.Context, opCtx *graphql.OperationContext) *gqlerror.Error {
+	err := a.check(opCtx.Doc, opCtx.Operation.SelectionSet)
+	if err != nil {
+		errcode.Set(err, errcode.ValidationFailed)
+	}
+	return err
+}
+
+// check counts the response keys of each field name in set, then checks
+// the merged selection of each key.
+func (a aliasLimit) check(doc *ast.QueryDocument, set ast.SelectionSet) *gqlerror.Error {
+	byKey := map[string][]*ast.Field{}
+	var keys []string
+	collectFields(doc, set, byKey, &keys, map[string]bool{})
+	perName := map[string]int{}
+	for _, k := range keys {
+		name := byKey[k][0].Name
+		if perName[name]++; perName[name] > a.max {
+			return gqlerror.Errorf("field %q is asked for under more than %d aliases in one selection (the limit is %d)", name, a.max, a.max)
+		}
+	}
+	for _, k := range keys {
+		var merged ast.SelectionSet
+		for _, f := range byKey[k] {
+			merged = append(merged, f.SelectionSet...)
+		}
+		if len(merged) > 0 {
+			if err := a.check(doc, merged); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// collectFields groups the fields of set by response key, in order,
+// inlining fragments; a fragment spread twice into one set adds nothing.
+func collectFields(doc *ast.QueryDocument, set ast.SelectionSet, byKey map[string][]*ast.Field, keys *[]string, spread map[string]bool) {
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			k := cmp.Or(s.Alias, s.Name)
+			if _, ok := byKey[k]; !ok {
+				*keys = append(*keys, k)
+			}
+			byKey[k] = append(byKey[k], s)
+		case *ast.InlineFragment:
+			collectFields(doc, s.SelectionSet, byKey, keys, spread)
+		case *ast.FragmentSpread:
+			if f := doc.Fragments.ForName(s.Name); f != nil && !spread[s.Name] {
+				spread[s.Name] = true
+				collectFields(doc, f.SelectionSet, byKey, keys, spread)
+			}
+		}
+	}
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -45,8 +46,11 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("latency observations %v, want 5", got)
 	}
 
-	// /metrics serves the given registry in the text format.
-	r := do(t, mustRequest(t, http.MethodGet, e.URL+"/metrics"))
+	// MetricsHandler's /metrics serves the given registry in the text
+	// format.
+	ms := httptest.NewServer(e.srv.MetricsHandler())
+	defer ms.Close()
+	r := do(t, mustRequest(t, http.MethodGet, ms.URL+"/metrics"))
 	line := `codecrafter_graphql_operations_total{code="OK",operation="Hello",type="query"} 2`
 	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), line) {
 		t.Errorf("/metrics: %d, no %q in\n%.2000s", r.Status, line, r.Body)

@@ -74,7 +74,7 @@ func (s *Server) withRequest(next http.Handler) http.Handler {
 			switch {
 			case rec.status >= 500:
 				level = slog.LevelWarn
-			case route == "/healthz" || route == "/readyz" || route == "/metrics":
+			case route == "/healthz" || route == "/readyz":
 				level = slog.LevelDebug
 			}
 			s.log.LogAttrs(ctx, level, "request",
@@ -139,7 +139,7 @@ func (rec *responseRecord) wrap(w http.ResponseWriter) http.ResponseWriter {
 // routeLabel maps a path to its route, bounding the metric label.
 func routeLabel(path string) string {
 	switch {
-	case path == "/graphql", path == "/", path == "/healthz", path == "/readyz", path == "/metrics":
+	case path == "/graphql", path == "/", path == "/healthz", path == "/readyz":
 		return path
 	case strings.HasPrefix(path, "/assets/"):
 		return "/assets"
@@ -163,23 +163,50 @@ func saneRequestID(id string) bool {
 	return true
 }
 
-// clientAddr is the caller's IP: the first X-Forwarded-For hop when the
-// proxy is trusted and it is a valid address, else the connection's peer.
+// clientAddr is the caller's IP. Behind TrustedProxies proxies it is the
+// address the outermost one appended to X-Forwarded-For: counted from the
+// right of the hops and the connection's peer, since every hop left of
+// what our proxies wrote is the client's to invent. A chain shorter than
+// that (a request that bypassed the proxies) or a malformed hop gives the
+// connection's peer.
 func (s *Server) clientAddr(r *http.Request) string {
-	if s.cfg.TrustProxy {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			first, _, _ := strings.Cut(xff, ",")
-			if ip, err := netip.ParseAddr(strings.TrimSpace(first)); err == nil {
-				return ip.Unmap().String()
-			}
-		}
+	peer := remoteIP(r.RemoteAddr)
+	n := s.cfg.TrustedProxies
+	if n <= 0 {
+		return peer
 	}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(h, ",")...)
+	}
+	if len(hops) < n {
+		return peer
+	}
+	if ip, ok := parseHop(hops[len(hops)-n]); ok {
+		return ip
+	}
+	return peer
+}
+
+// parseHop reads one X-Forwarded-For entry: an IP, possibly with a port.
+func parseHop(hop string) (string, bool) {
+	hop = strings.TrimSpace(hop)
+	if ip, err := netip.ParseAddr(hop); err == nil {
+		return ip.Unmap().String(), true
+	}
+	if ap, err := netip.ParseAddrPort(hop); err == nil {
+		return ap.Addr().Unmap().String(), true
+	}
+	return "", false
+}
+
+func remoteIP(remote string) string {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
 		return ap.Addr().Unmap().String()
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
-		return r.RemoteAddr
+		return remote
 	}
 	return host
 }

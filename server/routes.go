@@ -22,14 +22,23 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/graphql", s.withCORS(s.graphQLRoute(s.withAuth(s.graphQLHandler()))))
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{
-		ErrorLog: slogPrinter{s.log}, Timeout: s.cfg.RequestTimeout,
-	}))
 	if s.cfg.GraphiQL {
 		mux.HandleFunc("GET /{$}", graphiQLPage)
 		mux.Handle("GET /assets/", graphiQLAssets())
 	}
 	return s.withRequest(mux)
+}
+
+// MetricsHandler serves GET /metrics (Deps.Gatherer, in Prometheus's
+// text format) and GET /healthz. It belongs on a listener of its own,
+// not the public API port: metrics reveal traffic and internals.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{
+		ErrorLog: slogPrinter{s.log}, Timeout: s.cfg.RequestTimeout,
+	}))
+	mux.HandleFunc("GET /healthz", healthz)
+	return mux
 }
 
 // graphQLRoute checks what gqlgen would answer without our error shape

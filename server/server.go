@@ -1,8 +1,9 @@
 // Package server is CodeCrafter's HTTP surface: GraphQL over POST, GET and
 // WebSocket on /graphql (gqlgen), the GraphiQL page on /, health and
-// readiness probes, Prometheus metrics, and the hardening around them
-// (request ids, auth, CORS, security headers, body, depth and complexity
-// limits, one error presenter).
+// readiness probes, Prometheus metrics (on a handler of their own), and
+// the hardening around them (request ids, auth, CORS, security headers,
+// body, depth, alias, complexity and response size limits, one error
+// presenter).
 package server
 
 import (
@@ -37,14 +38,31 @@ type Config struct {
 	Suggestions bool
 	// GraphiQL serves the GraphiQL IDE on GET /.
 	GraphiQL bool
-	// TrustProxy takes the client address from the first X-Forwarded-For
-	// hop instead of the connection's remote address.
-	TrustProxy bool
+	// TrustedProxies is how many proxies of ours stand in front of the
+	// server, each appending its peer to X-Forwarded-For: the client
+	// address is the hop the outermost one appended, the TrustedProxies-th
+	// address from the right of the X-Forwarded-For hops followed by the
+	// connection's peer. Hops further left are the client's to write and
+	// are ignored. 0: the connection's peer.
+	TrustedProxies int
 
-	// MaxBodyBytes caps a request body (default 1 MiB); larger gets 413.
+	// MaxBodyBytes caps a request body (default 8 MiB: a run's 1 MiB of
+	// stdin and 64 KiB of code fit even as JSON's 6-byte \u escapes);
+	// larger gets 413.
 	MaxBodyBytes int64
-	// ComplexityLimit caps gqlgen's query complexity (default 1000).
+	// ComplexityLimit caps an operation's complexity (default 1000),
+	// counted with Costs.
 	ComplexityLimit int
+	// Costs are the complexity costs of fields that return much (default
+	// DefaultCosts); other fields cost 1.
+	Costs map[string]Cost
+	// AliasLimit caps how many aliases of one field a selection set may
+	// ask for (default 10).
+	AliasLimit int
+	// MaxResponseBytes caps the JSON of one response, each subscription
+	// event being one (default 8 MiB); a larger one is replaced by a
+	// BAD_USER_INPUT error.
+	MaxResponseBytes int64
 	// DepthLimit caps the nesting of fields, fragments included and
 	// introspection fields excluded (default 12).
 	DepthLimit int
@@ -69,8 +87,10 @@ type Config struct {
 
 // Defaults of the zero fields of Config.
 const (
-	DefaultMaxBodyBytes         = 1 << 20
+	DefaultMaxBodyBytes         = 8 << 20
 	DefaultComplexityLimit      = 1000
+	DefaultAliasLimit           = 10
+	DefaultMaxResponseBytes     = 8 << 20
 	DefaultDepthLimit           = 12
 	DefaultParserTokenLimit     = 10000
 	DefaultRequestTimeout       = 30 * time.Second
@@ -82,6 +102,11 @@ const (
 func (c *Config) setDefaults() {
 	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
 	setDefault(&c.ComplexityLimit, DefaultComplexityLimit)
+	setDefault(&c.AliasLimit, DefaultAliasLimit)
+	setDefault(&c.MaxResponseBytes, DefaultMaxResponseBytes)
+	if c.Costs == nil {
+		c.Costs = DefaultCosts
+	}
 	setDefault(&c.DepthLimit, DefaultDepthLimit)
 	setDefault(&c.ParserTokenLimit, DefaultParserTokenLimit)
 	setDefault(&c.RequestTimeout, DefaultRequestTimeout)
@@ -110,7 +135,7 @@ type Deps struct {
 	// Logger receives access logs and errors (nil: discard).
 	Logger *slog.Logger
 	// Registerer gets the server's metrics and Gatherer is served on
-	// /metrics. Both nil: a private registry. Gatherer nil: the Registerer
+	// MetricsHandler's /metrics. Both nil: a private registry. Gatherer nil: the Registerer
 	// when it is also a Gatherer (like *prometheus.Registry).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
@@ -216,8 +241,14 @@ func (s *Server) graphQLHandler() http.Handler {
 		h.Use(noIntrospection{})
 	}
 	h.Use(queryShape{maxDepth: s.cfg.DepthLimit, maxFields: maxExpandedFields})
+	if s.cfg.AliasLimit > 0 {
+		h.Use(aliasLimit{max: s.cfg.AliasLimit})
+	}
 	if s.cfg.ComplexityLimit > 0 {
-		h.Use(extension.FixedComplexityLimit(s.cfg.ComplexityLimit))
+		h.Use(&costLimit{limit: s.cfg.ComplexityLimit, costs: s.cfg.Costs})
+	}
+	if s.cfg.MaxResponseBytes > 0 {
+		h.Use(responseLimit{max: s.cfg.MaxResponseBytes, present: s.presentError})
 	}
 	return h
 }

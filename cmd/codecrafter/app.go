@@ -210,8 +210,8 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		AllowedOrigins: a.cfg.origins(),
 		Introspection:  a.cfg.introspection(),
 		Suggestions:    a.cfg.introspection(),
-		GraphiQL:       a.cfg.GraphiQL,
-		TrustProxy:     a.cfg.TrustProxy,
+		GraphiQL:       a.cfg.graphiql(),
+		TrustedProxies: a.cfg.trustedProxies(),
 	}, server.Deps{
 		Schema: schema,
 		Authenticate: func(_ context.Context, token string) (string, error) {

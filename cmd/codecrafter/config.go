@@ -36,16 +36,19 @@ type config struct {
 	Argon2MemoryKB int
 	Argon2Passes   int
 	AllowedOrigins string
-	TrustProxy     bool
-	Introspection  string // auto, on or off
-	GraphiQL       bool
+	TrustProxy     bool // the same as TrustedProxies 1
+	TrustedProxies int
+	Introspection  string   // auto, on or off
+	GraphiQL       autoBool // unset: on in development
 
 	LoginMaxPerAccount int
 	LoginMaxPerAddr    int
 	LoginWindow        time.Duration
+	RegisterMaxPerAddr int
+	RegisterWindow     time.Duration
 
 	Worker            string // auto, on or off: run the worker inside serve
-	MetricsAddr       string // the worker daemon's /metrics and /healthz
+	MetricsAddr       string // /metrics and /healthz of serve and worker, never on Addr
 	WorkerID          string
 	WorkerConcurrency int
 	ShutdownGrace     time.Duration
@@ -97,16 +100,20 @@ func (c *config) bind(fs *flag.FlagSet) {
 	num(&c.Argon2MemoryKB, "argon2-memory-kib", "CODECRAFTER_ARGON2_MEMORY_KIB", int(auth.OWASPArgon2.MemoryKiB), "argon2id memory cost of password hashes, KiB (production: at least the OWASP 19456)")
 	num(&c.Argon2Passes, "argon2-passes", "CODECRAFTER_ARGON2_PASSES", int(auth.OWASPArgon2.Iterations), "argon2id passes (production: at least the OWASP 2)")
 	str(&c.AllowedOrigins, "allowed-origins", "CODECRAFTER_ALLOWED_ORIGINS", "", "comma-separated origins allowed for CORS and WebSockets (same-origin is always allowed)")
-	boolean(&c.TrustProxy, "trust-proxy", "CODECRAFTER_TRUST_PROXY", false, "take the client address from X-Forwarded-For (only behind a proxy you run)")
+	boolean(&c.TrustProxy, "trust-proxy", "CODECRAFTER_TRUST_PROXY", false, "the same as -trusted-proxies 1")
+	num(&c.TrustedProxies, "trusted-proxies", "CODECRAFTER_TRUSTED_PROXIES", 0, "how many proxies you run in front of serve, each appending to X-Forwarded-For: the client address is the hop the outermost one appended (0: the connection's peer)")
 	str(&c.Introspection, "introspection", "CODECRAFTER_INTROSPECTION", "auto", "GraphQL introspection and suggestions: auto (on in development), on or off")
-	boolean(&c.GraphiQL, "graphiql", "CODECRAFTER_GRAPHIQL", true, "serve GraphiQL at /")
+	c.GraphiQL = autoBool(envOr("CODECRAFTER_GRAPHIQL", ""))
+	fs.Var(&c.GraphiQL, "graphiql", "serve GraphiQL at /: true or false (default: true in development, false in production)"+envHelp("CODECRAFTER_GRAPHIQL"))
 
 	num(&c.LoginMaxPerAccount, "login-max-per-account", "CODECRAFTER_LOGIN_MAX_PER_ACCOUNT", 5, "failed logins per account per window before RATE_LIMITED")
 	num(&c.LoginMaxPerAddr, "login-max-per-addr", "CODECRAFTER_LOGIN_MAX_PER_ADDR", 30, "failed logins per client address per window before RATE_LIMITED")
 	dur(&c.LoginWindow, "login-window", "CODECRAFTER_LOGIN_WINDOW", 15*time.Minute, "window of the failed-login limits")
+	num(&c.RegisterMaxPerAddr, "register-max-per-addr", "CODECRAFTER_REGISTER_MAX_PER_ADDR", 20, "registrations per client address per window before RATE_LIMITED")
+	dur(&c.RegisterWindow, "register-window", "CODECRAFTER_REGISTER_WINDOW", time.Hour, "window of the registration limit")
 
 	str(&c.Worker, "worker", "CODECRAFTER_WORKER", "auto", "run the execution worker inside serve: auto (when no AMQP_URL), on or off")
-	str(&c.MetricsAddr, "metrics-addr", "CODECRAFTER_METRICS_ADDR", ":9091", "listen address of the worker daemon's /metrics and /healthz (serve has them on -addr); empty: none")
+	str(&c.MetricsAddr, "metrics-addr", "CODECRAFTER_METRICS_ADDR", "127.0.0.1:9091", "listen address of /metrics and /healthz, for serve and worker alike (never on -addr: keep it off the public network); empty: none")
 	str(&c.WorkerID, "worker-id", "CODECRAFTER_WORKER_ID", "", "worker name in logs and the store (default: hostname-pid)")
 	num(&c.WorkerConcurrency, "worker-concurrency", "CODECRAFTER_WORKER_CONCURRENCY", 4, "runs a worker executes at once")
 	dur(&c.ShutdownGrace, "shutdown-grace", "CODECRAFTER_SHUTDOWN_GRACE", 20*time.Second, "on shutdown, how long in-flight runs may finish before they are requeued")
@@ -134,6 +141,36 @@ func (c *config) introspection() bool {
 		return false
 	}
 	return !c.production()
+}
+
+// graphiql resolves the unset setting: GraphiQL is a development tool.
+func (c *config) graphiql() bool {
+	on, err := strconv.ParseBool(string(c.GraphiQL))
+	if err != nil { // unset (validate refuses anything else)
+		return !c.production()
+	}
+	return on
+}
+
+// trustedProxies is -trusted-proxies, at least 1 with -trust-proxy.
+func (c *config) trustedProxies() int {
+	if c.TrustProxy {
+		return max(c.TrustedProxies, 1)
+	}
+	return c.TrustedProxies
+}
+
+// autoBool is a boolean flag that remembers whether it was set ("").
+type autoBool string
+
+func (b *autoBool) String() string   { return string(*b) }
+func (b *autoBool) IsBoolFlag() bool { return true }
+func (b *autoBool) Set(v string) error {
+	if _, err := strconv.ParseBool(v); err != nil && v != "" {
+		return fmt.Errorf("%q is not true or false", v)
+	}
+	*b = autoBool(v)
+	return nil
 }
 
 // runWorker resolves the auto setting: the in-process worker serves the
@@ -168,6 +205,10 @@ func (c *config) validate(cmd string) error {
 		return fmt.Errorf("-argon2-memory-kib must be >= 8 and -argon2-passes >= 1")
 	case c.production() && (c.Argon2MemoryKB < int(auth.OWASPArgon2.MemoryKiB) || c.Argon2Passes < int(auth.OWASPArgon2.Iterations)):
 		return fmt.Errorf("production needs argon2id costs of at least OWASP's 19456 KiB and 2 passes")
+	case c.TrustedProxies < 0:
+		return fmt.Errorf("-trusted-proxies must be 0 or more")
+	case c.GraphiQL != "" && !validBool(string(c.GraphiQL)):
+		return fmt.Errorf("$CODECRAFTER_GRAPHIQL: %q is not true or false", c.GraphiQL)
 	case c.WorkerConcurrency < 1:
 		return fmt.Errorf("-worker-concurrency must be at least 1")
 	case c.DefaultTimeLimit <= 0 || c.DefaultTimeLimit > c.MaxTimeLimit:
@@ -204,6 +245,8 @@ func (c *config) origins() []string {
 	}
 	return out
 }
+
+func validBool(s string) bool { _, err := strconv.ParseBool(s); return err == nil }
 
 func envHelp(env string) string { return " [$" + env + "]" }
 

@@ -30,7 +30,32 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.MetricsAddr != "" {
+		stop, err := serveMetrics(cfg.MetricsAddr, a.server.MetricsHandler(), log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
 	return a.serve(ctx, ln)
+}
+
+// serveMetrics serves /metrics and /healthz on a listener of their own
+// until stop is called.
+func serveMetrics(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	log.Info("metrics", "addr", "http://"+ln.Addr().String())
+	return func() { srv.Close(); <-done }, nil
 }
 
 // serve runs a's HTTP server on ln and its worker until ctx ends.
@@ -54,7 +79,7 @@ func (a *app) serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.log.Info("serving", "addr", "http://"+ln.Addr().String(), "env", a.cfg.Env,
-		"worker", a.worker != nil, "graphiql", a.cfg.GraphiQL)
+		"worker", a.worker != nil, "graphiql", a.cfg.graphiql())
 
 	var serveErr error
 	select {
@@ -87,17 +112,14 @@ func workerMain(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer a.close()
 	if cfg.MetricsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics listener: %w", err)
-		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
-		log.Info("worker metrics", "addr", ln.Addr().String())
+		stop, err := serveMetrics(cfg.MetricsAddr, mux, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	return a.worker.Run(ctx)
 }
