@@ -214,7 +214,7 @@ func TestExecuteAcceptsTheDocumentedStdin(t *testing.T) {
 	if out.Execute.Status != "QUEUED" {
 		t.Errorf("status %s", out.Execute.Status)
 	}
-	e := u.Fail(t, codecrafter.EINVALID, executeQ, in(strings.Repeat("\x01", codecrafter.MaxStdinLen+1)))
+	e := u.Fail(t, codecrafter.EINVALID, executeQ, in(strings.Repeat("x", codecrafter.MaxStdinLen+1)))
 	if !strings.Contains(e.Message, "stdin") {
 		t.Errorf("message %q", e.Message)
 	}
