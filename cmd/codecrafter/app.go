@@ -198,6 +198,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 	execSvc := executions.New(executions.Config{
 		DefaultTimeLimit: a.cfg.DefaultTimeLimit, MaxTimeLimit: a.cfg.MaxTimeLimit,
 		DefaultMemoryMB: a.cfg.DefaultMemoryMB, MaxMemoryMB: a.cfg.MaxMemoryMB,
+		MaxActivePerUser: a.cfg.MaxActiveRuns,
 	}, a.db, a.db, a.queue, a.bus, a.runtimes, a.log.With("component", "executions"), a.registry)
 	schema := graph.NewExecutableSchema(graph.Config{Resolvers: &resolvers.Resolver{
 		Auth:     authSvc,

@@ -73,15 +73,20 @@ func collectOutput(t testing.TB, c *gqltest.Client, id string) []outputEvent {
 	return events
 }
 
-// checkRun asserts a whole run's events: seqs 1..n, exactly one final
-// status, last; and returns the stdout they carry.
+// checkRun asserts a whole run's events: seqs rising from 1 (a retried
+// run's replay skips the seqs of its superseded output), exactly one
+// final status, last; and returns the stdout of the last attempt (what
+// follows the last RUNNING status, which starts an attempt).
 func checkRun(t testing.TB, events []outputEvent, final string) string {
 	t.Helper()
 	var stdout strings.Builder
 	finals := 0
 	for i, ev := range events {
-		if ev.Seq != i+1 {
+		if (i == 0 && ev.Seq != 1) || (i > 0 && ev.Seq <= events[i-1].Seq) {
 			t.Fatalf("event %d has seq %d: %+v", i, ev.Seq, events)
+		}
+		if ev.Stream == nil && ev.Status == "RUNNING" {
+			stdout.Reset() // a new attempt replaces the output so far
 		}
 		if ev.Stream != nil && *ev.Stream == "STDOUT" {
 			stdout.WriteString(*ev.Data)
@@ -220,6 +225,7 @@ func TestExecuteRejectsBadInput(t *testing.T) {
 		{"time limit over max", map[string]any{"language": "python", "code": "x", "timeLimitMs": 31000}, codecrafter.EINVALID, "timeLimitMs"},
 		{"negative memory", map[string]any{"language": "python", "code": "x", "memoryLimitMb": -1}, codecrafter.EINVALID, "memoryLimitMb"},
 		{"memory over max", map[string]any{"language": "python", "code": "x", "memoryLimitMb": 4096}, codecrafter.EINVALID, "memoryLimitMb"},
+		{"memory below the engine's minimum", map[string]any{"language": "python", "code": "x", "memoryLimitMb": 5}, codecrafter.EINVALID, "memoryLimitMb: at least 6"},
 		{"unknown session", map[string]any{"language": "python", "code": "x", "sessionId": "000000000000000000000000"}, codecrafter.ENOTFOUND, "session"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -242,6 +248,23 @@ func TestExecuteRejectsBadInput(t *testing.T) {
 	if len(list.Executions) != 0 {
 		t.Errorf("rejected runs were stored: %+v", list.Executions)
 	}
+}
+
+// A user past the cap of queued plus running runs is RATE_LIMITED, with
+// retryAfterMs.
+func TestExecuteActiveRunsCap(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t, func(c *config) { c.Worker, c.MaxActiveRuns = "off", 2 }) // nothing runs: the runs stay queued
+	u := ta.register(t, "eager")
+	for range 2 {
+		execute(t, u.Client, map[string]any{"language": "python", "code": "print(1)"})
+	}
+	r := u.Raw(t, executeQ, map[string]any{"in": map[string]any{"language": "python", "code": "print(1)"}})
+	if r.Code() != codecrafter.ERATELIMITED || len(r.Errors) == 0 || r.Errors[0].Extensions["retryAfterMs"] == nil {
+		t.Fatalf("third run: %+v, want RATE_LIMITED with retryAfterMs", r.Errors)
+	}
+	other := ta.register(t, "other")
+	execute(t, other.Client, map[string]any{"language": "python", "code": "print(1)"})
 }
 
 func TestCancelQueuedAndRunning(t *testing.T) {

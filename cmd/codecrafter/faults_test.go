@@ -133,7 +133,22 @@ func TestWorkerKilledMidRun(t *testing.T) {
 		r.Decode(t, &ev)
 		events = append(events, ev.ExecutionOutput)
 	})
-	checkRun(t, events, "SUCCEEDED")
+	// Attempt 2's output replaced attempt 1's: live, after the second
+	// RUNNING status; in a replay, alone.
+	if got := checkRun(t, events, "SUCCEEDED"); got != "begin\nend\n" {
+		t.Errorf("live stream of the last attempt: stdout %q, want B's whole output", got)
+	}
+	replay := collectOutput(t, u.Client, run.ID)
+	checkRun(t, replay, "SUCCEEDED")
+	var replayed strings.Builder
+	for _, ev := range replay {
+		if ev.Data != nil {
+			replayed.WriteString(*ev.Data)
+		}
+	}
+	if replayed.String() != "begin\nend\n" {
+		t.Errorf("replay carries %q, want only B's output", replayed.String())
+	}
 	running := 0
 	for _, ev := range events {
 		if ev.Stream == nil && ev.Status == "RUNNING" {
@@ -151,8 +166,10 @@ func TestWorkerKilledMidRun(t *testing.T) {
 }
 
 // TestBrokerRestartDuringBurst restarts RabbitMQ (a private node) while a
-// burst of runs is being queued and executed: every run ends SUCCEEDED,
-// none lost, none with two results.
+// burst of runs is being queued and executed: every execute succeeds (a
+// run the broker cannot take yet is dispatched once it is back), every
+// run ends SUCCEEDED with its own output, none lost, none with two
+// results. Nothing here depends on how long the restart takes.
 func TestBrokerRestartDuringBurst(t *testing.T) {
 	t.Parallel()
 	rabbit := testenv.StartRabbit(t)
@@ -160,7 +177,7 @@ func TestBrokerRestartDuringBurst(t *testing.T) {
 	u := ta.register(t, "burst")
 
 	const n = 16
-	ids := make(chan string, n)
+	ids := make([]string, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
@@ -169,14 +186,16 @@ func TestBrokerRestartDuringBurst(t *testing.T) {
 					t.Errorf("restart: %v", err)
 				}
 			}
-			run := execute(t, u.Client, map[string]any{"language": "python", "code": fmt.Sprintf("print(%d)", i)})
-			ids <- run.ID
+			ids[i] = execute(t, u.Client, map[string]any{"language": "python", "code": fmt.Sprintf("print(%d)", i)}).ID
 		})
 	}
 	wg.Wait()
-	close(ids)
-	for id := range ids {
-		events := collectOutput(t, u.Client, id)
-		checkRun(t, events, "SUCCEEDED")
+	for i, id := range ids {
+		if id == "" {
+			t.Fatalf("run %d was not accepted", i)
+		}
+		if got := checkRun(t, collectOutput(t, u.Client, id), "SUCCEEDED"); got != fmt.Sprintf("%d\n", i) {
+			t.Errorf("run %d printed %q", i, got)
+		}
 	}
 }
