@@ -111,9 +111,12 @@ func testHostile(t *testing.T, cfg sandbox.Config, relaxed map[string]codecrafte
 			check: has("child ended -9")},
 		{name: "infinite loop", lang: "python", timeMs: 1000, want: codecrafter.StatusTimedOut,
 			code: "while True:\n    pass\n",
+			// TIMED_OUT and the container gone (below) are the outcome; the
+			// clock is only checked against a bound no load can break: the
+			// limit did not stop it early.
 			check: func(t *testing.T, res *codecrafter.RunResult) {
-				if res.Duration < time.Second || res.Duration > 3*time.Second {
-					t.Errorf("duration %v, want about the 1 s limit", res.Duration)
+				if res.Duration < 800*time.Millisecond {
+					t.Errorf("stopped after %v, before the 1 s limit", res.Duration)
 				}
 			}},
 		{name: "sleep past the limit", lang: "python", timeMs: 1000, want: codecrafter.StatusTimedOut,
@@ -171,12 +174,9 @@ func testHostile(t *testing.T, cfg sandbox.Config, relaxed map[string]codecrafte
 			code: "setsid sleep 300 &\nnohup sleep 301 >/dev/null 2>&1 &\n" +
 				"setsid bash -c 'trap \"\" TERM HUP INT; exec sleep 302' </dev/null >/dev/null 2>&1 &\n" +
 				"(sleep 303 &)\necho bye\n",
-			check: func(t *testing.T, res *codecrafter.RunResult) {
-				has("bye")(t, res)
-				if res.Duration > 3*time.Second {
-					t.Errorf("the run waited for its daemons: %v", res.Duration)
-				}
-			}},
+			// Waiting for the daemons would end at the 3 s limit as
+			// TIMED_OUT; assertGone (below) checks they were killed.
+			check: has("bye")},
 		{name: "C includes /etc/shadow", lang: "c", want: codecrafter.StatusCompileError,
 			code: "#include \"/etc/shadow\"\nint main(void) { return 0; }\n", check: has("Permission denied")},
 		{name: "C includes a host file", lang: "c", want: codecrafter.StatusCompileError,
@@ -241,8 +241,9 @@ func testHostile(t *testing.T, cfg sandbox.Config, relaxed map[string]codecrafte
 	}
 }
 
-// TestCancel cancels a run mid-way: Run returns promptly with the
-// context's error and the container is gone.
+// TestCancel cancels a run mid-way: Run returns with the context's error,
+// well before the run's own limit would have ended it, and the container
+// is gone.
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	d, _ := newRunner(t, sandbox.Config{})
@@ -259,7 +260,8 @@ func TestCancel(t *testing.T) {
 			close(started)
 		}
 	}
-	res, err := d.Run(ctx, codecrafter.RunRequest{Language: "python", Code: "import time\nprint('running', flush=True)\ntime.sleep(60)\n", TimeLimit: 20 * time.Second}, out)
+	const limit = 30 * time.Second
+	res, err := d.Run(ctx, codecrafter.RunRequest{Language: "python", Code: "import time\nprint('running', flush=True)\ntime.sleep(120)\n", TimeLimit: limit}, out)
 	select {
 	case <-started:
 	default:
@@ -268,8 +270,10 @@ func TestCancel(t *testing.T) {
 	if err != context.Canceled || res != nil {
 		t.Fatalf("Run = %v, %v; want nil, context.Canceled", res, err)
 	}
-	if took := time.Since(cancelledAt); took > 5*time.Second {
-		t.Errorf("Run returned %v after the cancel", took)
+	// An ignored cancel ends at the limit with the same error; two thirds
+	// of it is a bound no load reaches.
+	if took := time.Since(cancelledAt); took > limit*2/3 {
+		t.Errorf("Run returned %v after the cancel: it ran to its limit", took)
 	}
 	assertGone(t, d, id)
 }
