@@ -14,6 +14,7 @@ import (
 // Labels on every sandbox container.
 const (
 	LabelInstance = "org.codecrafter.sandbox"          // the runner's Config.Instance
+	LabelOwner    = "org.codecrafter.sandbox.owner"    // the runner (owner.go)
 	LabelLanguage = "org.codecrafter.sandbox.language" // language id
 	workDir       = "/box"
 	boxUser       = "65534:65534" // nobody
@@ -61,7 +62,7 @@ func (d *Docker) createOptions(l *Language, memoryMB int) client.ContainerCreate
 			OpenStdin:       true,
 			StdinOnce:       true, // our disconnect closes ccbox's stdin: an orphan exits
 			NetworkDisabled: true,
-			Labels:          map[string]string{LabelInstance: d.cfg.Instance, LabelLanguage: l.ID},
+			Labels:          map[string]string{LabelInstance: d.cfg.Instance, LabelOwner: d.owner.String(), LabelLanguage: l.ID},
 		},
 		HostConfig: &container.HostConfig{
 			NetworkMode:    "none",

@@ -7,9 +7,10 @@ import (
 
 // Config tunes the Docker runner. Zero fields take DefaultConfig's values.
 type Config struct {
-	// Instance names this runner in container labels. The start-up sweep
-	// removes leftover containers of the same instance only, so runners
-	// sharing one engine need distinct names.
+	// Instance names this runner in container labels, for operators. It
+	// does not decide what the start-up sweep removes (owner.go): runners
+	// sharing an engine, even under one name, never remove each other's
+	// containers.
 	Instance string
 	// OCIRuntime selects the engine's runtime ("" = its default, runc;
 	// "runsc" for gVisor once registered in daemon.json).

@@ -13,7 +13,8 @@
 // detects memory kills (the box's memory cgroup OOM kill count, which
 // ccbox reports with a clean exit under runc, else State.OOMKilled) and
 // always force-removes the container, in the background once the result
-// is known.
+// is known. Containers are labelled with their runner process, so a
+// starting runner sweeps only what dead runners left (owner.go).
 //
 // Images: BuildImages debootstraps a Debian bookworm minbase, imports it,
 // adds each language's packages (Dockerfile FROM base, apt-get over the

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,6 +24,7 @@ type Docker struct {
 	reg     *Registry
 	log     *slog.Logger
 	metrics *metrics
+	owner   owner // LabelOwner of this runner's boxes
 
 	pools     map[string]*pool // by language id
 	stop      context.CancelFunc
@@ -44,9 +47,9 @@ type Docker struct {
 var _ codecrafter.Sandbox = (*Docker)(nil)
 
 // NewDocker connects to the engine named by the environment (DOCKER_HOST,
-// else the default socket; the API version is negotiated), removes
-// containers left over by an earlier runner with the same Config.Instance,
-// and starts filling the warm pools. Metrics are registered with promReg
+// else the default socket; the API version is negotiated), removes the
+// containers other runners left (see owner.go: never those of a live
+// runner, whatever their Instance), and starts filling the warm pools. Metrics are registered with promReg
 // when it is not nil. Close releases everything.
 func NewDocker(ctx context.Context, cfg Config, reg *Registry, logger *slog.Logger, promReg prometheus.Registerer) (*Docker, error) {
 	cli, err := client.New(client.FromEnv)
@@ -75,7 +78,7 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: metrics: %w", err)
 	}
-	d := &Docker{cli: cli, cfg: cfg, reg: reg, log: logger, metrics: m, pools: map[string]*pool{},
+	d := &Docker{cli: cli, cfg: cfg, reg: reg, log: logger, metrics: m, owner: newOwner(), pools: map[string]*pool{},
 		removing: make(chan struct{}, maxPendingRemovals)}
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return nil, fmt.Errorf("sandbox: docker engine: %w", err)
@@ -89,6 +92,7 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 	if err := d.sweep(ctx); err != nil {
 		return nil, err
 	}
+	logger.Info("sandbox: runner started", "instance", cfg.Instance, "owner", d.owner.String(), "runtime", runtime)
 	for _, l := range reg.Languages() {
 		if _, err := cli.ImageInspect(ctx, l.Image); err != nil {
 			logger.Warn("sandbox: runtime image missing: build it with `codecrafter images build`", "language", l.ID, "image", l.Image, "err", err)
@@ -112,17 +116,34 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 	return d, nil
 }
 
-// sweep removes this instance's containers left by a crashed runner.
+// sweep removes the sandbox containers (of any instance) that other
+// runners left: those of a runner known to be gone, and stale stopped ones.
 func (d *Docker) sweep(ctx context.Context) error {
 	list, err := d.cli.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
-		Filters: client.Filters{}.Add("label", LabelInstance+"="+d.cfg.Instance),
+		Filters: client.Filters{}.Add("label", LabelInstance),
 	})
 	if err != nil {
 		return fmt.Errorf("sandbox: list containers: %w", err)
 	}
 	for _, c := range list.Items {
-		d.log.Info("sandbox: removing leftover container", "container", c.ID, "state", c.State)
+		why := "its runner is gone"
+		if !d.owner.gone(c.Labels[LabelOwner], processStart) {
+			var finished string
+			if c.State == container.StateExited || c.State == container.StateDead {
+				info, err := d.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+				if err != nil || info.Container.State == nil {
+					continue // removed meanwhile, or to be judged at the next start
+				}
+				finished = info.Container.State.FinishedAt
+			}
+			if !stale(c.State, time.Unix(c.Created, 0), finished, time.Now()) {
+				continue
+			}
+			why = "stopped long ago"
+		}
+		d.log.Info("sandbox: removing leftover container", "container", c.ID, "state", c.State,
+			"instance", c.Labels[LabelInstance], "owner", c.Labels[LabelOwner], "why", why)
 		d.remove(&box{id: c.ID})
 	}
 	return nil

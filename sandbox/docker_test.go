@@ -16,9 +16,9 @@ import (
 	"github.com/codecrafter/codecrafter/sandbox"
 )
 
-// newRunner starts a runner with its own instance label and no warm pool
-// unless cfg sets one; cleanup closes it and checks no container of the
-// instance is left.
+// newRunner starts a runner with its own instance label (unless cfg sets
+// one) and no warm pool (unless cfg sets one); cleanup closes it and
+// checks none of its containers is left.
 func newRunner(t testing.TB, cfg sandbox.Config) (*sandbox.Docker, *prometheus.Registry) {
 	t.Helper()
 	testenv.Docker(t)
@@ -38,7 +38,7 @@ func newRunner(t testing.TB, cfg sandbox.Config) (*sandbox.Docker, *prometheus.R
 		if err := d.Close(); err != nil {
 			t.Error(err)
 		}
-		if ids := labelled(t, cfg.Instance); len(ids) > 0 {
+		if ids := labelledWith(t, sandbox.LabelOwner, d.Owner()); len(ids) > 0 {
 			t.Errorf("containers left after Close: %v", ids)
 		}
 	})
@@ -55,7 +55,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 // labelled lists containers (any state) of a runner instance.
 func labelled(t testing.TB, instance string) []string {
 	t.Helper()
-	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label="+sandbox.LabelInstance+"="+instance).Output()
+	return labelledWith(t, sandbox.LabelInstance, instance)
+}
+
+// labelledWith lists containers (any state) with a label.
+func labelledWith(t testing.TB, label, value string) []string {
+	t.Helper()
+	out, err := exec.Command("docker", "ps", "-aq", "--no-trunc", "--filter", "label="+label+"="+value).Output()
 	if err != nil {
 		t.Fatalf("docker ps: %v", err)
 	}

@@ -18,3 +18,6 @@ func (d *Docker) WaitRemovals() { d.removals.Wait() }
 // UseOOMReport sets whether d may take a clean exit's OOM kill count from
 // ccbox instead of waiting for the container's final state.
 func (d *Docker) UseOOMReport(use bool) { d.kernelMemcg = use }
+
+// Owner returns the LabelOwner value of d's containers.
+func (d *Docker) Owner() string { return d.owner.String() }

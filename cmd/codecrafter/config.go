@@ -54,7 +54,7 @@ type config struct {
 	ShutdownGrace     time.Duration
 
 	RuntimesFile     string
-	SandboxInstance  string // container label; a starting worker removes leftovers with it
+	SandboxInstance  string // container label, for operators
 	SandboxRuntime   string // OCI runtime: runc, or runsc for gVisor
 	PoolSize         int
 	Pool             string // lang=n,lang=n
@@ -121,7 +121,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	dur(&c.ShutdownGrace, "shutdown-grace", "CODECRAFTER_SHUTDOWN_GRACE", 20*time.Second, "on shutdown, how long in-flight runs may finish before they are requeued")
 
 	str(&c.RuntimesFile, "runtimes", "CODECRAFTER_RUNTIMES", "", "runtimes registry file (YAML); empty uses the built-in ten languages")
-	str(&c.SandboxInstance, "sandbox-instance", "CODECRAFTER_SANDBOX_INSTANCE", "", "label of this worker's sandbox containers; a starting worker removes leftovers with its label, so workers sharing a Docker engine need distinct ones (default: the hostname, stable across restarts of one worker)")
+	str(&c.SandboxInstance, "sandbox-instance", "CODECRAFTER_SANDBOX_INSTANCE", "", "label of this worker's sandbox containers, for operators (default: the hostname); a starting worker removes only containers whose worker is gone, whatever their label")
 	str(&c.SandboxRuntime, "sandbox-runtime", "CODECRAFTER_SANDBOX_RUNTIME", "", "Docker OCI runtime for sandboxes: empty (engine default, runc) or runsc (gVisor)")
 	num(&c.PoolSize, "pool-size", "CODECRAFTER_POOL_SIZE", -1, "warm containers for every language; -1 keeps the defaults (one each for python and javascript)")
 	str(&c.Pool, "pool", "CODECRAFTER_POOL", "", "warm containers per language, e.g. python=2,javascript=1,go=1 (after -pool-size)")
