@@ -22,16 +22,24 @@ func (r Role) CanEdit() bool { return r.Can(ActionEdit) && r.Can(ActionRun) }
 
 // Session is a shared editing room.
 type Session struct {
-	ID           string
-	Title        string
-	Language     string
-	Code         string
-	Revision     int
-	OwnerID      string
-	InviteCode   string
-	Participants []Participant
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	ID         string
+	Title      string
+	Language   string
+	Code       string
+	Revision   int
+	OwnerID    string
+	InviteCode string
+	// InviteDisabled turns the invite code off: joining with it is
+	// refused until the owner turns it on again. (Disabled rather than
+	// enabled so that sessions stored before it read as enabled.)
+	InviteDisabled bool
+	Participants   []Participant
+	// Former are users who took part and no longer do: one who left
+	// rejoins with the role they had, one who was removed cannot rejoin.
+	// At most one record per user; none for a current participant.
+	Former    []FormerParticipant
+	CreatedAt time.Time
+	UpdatedAt time.Time
 	// Version counts stored writes, for optimistic concurrency in stores.
 	Version int64
 }
@@ -41,6 +49,25 @@ type Participant struct {
 	UserID   string
 	Role     Role
 	JoinedAt time.Time
+}
+
+// FormerParticipant records a user who left or was removed.
+type FormerParticipant struct {
+	UserID  string
+	Role    Role // the role they had
+	Removed bool // by the owner (else they left)
+	LeftAt  time.Time
+}
+
+// FormerParticipant returns the record of userID having left or been
+// removed, if any.
+func (s *Session) FormerParticipant(userID string) (FormerParticipant, bool) {
+	for _, f := range s.Former {
+		if f.UserID == userID {
+			return f, true
+		}
+	}
+	return FormerParticipant{}, false
 }
 
 // Participant returns the membership of userID, if any.

@@ -104,7 +104,9 @@ type ComplexityRoot struct {
 		RefreshToken       func(childComplexity int, refreshToken string) int
 		Register           func(childComplexity int, input model.RegisterInput) int
 		RemoveParticipant  func(childComplexity int, sessionID string, userID string) int
+		RotateInviteCode   func(childComplexity int, sessionID string) int
 		SendMessage        func(childComplexity int, sessionID string, body string) int
+		SetInviteEnabled   func(childComplexity int, sessionID string, enabled bool) int
 		SetParticipantRole func(childComplexity int, sessionID string, userID string, role codecrafter.Role) int
 		SetTyping          func(childComplexity int, sessionID string, typing bool) int
 		UpdateSession      func(childComplexity int, id string, input model.UpdateSessionInput) int
@@ -142,16 +144,17 @@ type ComplexityRoot struct {
 	}
 
 	Session struct {
-		Code         func(childComplexity int) int
-		CreatedAt    func(childComplexity int) int
-		ID           func(childComplexity int) int
-		InviteCode   func(childComplexity int) int
-		Language     func(childComplexity int) int
-		Owner        func(childComplexity int) int
-		Participants func(childComplexity int) int
-		Revision     func(childComplexity int) int
-		Title        func(childComplexity int) int
-		UpdatedAt    func(childComplexity int) int
+		Code          func(childComplexity int) int
+		CreatedAt     func(childComplexity int) int
+		ID            func(childComplexity int) int
+		InviteCode    func(childComplexity int) int
+		InviteEnabled func(childComplexity int) int
+		Language      func(childComplexity int) int
+		Owner         func(childComplexity int) int
+		Participants  func(childComplexity int) int
+		Revision      func(childComplexity int) int
+		Title         func(childComplexity int) int
+		UpdatedAt     func(childComplexity int) int
 	}
 
 	Subscription struct {
@@ -210,6 +213,8 @@ type MutationResolver interface {
 	LeaveSession(ctx context.Context, id string) (bool, error)
 	SetParticipantRole(ctx context.Context, sessionID string, userID string, role codecrafter.Role) (*codecrafter.Participant, error)
 	RemoveParticipant(ctx context.Context, sessionID string, userID string) (bool, error)
+	RotateInviteCode(ctx context.Context, sessionID string) (*codecrafter.Session, error)
+	SetInviteEnabled(ctx context.Context, sessionID string, enabled bool) (*codecrafter.Session, error)
 	SendMessage(ctx context.Context, sessionID string, body string) (*model.Message, error)
 	SetTyping(ctx context.Context, sessionID string, typing bool) (bool, error)
 	EditCode(ctx context.Context, sessionID string, input model.EditInput) (*model.CodeEdit, error)
@@ -235,6 +240,7 @@ type SessionResolver interface {
 	Owner(ctx context.Context, obj *codecrafter.Session) (*codecrafter.User, error)
 	Participants(ctx context.Context, obj *codecrafter.Session) ([]*codecrafter.Participant, error)
 	InviteCode(ctx context.Context, obj *codecrafter.Session) (*string, error)
+	InviteEnabled(ctx context.Context, obj *codecrafter.Session) (*bool, error)
 }
 type SubscriptionResolver interface {
 	MessageAdded(ctx context.Context, sessionID string) (<-chan *model.Message, error)
@@ -601,6 +607,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RemoveParticipant(childComplexity, args["sessionId"].(string), args["userId"].(string)), true
+	case "Mutation.rotateInviteCode":
+		if e.ComplexityRoot.Mutation.RotateInviteCode == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rotateInviteCode_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RotateInviteCode(childComplexity, args["sessionId"].(string)), true
 	case "Mutation.sendMessage":
 		if e.ComplexityRoot.Mutation.SendMessage == nil {
 			break
@@ -612,6 +629,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SendMessage(childComplexity, args["sessionId"].(string), args["body"].(string)), true
+	case "Mutation.setInviteEnabled":
+		if e.ComplexityRoot.Mutation.SetInviteEnabled == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setInviteEnabled_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetInviteEnabled(childComplexity, args["sessionId"].(string), args["enabled"].(bool)), true
 	case "Mutation.setParticipantRole":
 		if e.ComplexityRoot.Mutation.SetParticipantRole == nil {
 			break
@@ -814,6 +842,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Session.InviteCode(childComplexity), true
+	case "Session.inviteEnabled":
+		if e.ComplexityRoot.Session.InviteEnabled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Session.InviteEnabled(childComplexity), true
 	case "Session.language":
 		if e.ComplexityRoot.Session.Language == nil {
 			break
@@ -1131,6 +1165,10 @@ type Mutation {
   leaveSession(id: ID!): Boolean!
   setParticipantRole(sessionId: ID!, userId: ID!, role: Role!): Participant!
   removeParticipant(sessionId: ID!, userId: ID!): Boolean!
+  "Owner only: gives the session a new random invite code; the old one stops working (joinSession answers NOT_FOUND for it). Removing a participant also does this."
+  rotateInviteCode(sessionId: ID!): Session!
+  "Owner only: turns the invite code off or on. While it is off, joinSession answers FORBIDDEN with it; participants stay."
+  setInviteEnabled(sessionId: ID!, enabled: Boolean!): Session!
 
   sendMessage(sessionId: ID!, body: String!): Message!
   setTyping(sessionId: ID!, typing: Boolean!): Boolean!
@@ -1229,6 +1267,8 @@ type Session {
   participants: [Participant!]!
   "Only the owner sees it; null for others."
   inviteCode: String
+  "Whether joinSession accepts the invite code (setInviteEnabled). Only the owner sees it; null for others."
+  inviteEnabled: Boolean
   createdAt: Time!
   updatedAt: Time!
 }
@@ -1489,6 +1529,8 @@ func (ec *executionContext) childFields_Session(ctx context.Context, field graph
 		return ec.fieldContext_Session_participants(ctx, field)
 	case "inviteCode":
 		return ec.fieldContext_Session_inviteCode(ctx, field)
+	case "inviteEnabled":
+		return ec.fieldContext_Session_inviteEnabled(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_Session_createdAt(ctx, field)
 	case "updatedAt":
@@ -1835,6 +1877,20 @@ func (ec *executionContext) field_Mutation_removeParticipant_args(ctx context.Co
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_rotateInviteCode_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sessionId"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_sendMessage_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1854,6 +1910,28 @@ func (ec *executionContext) field_Mutation_sendMessage_args(ctx context.Context,
 		return nil, err
 	}
 	args["body"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setInviteEnabled_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sessionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "enabled",
+		func(ctx context.Context, v any) (bool, error) {
+			return ec.unmarshalNBoolean2bool(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["enabled"] = arg1
 	return args, nil
 }
 
@@ -3485,6 +3563,94 @@ func (ec *executionContext) fieldContext_Mutation_removeParticipant(ctx context.
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_rotateInviteCode(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rotateInviteCode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RotateInviteCode(ctx, fc.Args["sessionId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Session) graphql.Marshaler {
+			return ec.marshalNSession2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐSession(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rotateInviteCode(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Session(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_rotateInviteCode_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setInviteEnabled(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setInviteEnabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetInviteEnabled(ctx, fc.Args["sessionId"].(string), fc.Args["enabled"].(bool))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Session) graphql.Marshaler {
+			return ec.marshalNSession2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐSession(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setInviteEnabled(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Session(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setInviteEnabled_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_sendMessage(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4568,6 +4734,29 @@ func (ec *executionContext) _Session_inviteCode(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_Session_inviteCode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Session", field, true, true, "String")
+}
+
+func (ec *executionContext) _Session_inviteEnabled(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Session) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Session_inviteEnabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Session().InviteEnabled(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *bool) graphql.Marshaler {
+			return ec.marshalOBoolean2ᚖbool(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Session_inviteEnabled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Session", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _Session_createdAt(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Session) (ret graphql.Marshaler) {
@@ -6999,6 +7188,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "rotateInviteCode":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rotateInviteCode(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setInviteEnabled":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setInviteEnabled(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "sendMessage":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_sendMessage(ctx, field)
@@ -7343,6 +7546,12 @@ func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, 
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Session_inviteCode(ctx, field, obj)
+				})
+		case "inviteEnabled":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Session_inviteEnabled(ctx, field, obj)
 				})
 		case "createdAt":
 			out.Values[i] = ec._Session_createdAt(ctx, field, obj)

@@ -3,6 +3,7 @@ package mongo
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -13,17 +14,27 @@ import (
 )
 
 type sessionDoc struct {
-	ID           string           `bson:"_id"`
-	Title        string           `bson:"title"`
-	Language     string           `bson:"language"`
-	Code         string           `bson:"code"`
-	Revision     int              `bson:"revision"`
-	OwnerID      string           `bson:"ownerId"`
-	InviteCode   string           `bson:"inviteCode"`
-	Participants []participantDoc `bson:"participants"`
-	CreatedAt    time.Time        `bson:"createdAt"`
-	UpdatedAt    time.Time        `bson:"updatedAt"`
-	Version      int64            `bson:"version"`
+	ID         string `bson:"_id"`
+	Title      string `bson:"title"`
+	Language   string `bson:"language"`
+	Code       string `bson:"code"`
+	Revision   int    `bson:"revision"`
+	OwnerID    string `bson:"ownerId"`
+	InviteCode string `bson:"inviteCode"`
+	// Absent in documents from before invites could be turned off.
+	InviteDisabled bool             `bson:"inviteDisabled,omitempty"`
+	Participants   []participantDoc `bson:"participants"`
+	Former         []formerDoc      `bson:"former,omitempty"`
+	CreatedAt      time.Time        `bson:"createdAt"`
+	UpdatedAt      time.Time        `bson:"updatedAt"`
+	Version        int64            `bson:"version"`
+}
+
+type formerDoc struct {
+	UserID  string    `bson:"userId"`
+	Role    string    `bson:"role"`
+	Removed bool      `bson:"removed,omitempty"`
+	LeftAt  time.Time `bson:"leftAt"`
 }
 
 type participantDoc struct {
@@ -36,11 +47,14 @@ func toSessionDoc(s *codecrafter.Session) *sessionDoc {
 	d := &sessionDoc{
 		ID: s.ID, Title: s.Title, Language: s.Language, Code: s.Code, Revision: s.Revision,
 		OwnerID: s.OwnerID, InviteCode: s.InviteCode, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
-		Version:      s.Version,
+		Version: s.Version, InviteDisabled: s.InviteDisabled,
 		Participants: make([]participantDoc, len(s.Participants)),
 	}
 	for i, p := range s.Participants {
 		d.Participants[i] = participantDoc{UserID: p.UserID, Role: string(p.Role), JoinedAt: p.JoinedAt}
+	}
+	for _, f := range s.Former {
+		d.Former = append(d.Former, formerDoc{UserID: f.UserID, Role: string(f.Role), Removed: f.Removed, LeftAt: f.LeftAt})
 	}
 	return d
 }
@@ -49,10 +63,13 @@ func (d *sessionDoc) session() *codecrafter.Session {
 	s := &codecrafter.Session{
 		ID: d.ID, Title: d.Title, Language: d.Language, Code: d.Code, Revision: d.Revision,
 		OwnerID: d.OwnerID, InviteCode: d.InviteCode, CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
-		Version: d.Version,
+		Version: d.Version, InviteDisabled: d.InviteDisabled,
 	}
 	for _, p := range d.Participants {
 		s.Participants = append(s.Participants, codecrafter.Participant{UserID: p.UserID, Role: codecrafter.Role(p.Role), JoinedAt: p.JoinedAt.UTC()})
+	}
+	for _, f := range d.Former {
+		s.Former = append(s.Former, codecrafter.FormerParticipant{UserID: f.UserID, Role: codecrafter.Role(f.Role), Removed: f.Removed, LeftAt: f.LeftAt.UTC()})
 	}
 	return s
 }
@@ -176,20 +193,46 @@ func (db *DB) findSession(ctx context.Context, filter bson.D) (*codecrafter.Sess
 	return d.session(), nil
 }
 
+// sessionRetryLimit bounds how long UpdateSession keeps losing races
+// when ctx has no earlier deadline.
+const sessionRetryLimit = 30 * time.Second
+
 // UpdateSession reads the session, applies fn to a copy and stores it if
 // the stored Version is still the one read; otherwise it tries again. A
 // new invite code is claimed, and new participants' memberships added,
 // before the write; the rest follows it (afterSessionWrite).
+//
+// Writers in this process take turns (sessionLocks), so only other
+// processes' writes make a try lose, and each loss is someone else's
+// success: it retries until ctx ends (at most sessionRetryLimit) rather
+// than a fixed number of times, with a growing jittered backoff.
 func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*codecrafter.Session) error) (*codecrafter.Session, error) {
-	for try := 0; try < maxTries; try++ {
+	unlock, err := sessionLocks.lock(ctx, lockKey{db, id})
+	if err != nil {
+		return nil, err
+	}
+	s, c, err := db.updateSession(ctx, id, fn)
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	db.afterSessionWrite(ctx, id, c)
+	return s, nil
+}
+
+func (db *DB) updateSession(ctx context.Context, id string, fn func(*codecrafter.Session) error) (*codecrafter.Session, sessionChange, error) {
+	var none sessionChange
+	giveUp := time.Now().Add(sessionRetryLimit)
+	for try := 0; ; try++ {
 		cur, err := db.Session(ctx, id)
 		if err != nil {
-			return nil, err
+			return nil, none, err
 		}
 		s := *cur
 		s.Participants = slices.Clone(cur.Participants)
+		s.Former = slices.Clone(cur.Former)
 		if err := fn(&s); err != nil {
-			return nil, err
+			return nil, none, err
 		}
 		s.ID, s.Version = id, cur.Version+1
 
@@ -198,11 +241,11 @@ func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*codecrafter
 		if s.InviteCode != cur.InviteCode {
 			c.oldCode = cur.InviteCode
 			if c.takeover, err = db.invites.claim(ctx, s.InviteCode, id, db.holdsInvite(s.InviteCode)); err != nil {
-				return nil, inviteErr(err)
+				return nil, none, inviteErr(err)
 			}
 		}
 		if err := db.addMemberships(ctx, c.joined, id); err != nil {
-			return nil, err
+			return nil, none, err
 		}
 		db.testHook(id)
 		err = db.sessions.FindOneAndReplace(ctx,
@@ -211,16 +254,31 @@ func (db *DB) UpdateSession(ctx context.Context, id string, fn func(*codecrafter
 		).Err()
 		switch {
 		case err == nil:
-			db.afterSessionWrite(ctx, id, c)
-			return &s, nil
+			return &s, c, nil
 		case !errors.Is(err, mongo.ErrNoDocuments):
-			return nil, inviteErr(err)
+			return nil, none, inviteErr(err)
 		}
-		if err := backoff(ctx, try); err != nil {
-			return nil, err
+		if time.Now().After(giveUp) {
+			return nil, none, codecrafter.Errorf(codecrafter.ECONFLICT, "the session is changing too fast; try again")
+		}
+		if err := raceBackoff(ctx, try); err != nil {
+			return nil, none, err
 		}
 	}
-	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the session is changing too fast; try again")
+}
+
+// raceBackoff waits a random time below a ceiling that doubles with each
+// lost race, from 1 ms up to 64 ms ("full jitter"): racing writers spread
+// out instead of colliding again in step.
+func raceBackoff(ctx context.Context, try int) error {
+	t := time.NewTimer(rand.N(time.Millisecond << min(try, 6)))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return dbErr(ctx.Err(), "")
+	case <-t.C:
+		return nil
+	}
 }
 
 // DeleteSession removes the session; NOT_FOUND when there is none. Then

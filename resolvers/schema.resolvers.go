@@ -87,6 +87,14 @@ func (r *mutationResolver) RemoveParticipant(ctx context.Context, sessionID stri
 	return ok(r.Sessions.Remove(ctx, sessionID, userID))
 }
 
+func (r *mutationResolver) RotateInviteCode(ctx context.Context, sessionID string) (*codecrafter.Session, error) {
+	return r.Sessions.RotateInviteCode(ctx, sessionID)
+}
+
+func (r *mutationResolver) SetInviteEnabled(ctx context.Context, sessionID string, enabled bool) (*codecrafter.Session, error) {
+	return r.Sessions.SetInviteEnabled(ctx, sessionID, enabled)
+}
+
 func (r *mutationResolver) SendMessage(ctx context.Context, sessionID string, body string) (*model.Message, error) {
 	return nil, notYet("chat")
 }
@@ -169,6 +177,10 @@ func (r *sessionResolver) Participants(ctx context.Context, obj *codecrafter.Ses
 
 func (r *sessionResolver) InviteCode(ctx context.Context, obj *codecrafter.Session) (*string, error) {
 	return strPtr(sessions.InviteCode(ctx, obj)), nil
+}
+
+func (r *sessionResolver) InviteEnabled(ctx context.Context, obj *codecrafter.Session) (*bool, error) {
+	return sessions.InviteEnabled(ctx, obj), nil
 }
 
 func (r *subscriptionResolver) MessageAdded(ctx context.Context, sessionID string) (<-chan *model.Message, error) {

@@ -1,11 +1,19 @@
 // Package sessions implements collaborative sessions: creation, settings,
 // invites, membership and roles. Who may do what is the domain's
 // permission matrix (codecrafter.Role.Can).
+//
+// A session remembers who left (they rejoin with the role they had) and
+// who was removed (they cannot rejoin; removal also rotates the invite
+// code, which they may have passed on). Every change to someone's access
+// is published on codecrafter.AccessTopic once stored, so that live
+// subscriptions react to it.
 package sessions
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -16,14 +24,15 @@ import (
 // Service implements the session operations for the caller in ctx.
 type Service struct {
 	store    codecrafter.SessionStore
+	bus      codecrafter.Bus // AccessChange events
 	runtimes codecrafter.Runtimes
 	logger   *slog.Logger
 	now      func() time.Time
 }
 
-// New returns a Service.
-func New(store codecrafter.SessionStore, runtimes codecrafter.Runtimes, logger *slog.Logger) *Service {
-	return &Service{store: store, runtimes: runtimes, logger: logger, now: time.Now}
+// New returns a Service that publishes access changes on bus.
+func New(store codecrafter.SessionStore, bus codecrafter.Bus, runtimes codecrafter.Runtimes, logger *slog.Logger) *Service {
+	return &Service{store: store, bus: bus, runtimes: runtimes, logger: logger, now: time.Now}
 }
 
 func (s *Service) stamp() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
@@ -61,12 +70,10 @@ func (s *Service) Create(ctx context.Context, title, language string, code *stri
 		CreatedAt:    now,
 		UpdatedAt:    now,
 	}
-	for range 3 { // an invite code collision is astronomically rare; retry anyway
-		sess.InviteCode = codecrafter.RandomToken(12)
-		if err = s.store.CreateSession(ctx, sess); !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
-			break
-		}
-	}
+	err = retryCollision(func() error {
+		sess.InviteCode = newInviteCode()
+		return s.store.CreateSession(ctx, sess)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -130,11 +137,14 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	s.logger.InfoContext(ctx, "session deleted", "session", id)
+	s.publish(ctx, codecrafter.AccessChange{SessionID: id})
 	return nil
 }
 
-// Join adds the caller as an EDITOR through an invite code. Joining a
-// session one is already in changes nothing.
+// Join adds the caller through an invite code: as an EDITOR, or with the
+// role they had if they left before. Someone the owner removed is
+// refused (FORBIDDEN), and so is everyone while the invite is turned off.
+// Joining a session one is already in changes nothing.
 func (s *Service) Join(ctx context.Context, inviteCode string) (*codecrafter.Session, error) {
 	uid, err := codecrafter.RequireUser(ctx)
 	if err != nil {
@@ -146,27 +156,51 @@ func (s *Service) Join(ctx context.Context, inviteCode string) (*codecrafter.Ses
 	}
 	found, err := s.store.SessionByInviteCode(ctx, code)
 	if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
-		return nil, codecrafter.Errorf(codecrafter.ENOTFOUND, "no session has this invite code")
+		return nil, errNoInvite()
 	}
 	if err != nil {
 		return nil, err
 	}
-	return s.store.UpdateSession(ctx, found.ID, func(sess *codecrafter.Session) error {
+	if _, ok := found.Participant(uid); ok {
+		return found, nil // no write: a link opened twice adds nothing to a race of joins
+	}
+	sess, err := s.store.UpdateSession(ctx, found.ID, func(sess *codecrafter.Session) error {
 		if sess.InviteCode != code {
-			return codecrafter.Errorf(codecrafter.ENOTFOUND, "no session has this invite code")
+			return errNoInvite()
 		}
 		if _, ok := sess.Participant(uid); ok {
-			return nil
+			return errUnchanged
+		}
+		role := codecrafter.RoleEditor
+		if f, ok := sess.FormerParticipant(uid); ok {
+			if f.Removed {
+				return codecrafter.Errorf(codecrafter.EFORBIDDEN, "you were removed from this session; ask its owner")
+			}
+			if f.Role == codecrafter.RoleViewer {
+				role = f.Role // never more than they had
+			}
+		}
+		if sess.InviteDisabled {
+			return codecrafter.Errorf(codecrafter.EFORBIDDEN, "this session's invite link is turned off; ask its owner")
 		}
 		now := s.stamp()
-		sess.Participants = append(sess.Participants, codecrafter.Participant{UserID: uid, Role: codecrafter.RoleEditor, JoinedAt: now})
+		sess.Former = withoutFormer(sess.Former, uid)
+		sess.Participants = append(sess.Participants, codecrafter.Participant{UserID: uid, Role: role, JoinedAt: now})
 		sess.UpdatedAt = now
 		return nil
 	})
+	if errors.Is(err, errUnchanged) {
+		return s.store.Session(ctx, found.ID)
+	}
+	return sess, err
 }
 
-// Leave removes the caller. The owner can't leave: they delete the
-// session or hand it over first.
+func errNoInvite() error {
+	return codecrafter.Errorf(codecrafter.ENOTFOUND, "no session has this invite code")
+}
+
+// Leave removes the caller, keeping their role on record for a rejoin.
+// The owner can't leave: they delete the session or hand it over first.
 func (s *Service) Leave(ctx context.Context, id string) error {
 	uid, err := codecrafter.RequireUser(ctx)
 	if err != nil {
@@ -180,11 +214,14 @@ func (s *Service) Leave(ctx context.Context, id string) error {
 		if p.Role == codecrafter.RoleOwner {
 			return codecrafter.Errorf(codecrafter.EFORBIDDEN, "the owner cannot leave: make another participant OWNER first, or delete the session")
 		}
-		removeParticipant(sess, uid)
-		sess.UpdatedAt = s.stamp()
+		s.depart(sess, p, false)
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	s.publish(ctx, codecrafter.AccessChange{SessionID: id, UserID: uid})
+	return nil
 }
 
 // SetRole changes a participant's role; only the owner may. Making
@@ -206,7 +243,7 @@ func (s *Service) SetRole(ctx context.Context, sessionID, userID string, role co
 		}
 		if userID == uid {
 			if role == codecrafter.RoleOwner {
-				return nil
+				return errUnchanged
 			}
 			return codecrafter.Errorf(codecrafter.EINVALID, "userId: the owner cannot change their own role; make another participant OWNER to hand the session over")
 		}
@@ -225,45 +262,128 @@ func (s *Service) SetRole(ctx context.Context, sessionID, userID string, role co
 		sess.UpdatedAt = s.stamp()
 		return nil
 	})
+	changed := !errors.Is(err, errUnchanged)
+	if !changed { // the owner making themself OWNER
+		sess, err = s.store.Session(ctx, sessionID)
+	}
 	if err != nil {
 		return nil, err
 	}
 	p, _ := sess.Participant(userID)
-	s.logger.InfoContext(ctx, "participant role set", "session", sessionID, "user", userID, "role", role)
+	if changed {
+		s.logger.InfoContext(ctx, "participant role set", "session", sessionID, "user", userID, "role", role)
+		s.publish(ctx, codecrafter.AccessChange{SessionID: sessionID, UserID: userID})
+		if role == codecrafter.RoleOwner { // the old owner is an EDITOR now
+			s.publish(ctx, codecrafter.AccessChange{SessionID: sessionID, UserID: uid})
+		}
+	}
 	return &p, nil
 }
 
-// Remove takes a participant out of the session; only the owner may, and
-// not themself.
+// errUnchanged aborts an update that would change nothing.
+var errUnchanged = errors.New("sessions: nothing to change")
+
+// Remove takes a participant out of the session for good; only the owner
+// may, and not themself. The invite code is rotated too: the removed
+// person may have passed it on.
 func (s *Service) Remove(ctx context.Context, sessionID, userID string) error {
 	uid, err := codecrafter.RequireUser(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = s.store.UpdateSession(ctx, sessionID, func(sess *codecrafter.Session) error {
+	err = retryCollision(func() error {
+		code := newInviteCode()
+		_, err := s.store.UpdateSession(ctx, sessionID, func(sess *codecrafter.Session) error {
+			if _, err := sess.Authorize(uid, codecrafter.ActionManage); err != nil {
+				return err
+			}
+			if userID == uid {
+				return codecrafter.Errorf(codecrafter.EINVALID, "userId: the owner cannot remove themself; delete the session or hand it over first")
+			}
+			p, ok := sess.Participant(userID)
+			if !ok {
+				return codecrafter.Errorf(codecrafter.ENOTFOUND, "user %s is not a participant of this session", userID)
+			}
+			s.depart(sess, p, true)
+			sess.InviteCode = code
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.logger.InfoContext(ctx, "participant removed", "session", sessionID, "user", userID)
+	s.publish(ctx, codecrafter.AccessChange{SessionID: sessionID, UserID: userID})
+	return nil
+}
+
+// RotateInviteCode gives the session a new random invite code; the old
+// one stops working. Only the owner may.
+func (s *Service) RotateInviteCode(ctx context.Context, sessionID string) (*codecrafter.Session, error) {
+	uid, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var sess *codecrafter.Session
+	err = retryCollision(func() error {
+		code := newInviteCode()
+		sess, err = s.store.UpdateSession(ctx, sessionID, func(sess *codecrafter.Session) error {
+			if _, err := sess.Authorize(uid, codecrafter.ActionManage); err != nil {
+				return err
+			}
+			sess.InviteCode = code
+			sess.UpdatedAt = s.stamp()
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.logger.InfoContext(ctx, "invite code rotated", "session", sessionID)
+	return sess, nil
+}
+
+// SetInviteEnabled turns the invite code on or off; while it is off,
+// joinSession refuses it (FORBIDDEN). Only the owner may.
+func (s *Service) SetInviteEnabled(ctx context.Context, sessionID string, enabled bool) (*codecrafter.Session, error) {
+	uid, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.UpdateSession(ctx, sessionID, func(sess *codecrafter.Session) error {
 		if _, err := sess.Authorize(uid, codecrafter.ActionManage); err != nil {
 			return err
 		}
-		if userID == uid {
-			return codecrafter.Errorf(codecrafter.EINVALID, "userId: the owner cannot remove themself; delete the session or hand it over first")
-		}
-		if _, ok := sess.Participant(userID); !ok {
-			return codecrafter.Errorf(codecrafter.ENOTFOUND, "user %s is not a participant of this session", userID)
-		}
-		removeParticipant(sess, userID)
+		sess.InviteDisabled = !enabled
 		sess.UpdatedAt = s.stamp()
 		return nil
 	})
-	return err
 }
 
 // InviteCode returns the session's invite code when the caller may manage
 // it (the owner), and "" otherwise.
 func InviteCode(ctx context.Context, sess *codecrafter.Session) string {
-	if _, err := sess.Authorize(codecrafter.UserIDFromContext(ctx), codecrafter.ActionManage); err != nil {
+	if !mayManage(ctx, sess) {
 		return ""
 	}
 	return sess.InviteCode
+}
+
+// InviteEnabled reports whether the invite code works, to the owner; nil
+// for others.
+func InviteEnabled(ctx context.Context, sess *codecrafter.Session) *bool {
+	if !mayManage(ctx, sess) {
+		return nil
+	}
+	on := !sess.InviteDisabled
+	return &on
+}
+
+func mayManage(ctx context.Context, sess *codecrafter.Session) bool {
+	_, err := sess.Authorize(codecrafter.UserIDFromContext(ctx), codecrafter.ActionManage)
+	return err == nil
 }
 
 // load fetches a session and checks the caller may take action in it.
@@ -283,14 +403,55 @@ func (s *Service) load(ctx context.Context, id string, action codecrafter.Action
 	return sess, p, nil
 }
 
-func removeParticipant(sess *codecrafter.Session, userID string) {
-	kept := sess.Participants[:0]
-	for _, p := range sess.Participants {
-		if p.UserID != userID {
-			kept = append(kept, p)
+// depart takes participant p out of sess and records that they left or
+// were removed, with the role they had.
+func (s *Service) depart(sess *codecrafter.Session, p codecrafter.Participant, removed bool) {
+	now := s.stamp()
+	sess.Participants = slices.DeleteFunc(slices.Clone(sess.Participants), func(q codecrafter.Participant) bool { return q.UserID == p.UserID })
+	sess.Former = append(withoutFormer(sess.Former, p.UserID),
+		codecrafter.FormerParticipant{UserID: p.UserID, Role: p.Role, Removed: removed, LeftAt: now})
+	sess.UpdatedAt = now
+}
+
+// withoutFormer returns a copy of former without userID's record (a
+// copy: stores may share the slice with what they read).
+func withoutFormer(former []codecrafter.FormerParticipant, userID string) []codecrafter.FormerParticipant {
+	out := make([]codecrafter.FormerParticipant, 0, len(former)+1)
+	for _, f := range former {
+		if f.UserID != userID {
+			out = append(out, f)
 		}
 	}
-	sess.Participants = kept
+	return out
+}
+
+// publish tells every replica that someone's access changed. It comes
+// after the store write, and is best effort: listeners also re-check the
+// store, and a lost event must not undo a change already made.
+func (s *Service) publish(ctx context.Context, c codecrafter.AccessChange) {
+	// Not cut short by the caller going away once the change is made.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	if err := s.bus.Publish(ctx, codecrafter.AccessTopic, codecrafter.EncodeAccessChange(c)); err != nil {
+		s.logger.WarnContext(ctx, "publishing an access change", "session", c.SessionID, "user", c.UserID, "err", err)
+	}
+}
+
+const publishTimeout = 5 * time.Second
+
+func newInviteCode() string { return codecrafter.RandomToken(12) }
+
+// retryCollision runs write with a fresh invite code again when the code
+// was taken (CONFLICT): astronomically rare with 12 random bytes, but
+// cheap to handle.
+func retryCollision(write func() error) error {
+	var err error
+	for range 3 {
+		if err = write(); !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
+			break
+		}
+	}
+	return err
 }
 
 func validTitle(t string) (string, error) {

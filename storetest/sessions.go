@@ -25,8 +25,18 @@ func TestSessions(t *testing.T, newStore func(t *testing.T) codecrafter.SessionS
 	same := func(t *testing.T, got, want *codecrafter.Session) {
 		t.Helper()
 		if got.ID != want.ID || got.Title != want.Title || got.Language != want.Language || got.Code != want.Code ||
-			got.Revision != want.Revision || got.OwnerID != want.OwnerID || got.InviteCode != want.InviteCode {
+			got.Revision != want.Revision || got.OwnerID != want.OwnerID || got.InviteCode != want.InviteCode ||
+			got.InviteDisabled != want.InviteDisabled {
 			t.Errorf("got %+v, want %+v", got, want)
+		}
+		if len(got.Former) != len(want.Former) {
+			t.Fatalf("former participants %+v, want %+v", got.Former, want.Former)
+		}
+		for i, f := range got.Former {
+			w := want.Former[i]
+			if f.UserID != w.UserID || f.Role != w.Role || f.Removed != w.Removed || !f.LeftAt.Equal(w.LeftAt) {
+				t.Errorf("former participant %d = %+v, want %+v", i, f, w)
+			}
 		}
 		sameTime(t, "CreatedAt", got.CreatedAt, want.CreatedAt)
 		sameTime(t, "UpdatedAt", got.UpdatedAt, want.UpdatedAt)
@@ -168,6 +178,46 @@ func TestSessions(t *testing.T, newStore func(t *testing.T) codecrafter.SessionS
 		}
 	})
 
+	// What a session remembers about its invite and its former
+	// participants survives storing, and changing.
+	t.Run("InviteAndFormer", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		orig := session("u1", now())
+		orig.InviteDisabled = true
+		orig.Former = []codecrafter.FormerParticipant{
+			{UserID: "u2", Role: codecrafter.RoleViewer, LeftAt: orig.CreatedAt},
+			{UserID: "u3", Role: codecrafter.RoleEditor, Removed: true, LeftAt: orig.CreatedAt.Add(time.Second)},
+		}
+		noErr(t, s.CreateSession(ctx, orig))
+		got, err := s.Session(ctx, orig.ID)
+		noErr(t, err)
+		same(t, got, orig)
+		if f, ok := got.FormerParticipant("u3"); !ok || !f.Removed {
+			t.Errorf("FormerParticipant(u3) = %+v, %v; want the removal", f, ok)
+		}
+
+		want := *orig
+		want.InviteDisabled = false
+		want.Former = orig.Former[1:]
+		want.Participants = append(slices.Clone(orig.Participants), codecrafter.Participant{UserID: "u2", Role: codecrafter.RoleViewer, JoinedAt: orig.CreatedAt})
+		updated, err := s.UpdateSession(ctx, orig.ID, func(x *codecrafter.Session) error {
+			x.InviteDisabled = false
+			x.Former = x.Former[1:]
+			x.Participants = append(x.Participants, codecrafter.Participant{UserID: "u2", Role: codecrafter.RoleViewer, JoinedAt: orig.CreatedAt})
+			return nil
+		})
+		noErr(t, err)
+		same(t, updated, &want)
+		got, err = s.Session(ctx, orig.ID)
+		noErr(t, err)
+		same(t, got, &want)
+		// A former participant is not a participant.
+		if ids := sessionIDs(t, s, "u3"); len(ids) != 0 {
+			t.Errorf("SessionsForUser(u3) = %v, want none", ids)
+		}
+	})
+
 	t.Run("UpdateAborts", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
@@ -215,6 +265,35 @@ func TestSessions(t *testing.T, newStore func(t *testing.T) codecrafter.SessionS
 		for i := range racers {
 			if got := sessionIDs(t, s, fmt.Sprint("racer", i)); !slices.Equal(got, []string{orig.ID}) {
 				t.Errorf("SessionsForUser(racer%d) = %v, want [%s]", i, got, orig.ID)
+			}
+		}
+	})
+
+	// A class opening the invite link at once: every join lands, first
+	// time, however many race (more than any fixed number of retries).
+	t.Run("RacingJoins", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		orig := session("u1", now())
+		noErr(t, s.CreateSession(ctx, orig))
+		errs := race(joiners, func(i int) error {
+			_, err := s.UpdateSession(ctx, orig.ID, func(x *codecrafter.Session) error {
+				x.Participants = append(x.Participants, codecrafter.Participant{UserID: fmt.Sprint("student", i), Role: codecrafter.RoleEditor, JoinedAt: orig.CreatedAt})
+				return nil
+			})
+			return err
+		})
+		if c := countCodes(errs); c[""] != joiners {
+			t.Fatalf("racing joins: %v, want all %d to land", c, joiners)
+		}
+		got, err := s.Session(ctx, orig.ID)
+		noErr(t, err)
+		if len(got.Participants) != joiners+1 {
+			t.Errorf("after %d racing joins: %d participants, want %d", joiners, len(got.Participants), joiners+1)
+		}
+		for i := range joiners {
+			if _, ok := got.Participant(fmt.Sprint("student", i)); !ok {
+				t.Errorf("student%d's join was lost", i)
 			}
 		}
 	})
@@ -311,6 +390,10 @@ func TestSessions(t *testing.T, newStore func(t *testing.T) codecrafter.SessionS
 		}
 	})
 }
+
+// joiners is how many racing joins RacingJoins starts: more than the 30
+// tries the mongo store used to give up after.
+const joiners = 50
 
 // sessionIDs returns the ids of SessionsForUser(user), in order.
 func sessionIDs(t *testing.T, s codecrafter.SessionStore, user string) []string {

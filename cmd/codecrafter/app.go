@@ -202,7 +202,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 	}, a.db, a.db, a.queue, a.bus, a.runtimes, a.log.With("component", "executions"), a.registry)
 	schema := graph.NewExecutableSchema(graph.Config{Resolvers: &resolvers.Resolver{
 		Auth:     authSvc,
-		Sessions: sessions.New(a.db, a.runtimes, a.log.With("component", "sessions")),
+		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")),
 		Runs:     execSvc,
 		Users:    a.db,
 		Runtimes: a.runtimes,

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/internal/gqltest"
 )
 
 const (
@@ -215,7 +221,214 @@ func TestParticipantEdgeCases(t *testing.T) {
 
 	owner.Do(t, rm, map[string]any{"s": s.ID, "u": ed.ID}, nil)
 	ed.Fail(t, codecrafter.ENOTFOUND, sessQ, map[string]any{"id": s.ID})
-	// A removed participant may come back through the invite code.
+}
+
+const (
+	leaveQ   = `mutation($id: ID!) { leaveSession(id: $id) }`
+	removeQ  = `mutation($s: ID!, $u: ID!) { removeParticipant(sessionId: $s, userId: $u) }`
+	rotateQ  = `mutation($s: ID!) { rotateInviteCode(sessionId: $s) { id inviteCode inviteEnabled } }`
+	enableQ  = `mutation($s: ID!, $on: Boolean!) { setInviteEnabled(sessionId: $s, enabled: $on) { id inviteCode inviteEnabled } }`
+	inviteQ  = `query($id: ID!) { session(id: $id) { inviteCode inviteEnabled } }`
+	removedM = "you were removed from this session; ask its owner"
+)
+
+type inviteOut struct {
+	InviteCode    *string
+	InviteEnabled *bool
+}
+
+// invite returns the session's invite as u sees it.
+func invite(t *testing.T, u *user, sessionID string) inviteOut {
+	t.Helper()
+	var out struct{ Session inviteOut }
+	u.Do(t, inviteQ, map[string]any{"id": sessionID}, &out)
+	return out.Session
+}
+
+// A demoted participant who leaves and rejoins gets the role they had
+// back, never more; one who left as an EDITOR comes back as one.
+func TestRejoinKeepsRole(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t)
+	owner, vw, ed := ta.register(t, "own"), ta.register(t, "vw"), ta.register(t, "ed")
+	s := createSession(t, owner, "roles")
+	join(t, vw, *s.InviteCode)
 	join(t, ed, *s.InviteCode)
-	ed.Do(t, sessQ, map[string]any{"id": s.ID}, nil)
+	owner.Do(t, roleQ, map[string]any{"s": s.ID, "u": vw.ID, "r": "VIEWER"}, nil)
+	for _, u := range []*user{vw, ed} {
+		u.Do(t, leaveQ, map[string]any{"id": s.ID}, nil)
+		u.Fail(t, codecrafter.ENOTFOUND, sessQ, map[string]any{"id": s.ID})
+		join(t, u, *s.InviteCode)
+	}
+	var got struct{ Session sessionOut }
+	owner.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
+	if r := got.Session.role(vw.ID); r != "VIEWER" {
+		t.Errorf("the demoted viewer rejoined as %q, want VIEWER", r)
+	}
+	if r := got.Session.role(ed.ID); r != "EDITOR" {
+		t.Errorf("the editor rejoined as %q, want EDITOR", r)
+	}
+	vw.Fail(t, codecrafter.EFORBIDDEN, `mutation($s: ID!) { execute(input: {language: "python", code: "print(1)", sessionId: $s}) { id } }`, map[string]any{"s": s.ID})
+}
+
+// A removed participant cannot come back: the old code is gone (removal
+// rotates it) and the new one refuses them; setParticipantRole cannot
+// reach them either.
+func TestRemovalSticks(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t)
+	owner, ed, other := ta.register(t, "own"), ta.register(t, "ed"), ta.register(t, "other")
+	s := createSession(t, owner, "removal")
+	join(t, ed, *s.InviteCode)
+	owner.Do(t, removeQ, map[string]any{"s": s.ID, "u": ed.ID}, nil)
+
+	now := invite(t, owner, s.ID)
+	if now.InviteCode == nil || *now.InviteCode == *s.InviteCode {
+		t.Fatalf("invite code after the removal = %v, want a new one", now.InviteCode)
+	}
+	ed.Fail(t, codecrafter.ENOTFOUND, joinQ, map[string]any{"c": *s.InviteCode})
+	if e := ed.Fail(t, codecrafter.EFORBIDDEN, joinQ, map[string]any{"c": *now.InviteCode}); e.Message != removedM {
+		t.Errorf("message %q, want %q", e.Message, removedM)
+	}
+	ed.Fail(t, codecrafter.ENOTFOUND, sessQ, map[string]any{"id": s.ID})
+	owner.Fail(t, codecrafter.ENOTFOUND, roleQ, map[string]any{"s": s.ID, "u": ed.ID, "r": "EDITOR"})
+	// The owner rotating the code again does not let them in either.
+	var rot struct{ RotateInviteCode inviteOut }
+	owner.Do(t, rotateQ, map[string]any{"s": s.ID}, &rot)
+	ed.Fail(t, codecrafter.EFORBIDDEN, joinQ, map[string]any{"c": *rot.RotateInviteCode.InviteCode})
+	// Everyone else joins with the current code.
+	join(t, other, *rot.RotateInviteCode.InviteCode)
+}
+
+func TestInviteControls(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t)
+	owner, ed, vw, outsider := ta.register(t, "own"), ta.register(t, "ed"), ta.register(t, "vw"), ta.register(t, "out")
+	s := createSession(t, owner, "invites")
+	join(t, ed, *s.InviteCode)
+	join(t, vw, *s.InviteCode)
+	owner.Do(t, roleQ, map[string]any{"s": s.ID, "u": vw.ID, "r": "VIEWER"}, nil)
+
+	if got := invite(t, owner, s.ID); got.InviteEnabled == nil || !*got.InviteEnabled {
+		t.Errorf("owner sees inviteEnabled %v, want true", got.InviteEnabled)
+	}
+	for _, u := range []*user{ed, vw} {
+		if got := invite(t, u, s.ID); got.InviteEnabled != nil || got.InviteCode != nil {
+			t.Errorf("a participant sees the invite: %+v", got)
+		}
+	}
+	// Only the owner controls the invite; outsiders learn nothing.
+	for _, c := range []struct {
+		u    *user
+		code string
+	}{{ed, codecrafter.EFORBIDDEN}, {vw, codecrafter.EFORBIDDEN}, {outsider, codecrafter.ENOTFOUND}} {
+		c.u.Fail(t, c.code, rotateQ, map[string]any{"s": s.ID})
+		c.u.Fail(t, c.code, enableQ, map[string]any{"s": s.ID, "on": false})
+	}
+
+	// Rotating: the old code stops working, the new one works.
+	var rot struct{ RotateInviteCode inviteOut }
+	owner.Do(t, rotateQ, map[string]any{"s": s.ID}, &rot)
+	code := rot.RotateInviteCode.InviteCode
+	if code == nil || *code == *s.InviteCode || len(*code) < 12 {
+		t.Fatalf("rotated code %v, want a new one", code)
+	}
+	late, later := ta.register(t, "late"), ta.register(t, "later")
+	late.Fail(t, codecrafter.ENOTFOUND, joinQ, map[string]any{"c": *s.InviteCode})
+	join(t, late, *code)
+
+	// Turned off: refused, with a message saying so; on again: works.
+	var off struct{ SetInviteEnabled inviteOut }
+	owner.Do(t, enableQ, map[string]any{"s": s.ID, "on": false}, &off)
+	if e := off.SetInviteEnabled.InviteEnabled; e == nil || *e {
+		t.Errorf("inviteEnabled after turning it off = %v", e)
+	}
+	if e := later.Fail(t, codecrafter.EFORBIDDEN, joinQ, map[string]any{"c": *code}); !strings.Contains(e.Message, "turned off") {
+		t.Errorf("message %q does not say the invite is turned off", e.Message)
+	}
+	join(t, late, *code) // already in: still fine
+	owner.Do(t, enableQ, map[string]any{"s": s.ID, "on": true}, nil)
+	join(t, later, *code)
+	if got := invite(t, owner, s.ID); got.InviteEnabled == nil || !*got.InviteEnabled || *got.InviteCode != *code {
+		t.Errorf("after turning it on: %+v", got)
+	}
+}
+
+// A class opening the invite link at the same moment: everyone gets in,
+// first time.
+func TestConcurrentJoins(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t)
+	owner := ta.register(t, "teacher")
+	s := createSession(t, owner, "class")
+	const students = 30
+	errs := make(chan error, students)
+	var wg sync.WaitGroup
+	for i := range students {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- registerAndJoin(ta, fmt.Sprint("student", i), *s.InviteCode)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	var got struct{ Session sessionOut }
+	owner.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
+	if n := len(got.Session.Participants); n != students+1 {
+		t.Errorf("%d participants, want %d", n, students+1)
+	}
+}
+
+// registerAndJoin registers a fresh account and joins with code; it
+// reports errors instead of failing the test, as it runs on a goroutine
+// of its own.
+func registerAndJoin(ta *testApp, name, code string) error {
+	var reg struct{ Register authPayload }
+	email := name + "." + codecrafter.NewID() + "@example.com"
+	if err := post(ta.URL, "", registerQ, map[string]any{"in": map[string]any{"email": email, "password": "correct horse battery", "name": name}}, &reg); err != nil {
+		return fmt.Errorf("%s: register: %w", name, err)
+	}
+	if err := post(ta.URL, reg.Register.AccessToken, joinQ, map[string]any{"c": code}, nil); err != nil {
+		return fmt.Errorf("%s: join: %w", name, err)
+	}
+	return nil
+}
+
+// post runs one GraphQL operation and decodes its data into out; GraphQL
+// errors are returned.
+func post(url, token, query string, vars map[string]any, out any) error {
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data   json.RawMessage
+		Errors []gqltest.Error
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return fmt.Errorf("response %d: %w", resp.StatusCode, err)
+	}
+	if len(r.Errors) > 0 {
+		return fmt.Errorf("%s: %s", r.Errors[0].Code(), r.Errors[0].Message)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(r.Data, out)
 }
