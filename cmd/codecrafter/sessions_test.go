@@ -355,7 +355,7 @@ func TestInviteControls(t *testing.T) {
 }
 
 // A class opening the invite link at the same moment: everyone gets in,
-// first time.
+// first time. They register at once, then all join at once.
 func TestConcurrentJoins(t *testing.T) {
 	t.Parallel()
 	ta := startApp(t)
@@ -363,20 +363,31 @@ func TestConcurrentJoins(t *testing.T) {
 	s := createSession(t, owner, "class")
 	const students = 30
 	errs := make(chan error, students)
-	var wg sync.WaitGroup
+	var registered, done sync.WaitGroup
+	start := make(chan struct{})
 	for i := range students {
-		wg.Add(1)
+		registered.Add(1)
+		done.Add(1)
 		go func() {
-			defer wg.Done()
-			errs <- registerAndJoin(ta, fmt.Sprint("student", i), *s.InviteCode)
+			defer done.Done()
+			token, err := registerStudent(ta, fmt.Sprint("student", i))
+			registered.Done()
+			if err != nil {
+				errs <- err
+				return
+			}
+			<-start
+			if err := post(ta.URL, token, joinQ, map[string]any{"c": *s.InviteCode}, nil); err != nil {
+				errs <- fmt.Errorf("student%d: join: %w", i, err)
+			}
 		}()
 	}
-	wg.Wait()
+	registered.Wait()
+	close(start)
+	done.Wait()
 	close(errs)
 	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
+		t.Error(err)
 	}
 	var got struct{ Session sessionOut }
 	owner.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
@@ -385,19 +396,16 @@ func TestConcurrentJoins(t *testing.T) {
 	}
 }
 
-// registerAndJoin registers a fresh account and joins with code; it
-// reports errors instead of failing the test, as it runs on a goroutine
-// of its own.
-func registerAndJoin(ta *testApp, name, code string) error {
+// registerStudent registers a fresh account and returns its access
+// token; it reports errors instead of failing the test, as it runs on a
+// goroutine of its own.
+func registerStudent(ta *testApp, name string) (string, error) {
 	var reg struct{ Register authPayload }
 	email := name + "." + codecrafter.NewID() + "@example.com"
 	if err := post(ta.URL, "", registerQ, map[string]any{"in": map[string]any{"email": email, "password": "correct horse battery", "name": name}}, &reg); err != nil {
-		return fmt.Errorf("%s: register: %w", name, err)
+		return "", fmt.Errorf("%s: register: %w", name, err)
 	}
-	if err := post(ta.URL, reg.Register.AccessToken, joinQ, map[string]any{"c": code}, nil); err != nil {
-		return fmt.Errorf("%s: join: %w", name, err)
-	}
-	return nil
+	return reg.Register.AccessToken, nil
 }
 
 // post runs one GraphQL operation and decodes its data into out; GraphQL
