@@ -159,6 +159,9 @@ type ExecutionStore interface {
 	// until; CONFLICT when it is sent, no longer queued or leased. The
 	// holder of a lease ending at t gives it back with now = t.
 	LeaseDispatch(ctx context.Context, id string, now, until time.Time) error
+	// UnsentExecutions returns the QUEUED executions still Unsent, oldest
+	// first, without output chunks: the dispatcher's outbox.
+	UnsentExecutions(ctx context.Context) ([]*Execution, error)
 	// MarkSent clears Unsent once the execution's job is queued.
 	MarkSent(ctx context.Context, id string) error
 	// CountActive counts the user's QUEUED and RUNNING executions.

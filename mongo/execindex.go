@@ -26,14 +26,16 @@ import (
 // sorts them by createdAt: exact unless a run lands more than pageSize
 // runs of its session away from its createdAt order.
 //
-// The active set: activeExecutions {_id, addedAt, claimed} has an entry
-// for every QUEUED or RUNNING execution. It is inserted before the
-// execution; claimed is set before a claim's write, so it is true for
-// every RUNNING one; it is deleted after the write that ends the run.
-// PendingExecutions and StuckExecutions read the set and fetch each
-// execution to check it, and delete entries whose execution is final (a
-// crash after the final write) or has been missing for orphanAge (a crash
-// before the insert).
+// The active set: activeExecutions {_id, addedAt, claimed, userId,
+// unsent} has an entry for every QUEUED or RUNNING execution. It is
+// inserted before the execution; claimed is set before a claim's write,
+// so it is true for every RUNNING one; unsent is cleared after MarkSent's
+// write (so the dispatcher reads only the outbox, not every pending run);
+// it is deleted after the write that ends the run. PendingExecutions,
+// StuckExecutions, UnsentExecutions and CountActive read the set and
+// fetch each execution to check it, and delete entries whose execution is
+// final (a crash after the final write) or has been missing for orphanAge
+// (a crash before the insert).
 
 const (
 	pageSize  = 32
@@ -50,6 +52,7 @@ type activeDoc struct {
 	AddedAt time.Time `bson:"addedAt"` // the store's clock, for orphanAge
 	Claimed bool      `bson:"claimed"`
 	UserID  string    `bson:"userId,omitempty"` // for CountActive; absent on older entries
+	Unsent  bool      `bson:"unsent,omitempty"` // for UnsentExecutions
 }
 
 // pageID names a page; the session id is everything before the last "/".
@@ -58,7 +61,7 @@ func pageID(sessionID string, page int) string { return sessionID + "/" + strcon
 // indexExecution adds e to the active set and to its session's list.
 func (db *DB) indexExecution(ctx context.Context, e *codecrafter.Execution) error {
 	if !e.Status.Final() {
-		_, err := db.active.InsertOne(ctx, activeDoc{ID: e.ID, AddedAt: time.Now(), UserID: e.UserID})
+		_, err := db.active.InsertOne(ctx, activeDoc{ID: e.ID, AddedAt: time.Now(), UserID: e.UserID, Unsent: e.Unsent})
 		if err != nil && !isDuplicate(err) {
 			return dbErr(err, "execution")
 		}
@@ -200,6 +203,41 @@ func (db *DB) StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*
 		return strings.Compare(a.ID, b.ID)
 	})
 	return out, nil
+}
+
+// UnsentExecutions returns the QUEUED, unsent executions (those flagged
+// unsent in the active set), oldest first; it clears the flag of entries
+// whose execution is sent or claimed (a crash before MarkSent's second
+// write).
+func (db *DB) UnsentExecutions(ctx context.Context) ([]*codecrafter.Execution, error) {
+	flagged, err := db.activeExecutions(ctx, bson.D{{Key: "unsent", Value: true}})
+	if err != nil {
+		return nil, err
+	}
+	var out []*codecrafter.Execution
+	for _, e := range flagged {
+		if e.Status == codecrafter.StatusQueued && e.Unsent {
+			out = append(out, e)
+		} else {
+			db.clearUnsent(ctx, e.ID)
+		}
+	}
+	slices.SortFunc(out, func(a, b *codecrafter.Execution) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// clearUnsent drops the unsent flag of id's active entry; a failure
+// leaves a flag UnsentExecutions clears later.
+func (db *DB) clearUnsent(ctx context.Context, id string) {
+	_, err := db.active.UpdateOne(ctx, bson.D{byID(id)}, bson.D{{Key: "$unset", Value: bson.D{{Key: "unsent", Value: ""}}}})
+	if err != nil {
+		db.logger.WarnContext(ctx, "mongo: clearing the unsent flag of an active execution", "execution", id, "err", err)
+	}
 }
 
 // CountActive counts the user's QUEUED and RUNNING executions (those in

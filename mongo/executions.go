@@ -349,5 +349,6 @@ func (db *DB) MarkSent(ctx context.Context, id string) error {
 	if res.MatchedCount == 0 {
 		return codecrafter.Errorf(codecrafter.ENOTFOUND, "execution not found")
 	}
+	db.clearUnsent(ctx, id)
 	return nil
 }

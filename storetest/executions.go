@@ -494,6 +494,13 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 			t.Fatalf("PendingExecutions = %+v, want the unsent run with its DispatchAt", pending)
 		}
 
+		create(t, s, "s1", t0) // sent: not in the outbox
+		unsent, err := s.UnsentExecutions(ctx)
+		noErr(t, err)
+		if len(unsent) != 1 || unsent[0].ID != e.ID || len(unsent[0].Output) != 0 {
+			t.Fatalf("UnsentExecutions = %+v, want only %s, without output", unsent, e.ID)
+		}
+
 		// Execute's lease holds until DispatchAt.
 		wantCode(t, s.LeaseDispatch(ctx, e.ID, t0, t0.Add(time.Hour)), codecrafter.ECONFLICT)
 		// Then one dispatcher of two takes it.
@@ -515,6 +522,11 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 			t.Fatalf("after MarkSent: %+v", got)
 		}
 		wantCode(t, s.LeaseDispatch(ctx, e.ID, at.Add(3*time.Hour), at.Add(4*time.Hour)), codecrafter.ECONFLICT)
+		unsent, err = s.UnsentExecutions(ctx)
+		noErr(t, err)
+		if len(unsent) != 0 {
+			t.Fatalf("UnsentExecutions after MarkSent = %+v", unsent)
+		}
 		wantCode(t, s.MarkSent(ctx, codecrafter.NewID()), codecrafter.ENOTFOUND)
 		wantCode(t, s.LeaseDispatch(ctx, codecrafter.NewID(), at, at), codecrafter.ENOTFOUND)
 
@@ -524,6 +536,11 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		noErr(t, s.CreateExecution(ctx, claimed))
 		claim(t, s, claimed.ID, t0)
 		wantCode(t, s.LeaseDispatch(ctx, claimed.ID, at, at), codecrafter.ECONFLICT)
+		unsent, err = s.UnsentExecutions(ctx)
+		noErr(t, err)
+		if len(unsent) != 0 {
+			t.Fatalf("UnsentExecutions lists a claimed run: %+v", unsent)
+		}
 		noErr(t, s.MarkSent(ctx, claimed.ID)) // after the claim: still fine
 	})
 

@@ -71,16 +71,16 @@ func (w *Worker) dispatchLoop(ctx context.Context) {
 // makes the store, not the queue, the record of pending work. Taking the
 // lease first lets one dispatcher of many send each run.
 func (w *Worker) dispatch(ctx context.Context) {
-	pending, err := w.store.PendingExecutions(ctx)
+	unsent, err := w.store.UnsentExecutions(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			w.log.Warn("list pending executions to dispatch", "err", err)
+			w.log.Warn("list unsent executions", "err", err)
 		}
 		return
 	}
-	for _, e := range pending {
+	for _, e := range unsent {
 		now := w.now()
-		if e.Status != codecrafter.StatusQueued || !e.Unsent || e.DispatchAt.After(now) {
+		if e.DispatchAt.After(now) {
 			continue
 		}
 		log := w.log.With("execution", e.ID)

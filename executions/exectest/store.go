@@ -253,3 +253,14 @@ func (s *Store) CountActive(_ context.Context, userID string) (int, error) {
 	}
 	return n, nil
 }
+
+func (s *Store) UnsentExecutions(ctx context.Context) ([]*codecrafter.Execution, error) {
+	pending, _ := s.PendingExecutions(ctx)
+	var list []*codecrafter.Execution
+	for _, e := range pending {
+		if e.Status == codecrafter.StatusQueued && e.Unsent {
+			list = append(list, e)
+		}
+	}
+	return list, nil
+}
