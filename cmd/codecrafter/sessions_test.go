@@ -172,6 +172,12 @@ func TestPermissionMatrix(t *testing.T) {
 		{"remove the viewer", func(s sessionOut, target string) (string, map[string]any) {
 			return `mutation($s: ID!, $u: ID!) { removeParticipant(sessionId: $s, userId: $u) }`, map[string]any{"s": s.ID, "u": target}
 		}, map[string]string{"OWNER": ok, "EDITOR": codecrafter.EFORBIDDEN, "VIEWER": codecrafter.EFORBIDDEN, "OUTSIDER": codecrafter.ENOTFOUND}},
+		{"rotate the invite code", func(s sessionOut, _ string) (string, map[string]any) {
+			return rotateQ, map[string]any{"s": s.ID}
+		}, map[string]string{"OWNER": ok, "EDITOR": codecrafter.EFORBIDDEN, "VIEWER": codecrafter.EFORBIDDEN, "OUTSIDER": codecrafter.ENOTFOUND}},
+		{"turn the invite off", func(s sessionOut, _ string) (string, map[string]any) {
+			return enableQ, map[string]any{"s": s.ID, "on": false}
+		}, map[string]string{"OWNER": ok, "EDITOR": codecrafter.EFORBIDDEN, "VIEWER": codecrafter.EFORBIDDEN, "OUTSIDER": codecrafter.ENOTFOUND}},
 		{"delete", func(s sessionOut, _ string) (string, map[string]any) {
 			return `mutation($id: ID!) { deleteSession(id: $id) }`, map[string]any{"id": s.ID}
 		}, map[string]string{"OWNER": ok, "EDITOR": codecrafter.EFORBIDDEN, "VIEWER": codecrafter.EFORBIDDEN, "OUTSIDER": codecrafter.ENOTFOUND}},
