@@ -134,8 +134,10 @@ type ExecutionStore interface {
 	// ClaimExecution starts a new attempt of a QUEUED or RUNNING execution
 	// for workerID: status RUNNING, Attempt+1, StartedAt now, and appends
 	// chunk (a RUNNING status change; its Seq is set here). A final
-	// execution gives CONFLICT.
-	ClaimExecution(ctx context.Context, id, workerID string, now time.Time, chunk OutputChunk) (*Execution, error)
+	// execution gives CONFLICT, and so does one whose Attempt is past
+	// ifAttemptAtMost (unless that is AnyAttempt): a duplicate job must not
+	// supersede the attempt another job started.
+	ClaimExecution(ctx context.Context, id, workerID string, now time.Time, chunk OutputChunk, ifAttemptAtMost int) (*Execution, error)
 	// AppendOutput adds chunk to a RUNNING execution if attempt is still
 	// the current one and chunk.Seq is the next number; otherwise CONFLICT.
 	AppendOutput(ctx context.Context, id string, attempt int, chunk OutputChunk) error
@@ -171,7 +173,16 @@ type ExecutionStore interface {
 // Job is a queued request to run an execution.
 type Job struct {
 	ExecutionID string `json:"executionId"`
+	// Attempt is the execution's attempt when the job was queued: 0 for a
+	// new run, the killed attempt's for a run requeued on shutdown. A job
+	// handed out for the first time claims the run only while its Attempt
+	// is still at most this (a redelivered one claims it whatever it is:
+	// its worker died), so a duplicate job does not run it twice.
+	Attempt int `json:"attempt,omitempty"`
 }
+
+// AnyAttempt lets ClaimExecution claim whatever the execution's attempt.
+const AnyAttempt = -1
 
 // Delivery is a job handed to a consumer.
 type Delivery struct {

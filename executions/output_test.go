@@ -22,7 +22,7 @@ type runner struct {
 
 func start(t *testing.T, e *env, x *codecrafter.Execution) *runner {
 	t.Helper()
-	claimed, err := e.store.ClaimExecution(testContext(t), x.ID, "w", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning})
+	claimed, err := e.store.ClaimExecution(testContext(t), x.ID, "w", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt)
 	if err != nil {
 		t.Fatal(err)
 	}

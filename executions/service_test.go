@@ -380,7 +380,7 @@ func TestCancelRunning(t *testing.T) {
 		e := setup(t, s, executions.Config{})
 		x := queued(t, e, bob, false)
 		ctx := as(t, bob)
-		if _, err := e.store.ClaimExecution(ctx, x.ID, "w1", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}); err != nil {
+		if _, err := e.store.ClaimExecution(ctx, x.ID, "w1", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt); err != nil {
 			t.Fatal(err)
 		}
 		cancels, err := e.bus.Subscribe(ctx, codecrafter.CancelTopic)

@@ -88,7 +88,7 @@ func BenchmarkWrites(b *testing.B) {
 			if err := db.CreateExecution(ctx, e); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := db.ClaimExecution(ctx, e.ID, "w", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}); err != nil {
+			if _, err := db.ClaimExecution(ctx, e.ID, "w", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt); err != nil {
 				b.Fatal(err)
 			}
 			r := codecrafter.Result{Status: codecrafter.StatusSucceeded, FinishedAt: time.Now()}
@@ -126,7 +126,7 @@ func benchmarkAppendOutput(b *testing.B, n int) {
 		newExec()
 	}
 	e := newExec()
-	if _, err := db.ClaimExecution(ctx, e.ID, "w", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}); err != nil {
+	if _, err := db.ClaimExecution(ctx, e.ID, "w", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt); err != nil {
 		b.Fatal(err)
 	}
 	data := strings.Repeat("x", 100)
@@ -201,7 +201,7 @@ func benchmarkScans(b *testing.B, n int) {
 			b.Fatal(err)
 		}
 		if i < 10 {
-			if _, err := db.ClaimExecution(ctx, e.ID, "w", t0.Add(-time.Hour), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}); err != nil {
+			if _, err := db.ClaimExecution(ctx, e.ID, "w", t0.Add(-time.Hour), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt); err != nil {
 				b.Fatal(err)
 			}
 		}

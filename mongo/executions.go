@@ -201,7 +201,7 @@ func (db *DB) finish(ctx context.Context, id string, check func(*runState) error
 
 // ClaimExecution starts a new attempt of a QUEUED or RUNNING execution,
 // flagging its active entry first (see execindex.go).
-func (db *DB) ClaimExecution(ctx context.Context, id, workerID string, now time.Time, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+func (db *DB) ClaimExecution(ctx context.Context, id, workerID string, now time.Time, chunk codecrafter.OutputChunk, ifAttemptAtMost int) (*codecrafter.Execution, error) {
 	if err := db.markClaimed(ctx, id); err != nil {
 		return nil, err
 	}
@@ -209,6 +209,9 @@ func (db *DB) ClaimExecution(ctx context.Context, id, workerID string, now time.
 		func(st *runState) error {
 			if st.Status.Final() {
 				return codecrafter.Errorf(codecrafter.ECONFLICT, "the execution has finished")
+			}
+			if ifAttemptAtMost != codecrafter.AnyAttempt && st.Attempt > ifAttemptAtMost {
+				return codecrafter.Errorf(codecrafter.ECONFLICT, "attempt %d has the run", st.Attempt)
 			}
 			return nil
 		},

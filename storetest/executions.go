@@ -33,7 +33,7 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 	}
 	claim := func(t *testing.T, s codecrafter.ExecutionStore, id string, at time.Time) *codecrafter.Execution {
 		t.Helper()
-		e, err := s.ClaimExecution(ctx, id, "w1", at, running)
+		e, err := s.ClaimExecution(ctx, id, "w1", at, running, codecrafter.AnyAttempt)
 		noErr(t, err)
 		return e
 	}
@@ -77,7 +77,7 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		id := codecrafter.NewID()
 		_, err := s.Execution(ctx, id)
 		wantCode(t, err, codecrafter.ENOTFOUND)
-		_, err = s.ClaimExecution(ctx, id, "w1", now(), running)
+		_, err = s.ClaimExecution(ctx, id, "w1", now(), running, codecrafter.AnyAttempt)
 		wantCode(t, err, codecrafter.ENOTFOUND)
 		wantCode(t, s.AppendOutput(ctx, id, 1, stdout(2, "x")), codecrafter.ENOTFOUND)
 		_, err = s.FinishExecution(ctx, id, 1, codecrafter.Result{Status: codecrafter.StatusSucceeded, FinishedAt: now()}, codecrafter.OutputChunk{Status: codecrafter.StatusSucceeded})
@@ -168,7 +168,7 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		wantCode(t, s.AppendOutput(ctx, e.ID, 0, stdout(2, "early")), codecrafter.ECONFLICT)
 
 		started := t0.Add(time.Second)
-		c, err := s.ClaimExecution(ctx, e.ID, "w1", started, running)
+		c, err := s.ClaimExecution(ctx, e.ID, "w1", started, running, codecrafter.AnyAttempt)
 		noErr(t, err)
 		if c.Status != codecrafter.StatusRunning || c.Attempt != 1 || c.WorkerID != "w1" || c.StartedAt == nil || !c.StartedAt.Equal(started) {
 			t.Errorf("claimed: %+v", c)
@@ -220,7 +220,7 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		_, err = s.FinishExecution(ctx, e.ID, 1, res, codecrafter.OutputChunk{Status: codecrafter.StatusSucceeded})
 		wantCode(t, err, codecrafter.ECONFLICT)
 		wantCode(t, s.AppendOutput(ctx, e.ID, 1, stdout(6, "late")), codecrafter.ECONFLICT)
-		_, err = s.ClaimExecution(ctx, e.ID, "w2", t0, running)
+		_, err = s.ClaimExecution(ctx, e.ID, "w2", t0, running, codecrafter.AnyAttempt)
 		wantCode(t, err, codecrafter.ECONFLICT)
 		_, err = s.RequestCancel(ctx, e.ID)
 		wantCode(t, err, codecrafter.ECONFLICT)
@@ -238,7 +238,7 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		e := create(t, s, "s1", t0)
 		claim(t, s, e.ID, t0)
 		noErr(t, s.AppendOutput(ctx, e.ID, 1, stdout(3, "first try")))
-		c, err := s.ClaimExecution(ctx, e.ID, "w2", t0.Add(time.Minute), running)
+		c, err := s.ClaimExecution(ctx, e.ID, "w2", t0.Add(time.Minute), running, codecrafter.AnyAttempt)
 		noErr(t, err)
 		if c.Attempt != 2 || c.WorkerID != "w2" || !c.StartedAt.Equal(t0.Add(time.Minute)) {
 			t.Errorf("second claim: %+v", c)
@@ -255,6 +255,33 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 			t.Errorf("finished: %+v", f)
 		}
 		seqs(t, f, 6)
+	})
+
+	t.Run("ClaimIfAttemptAtMost", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		e := create(t, s, "s1", now())
+		c, err := s.ClaimExecution(ctx, e.ID, "w1", now(), running, 0)
+		noErr(t, err)
+		if c.Attempt != 1 {
+			t.Fatalf("attempt %d", c.Attempt)
+		}
+		// A duplicate job (queued at attempt 0) does not supersede attempt 1.
+		_, err = s.ClaimExecution(ctx, e.ID, "w2", now(), running, 0)
+		wantCode(t, err, codecrafter.ECONFLICT)
+		c, err = s.ClaimExecution(ctx, e.ID, "w2", now(), running, 1) // requeued at attempt 1
+		noErr(t, err)
+		if c.Attempt != 2 || c.WorkerID != "w2" {
+			t.Fatalf("claim: %+v", c)
+		}
+		c, err = s.ClaimExecution(ctx, e.ID, "w3", now(), running, codecrafter.AnyAttempt) // redelivered
+		noErr(t, err)
+		if c.Attempt != 3 {
+			t.Fatalf("attempt %d", c.Attempt)
+		}
+		got, err := s.Execution(ctx, e.ID)
+		noErr(t, err)
+		seqs(t, got, 4)
 	})
 
 	t.Run("FinishUnclaimed", func(t *testing.T) {
@@ -287,7 +314,7 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		}
 		_, err = s.CancelQueued(ctx, e.ID, at, codecrafter.OutputChunk{Status: codecrafter.StatusCancelled})
 		wantCode(t, err, codecrafter.ECONFLICT)
-		_, err = s.ClaimExecution(ctx, e.ID, "w1", at, running)
+		_, err = s.ClaimExecution(ctx, e.ID, "w1", at, running, codecrafter.AnyAttempt)
 		wantCode(t, err, codecrafter.ECONFLICT)
 
 		claimed := create(t, s, "s1", t0)
@@ -400,7 +427,7 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		e := create(t, s, "s1", now())
 		attempts := make([]int, racers)
 		errs := race(racers, func(i int) error {
-			c, err := s.ClaimExecution(ctx, e.ID, fmt.Sprint("w", i), now(), running)
+			c, err := s.ClaimExecution(ctx, e.ID, fmt.Sprint("w", i), now(), running, codecrafter.AnyAttempt)
 			if err == nil {
 				attempts[i] = c.Attempt
 			}
@@ -447,7 +474,7 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 			errs := race(2, func(i int) error {
 				var err error
 				if i == 0 {
-					_, err = s.ClaimExecution(ctx, e.ID, "w1", now(), running)
+					_, err = s.ClaimExecution(ctx, e.ID, "w1", now(), running, codecrafter.AnyAttempt)
 				} else {
 					_, err = s.CancelQueued(ctx, e.ID, now(), codecrafter.OutputChunk{Status: codecrafter.StatusCancelled})
 				}

@@ -23,7 +23,7 @@ func RequeuePending(ctx context.Context, store codecrafter.ExecutionStore, queue
 		if e.Unsent {
 			continue // the dispatcher sends it
 		}
-		if err := queue.Enqueue(ctx, codecrafter.Job{ExecutionID: e.ID}); err != nil {
+		if err := queue.Enqueue(ctx, codecrafter.Job{ExecutionID: e.ID, Attempt: e.Attempt}); err != nil {
 			return 0, err
 		}
 		log.InfoContext(ctx, "requeued a run left by an earlier process", "execution", e.ID, "status", e.Status)

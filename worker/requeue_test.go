@@ -26,10 +26,10 @@ func TestRequeuePending(t *testing.T) {
 		return e
 	}
 	queued, running, done := mk(), mk(), mk()
-	if _, err := db.ClaimExecution(ctx, running.ID, "gone", now, codecrafter.OutputChunk{Status: codecrafter.StatusRunning}); err != nil {
+	if _, err := db.ClaimExecution(ctx, running.ID, "gone", now, codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ClaimExecution(ctx, done.ID, "w", now, codecrafter.OutputChunk{Status: codecrafter.StatusRunning}); err != nil {
+	if _, err := db.ClaimExecution(ctx, done.ID, "w", now, codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.FinishExecution(ctx, done.ID, 1, codecrafter.Result{Status: codecrafter.StatusSucceeded, FinishedAt: now}, codecrafter.OutputChunk{Status: codecrafter.StatusSucceeded}); err != nil {

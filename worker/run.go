@@ -25,10 +25,20 @@ const requeueTimeout = 10 * time.Second
 // the delivery limit, so a few quick failures would dead-letter a good
 // job. For the same reason a run killed by shutdown goes back as a new
 // job (then this one is acknowledged).
+//
+// A job claims the run only while the run's attempt is at most the job's
+// (see codecrafter.Job.Attempt), unless the broker redelivered it.
 func (w *Worker) handle(hctx, hard context.Context, d codecrafter.Delivery) error {
 	log := w.log.With("execution", d.Job.ExecutionID)
+	upTo := d.Job.Attempt
+	if d.Redelivered {
+		upTo = codecrafter.AnyAttempt // its worker died with the attempt it claimed
+	}
 	for try := 1; ; try++ {
-		err := w.try(hctx, hard, d)
+		claimed, err := w.try(hctx, hard, d, upTo)
+		if claimed > 0 {
+			upTo = claimed // our own attempt: the next try may supersede it
+		}
 		switch {
 		case err == nil:
 			return nil
@@ -37,7 +47,9 @@ func (w *Worker) handle(hctx, hard context.Context, d codecrafter.Delivery) erro
 		case errors.Is(err, errShutdown):
 			ctx, cancel := context.WithTimeout(hctx, requeueTimeout)
 			defer cancel()
-			if qerr := w.queue.Enqueue(ctx, d.Job); qerr != nil {
+			job := d.Job
+			job.Attempt = max(claimed, job.Attempt)
+			if qerr := w.queue.Enqueue(ctx, job); qerr != nil {
 				log.Warn("requeue a job on shutdown", "err", qerr)
 				return err
 			}
@@ -57,8 +69,9 @@ func (w *Worker) handle(hctx, hard context.Context, d codecrafter.Delivery) erro
 	}
 }
 
-// try makes one attempt at a job.
-func (w *Worker) try(hctx, hard context.Context, d codecrafter.Delivery) error {
+// try makes one attempt at a job, claiming the run if its attempt is at
+// most upTo; it returns the attempt it claimed (0: none).
+func (w *Worker) try(hctx, hard context.Context, d codecrafter.Delivery, upTo int) (int, error) {
 	id := d.Job.ExecutionID
 	log := w.log.With("execution", id)
 	runCtx, cancel := context.WithCancelCause(hctx)
@@ -71,16 +84,16 @@ func (w *Worker) try(hctx, hard context.Context, d codecrafter.Delivery) error {
 	defer w.unregister(r)
 
 	// Claim with hctx: a cancel request must not fail the claim itself.
-	e, err := w.store.ClaimExecution(hctx, id, w.cfg.ID, w.now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning})
+	e, err := w.store.ClaimExecution(hctx, id, w.cfg.ID, w.now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, upTo)
 	switch {
 	case codecrafter.IsCode(err, codecrafter.ECONFLICT):
-		log.Info("run already final: job skipped", "redelivered", d.Redelivered)
-		return nil
+		log.Info("run final, or claimed by another job: job skipped", "redelivered", d.Redelivered, "err", err)
+		return 0, nil
 	case codecrafter.IsCode(err, codecrafter.ENOTFOUND):
 		log.Warn("job for an unknown execution: dropped")
-		return nil
+		return 0, nil
 	case err != nil:
-		return fmt.Errorf("claim execution %s: %w", id, err)
+		return 0, fmt.Errorf("claim execution %s: %w", id, err)
 	}
 	log = log.With("attempt", e.Attempt)
 	log.Info("run claimed", "language", e.Language, "redelivered", d.Redelivered)
@@ -94,7 +107,7 @@ func (w *Worker) try(hctx, hard context.Context, d codecrafter.Delivery) error {
 
 	a := &attempt{w: w, log: log, e: e, next: e.NextSeq(), ctx: hctx, cancel: cancel, started: time.Now()}
 	res, runErr := a.execute(runCtx)
-	return a.finish(runCtx, res, runErr)
+	return e.Attempt, a.finish(runCtx, res, runErr)
 }
 
 // attempt is one claimed run: its output goes to the store under the

@@ -131,6 +131,35 @@ func (e *env) settled(t *testing.T) {
 	})
 }
 
+// dyingWorker takes the job of x from the queue as a worker would, claims
+// the run, lets write add to it, then dies: its queue handle closes, so
+// the job goes back, redelivered. It returns the claimed attempt.
+func (e *env) dyingWorker(t *testing.T, x *codecrafter.Execution, write func(a *codecrafter.Execution)) *codecrafter.Execution {
+	t.Helper()
+	conn := e.queue.Open()
+	claimed := make(chan *codecrafter.Execution, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn.Consume(context.Background(), 1, func(hctx context.Context, d codecrafter.Delivery) error {
+			a, err := e.store.ClaimExecution(hctx, d.Job.ExecutionID, "dying", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt)
+			if err == nil && write != nil {
+				write(a)
+			}
+			claimed <- a
+			<-hctx.Done()
+			return hctx.Err()
+		})
+	}()
+	a := exectest.Receive(t, claimed)
+	if a == nil || a.ID != x.ID {
+		t.Fatalf("the dying worker claimed %+v, want %s", a, x.ID)
+	}
+	conn.Close()
+	<-done
+	return a
+}
+
 func finalChunks(x *codecrafter.Execution) int {
 	n := 0
 	for _, c := range x.Output {
@@ -295,9 +324,7 @@ func TestCancelRequestedBeforeClaim(t *testing.T) {
 		e := setup(t, s)
 		x := e.execute(t)
 		// A worker claimed it and died; then the user cancelled.
-		if _, err := e.store.ClaimExecution(ctxFor(t), x.ID, "dead", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}); err != nil {
-			t.Fatal(err)
-		}
+		e.dyingWorker(t, x, nil)
 		if _, err := e.svc.Cancel(ctxFor(t), x.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -341,14 +368,12 @@ func TestJobOfDeadWorkerRunsOnceMore(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Worker A claimed it, wrote some output and died.
-		a, err := e.store.ClaimExecution(ctxFor(t), x.ID, "A", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning})
-		if err != nil {
-			t.Fatal(err)
-		}
-		aChunk := codecrafter.OutputChunk{Seq: 3, Stream: codecrafter.Stdout, Data: "from A", Status: codecrafter.StatusRunning}
-		if err := e.store.AppendOutput(ctxFor(t), x.ID, a.Attempt, aChunk); err != nil {
-			t.Fatal(err)
-		}
+		a := e.dyingWorker(t, x, func(a *codecrafter.Execution) {
+			aChunk := codecrafter.OutputChunk{Seq: 3, Stream: codecrafter.Stdout, Data: "from A", Status: codecrafter.StatusRunning}
+			if err := e.store.AppendOutput(ctxFor(t), x.ID, a.Attempt, aChunk); err != nil {
+				t.Error(err)
+			}
+		})
 		var seen []codecrafter.OutputChunk
 		for exectest.Text(seen, "") != "from A" {
 			seen = append(seen, exectest.Receive(t, live))
@@ -401,7 +426,7 @@ func TestSupersededRunWritesNoResult(t *testing.T) {
 		e.startWorker(t, fastConfig("A"), deps{})
 		call := exectest.Receive(t, e.sandbox.Calls)
 		// Meanwhile another worker re-claims the run (A looked dead).
-		b, err := e.store.ClaimExecution(ctxFor(t), x.ID, "B", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning})
+		b, err := e.store.ClaimExecution(ctxFor(t), x.ID, "B", time.Now(), codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -515,7 +540,7 @@ func TestReaperFailsStuckRuns(t *testing.T) {
 		e := setup(t, s)
 		stuck, fresh := e.execute(t), e.execute(t)
 		claim := func(id string, at time.Time) {
-			if _, err := e.store.ClaimExecution(ctxFor(t), id, "gone", at, codecrafter.OutputChunk{Status: codecrafter.StatusRunning}); err != nil {
+			if _, err := e.store.ClaimExecution(ctxFor(t), id, "gone", at, codecrafter.OutputChunk{Status: codecrafter.StatusRunning}, codecrafter.AnyAttempt); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -545,7 +570,7 @@ func TestReaperFailsStuckRuns(t *testing.T) {
 // flakyStore fails every claim, so jobs are retried until dead-lettered.
 type flakyStore struct{ codecrafter.ExecutionStore }
 
-func (flakyStore) ClaimExecution(context.Context, string, string, time.Time, codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+func (flakyStore) ClaimExecution(context.Context, string, string, time.Time, codecrafter.OutputChunk, int) (*codecrafter.Execution, error) {
 	return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "database down")
 }
 
@@ -645,11 +670,11 @@ type claimFails struct {
 	n atomic.Int32
 }
 
-func (s *claimFails) ClaimExecution(ctx context.Context, id, w string, now time.Time, c codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+func (s *claimFails) ClaimExecution(ctx context.Context, id, w string, now time.Time, c codecrafter.OutputChunk, upTo int) (*codecrafter.Execution, error) {
 	if s.n.Add(-1) >= 0 {
 		return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "database restarting")
 	}
-	return s.ExecutionStore.ClaimExecution(ctx, id, w, now, c)
+	return s.ExecutionStore.ClaimExecution(ctx, id, w, now, c, upTo)
 }
 
 // More quick failures than the delivery limit (3) do not dead-letter a
@@ -883,5 +908,30 @@ func TestReaperFailsStuckQueuedRuns(t *testing.T) {
 		if got, _ := e.store.Execution(ctxFor(t), fresh.ID); got.Status != codecrafter.StatusQueued {
 			t.Fatalf("fresh queued run reaped: %s", got.Status)
 		}
+	})
+}
+
+// A duplicate of a job (a publish retried after a lost confirm) does not
+// claim the run another job is running: it is skipped.
+func TestDuplicateJobDoesNotRerun(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s)
+		x := e.execute(t)
+		if err := e.queue.Enqueue(ctxFor(t), codecrafter.Job{ExecutionID: x.ID}); err != nil {
+			t.Fatal(err)
+		}
+		e.startWorker(t, fastConfig("w"), deps{}) // concurrency 2: both jobs at once
+		call := exectest.Receive(t, e.sandbox.Calls)
+		exectest.Eventually(t, "the duplicate acknowledged", func() bool {
+			st, _ := e.queue.Stats(context.Background())
+			return st.Ready == 0 && st.Unacked == 1
+		})
+		call.Return(exectest.Exit(0, "", ""), nil)
+		done := e.final(t, x.ID)
+		if done.Status != codecrafter.StatusSucceeded || done.Attempt != 1 || e.sandbox.Runs() != 1 {
+			t.Fatalf("got %s attempt %d after %d runs", done.Status, done.Attempt, e.sandbox.Runs())
+		}
+		e.settled(t)
 	})
 }

@@ -123,9 +123,9 @@ func (s *Store) ListExecutions(_ context.Context, sessionID string, limit int) (
 	return list[:min(limit, len(list))], nil
 }
 
-func (s *Store) ClaimExecution(_ context.Context, id, workerID string, now time.Time, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
+func (s *Store) ClaimExecution(_ context.Context, id, workerID string, now time.Time, chunk codecrafter.OutputChunk, ifAttemptAtMost int) (*codecrafter.Execution, error) {
 	return s.update(id, func(e *codecrafter.Execution) error {
-		if e.Status.Final() {
+		if e.Status.Final() || (ifAttemptAtMost != codecrafter.AnyAttempt && e.Attempt > ifAttemptAtMost) {
 			return conflict()
 		}
 		e.Status, e.WorkerID, e.StartedAt = codecrafter.StatusRunning, workerID, &now
