@@ -2,11 +2,12 @@ package sandbox
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 )
@@ -33,6 +34,7 @@ type box struct {
 	lang     *Language
 	memoryMB int
 	conn     client.HijackedResponse // attached stdin/stdout/stderr
+	out      *demux                  // conn's stdout
 	waited   client.ContainerWaitResult
 	stopped  bool // waited has delivered
 }
@@ -118,7 +120,7 @@ func (d *Docker) startBox(ctx context.Context, l *Language, memoryMB int) (b *bo
 	if err != nil {
 		return b, fmt.Errorf("attach: %w", err)
 	}
-	b.conn = att.HijackedResponse
+	b.conn, b.out = att.HijackedResponse, newDemux(att.Reader)
 	if _, err := d.cli.ContainerStart(ctx, b.id, client.ContainerStartOptions{}); err != nil {
 		return b, fmt.Errorf("start: %w", err)
 	}
@@ -140,6 +142,7 @@ func (d *Docker) kill(b *box) {
 func (d *Docker) remove(b *box) {
 	if b.conn.Conn != nil {
 		b.conn.Close()
+		b.out.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -156,42 +159,54 @@ func (d *Docker) remove(b *box) {
 	}
 }
 
-// demux reads the stdout stream of docker's multiplexed attach stream
-// (8-byte headers: stream, 0, 0, 0, big-endian size). ccbox's own stderr
-// is kept, capped, for diagnostics.
+// demux splits docker's multiplexed attach stream (stdcopy) into the
+// stdout that Read returns and ccbox's own stderr, whose first 4 KiB are
+// kept for diagnostics. The copy goes through a pipe, so reading stays
+// pulled by the run: a run that stops reading (at its output cap) stops
+// the box's output there, and a slow reader slows the box down. The
+// copier ends when the source does (the box's removal closes it) or at
+// Close.
 type demux struct {
-	r      io.Reader
-	left   int // bytes left of the current stdout payload
+	pr   *io.PipeReader
+	done chan struct{}
+
+	mu     sync.Mutex
 	stderr []byte
 }
 
-func (m *demux) Read(p []byte) (int, error) {
-	for m.left == 0 {
-		var h [8]byte
-		if _, err := io.ReadFull(m.r, h[:]); err != nil {
-			if err == io.ErrUnexpectedEOF {
-				err = io.EOF
-			}
-			return 0, err
-		}
-		n := int(binary.BigEndian.Uint32(h[4:]))
-		switch h[0] {
-		case 1:
-			m.left = n
-		default: // stderr (2) or anything else: ccbox diagnostics
-			buf := make([]byte, n)
-			if _, err := io.ReadFull(m.r, buf); err != nil {
-				return 0, io.EOF
-			}
-			if room := 4096 - len(m.stderr); room > 0 {
-				m.stderr = append(m.stderr, buf[:min(room, n)]...)
-			}
-		}
+func newDemux(src io.Reader) *demux {
+	pr, pw := io.Pipe()
+	m := &demux{pr: pr, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		_, err := stdcopy.StdCopy(pw, diagnostics{m}, src)
+		pw.CloseWithError(err) // nil reads as io.EOF
+	}()
+	return m
+}
+
+func (m *demux) Read(p []byte) (int, error) { return m.pr.Read(p) }
+
+// Close stops the copier once the source is closed or at its end.
+func (m *demux) Close() {
+	m.pr.Close()
+	<-m.done
+}
+
+// diagnosed returns what ccbox wrote to its stderr (capped).
+func (m *demux) diagnosed() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return string(m.stderr)
+}
+
+type diagnostics struct{ m *demux }
+
+func (d diagnostics) Write(p []byte) (int, error) {
+	d.m.mu.Lock()
+	defer d.m.mu.Unlock()
+	if room := 4096 - len(d.m.stderr); room > 0 {
+		d.m.stderr = append(d.m.stderr, p[:min(room, len(p))]...)
 	}
-	n, err := m.r.Read(p[:min(len(p), m.left)])
-	m.left -= n
-	if err == io.EOF && m.left > 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
+	return len(p), nil
 }

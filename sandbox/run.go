@@ -66,7 +66,7 @@ func (d *Docker) Run(ctx context.Context, req codecrafter.RunRequest, out codecr
 		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "the sandbox is unavailable")
 	}
 	if err != nil {
-		d.log.Error("sandbox: run failed", "language", l.ID, "container", r.b.id, "err", err, "box_stderr", string(r.mux.stderr))
+		d.log.Error("sandbox: run failed", "language", l.ID, "container", r.b.id, "err", err, "box_stderr", r.b.out.diagnosed())
 		return nil, codecrafter.Wrap(err, codecrafter.EINTERNAL, "the sandbox failed to run the program")
 	}
 	d.metrics.runs.WithLabelValues(l.ID, string(res.Status)).Inc()
@@ -155,7 +155,6 @@ type run struct {
 	b   *box
 	lim limits
 	out codecrafter.OutputFunc
-	mux *demux
 
 	mu     sync.Mutex
 	reason stopReason
@@ -190,7 +189,6 @@ const (
 )
 
 func (r *run) execute(ctx context.Context, job wire.Job) (*codecrafter.RunResult, error) {
-	r.mux = &demux{r: r.b.conn.Reader}
 	defer context.AfterFunc(ctx, func() { r.stop(stopCancelled) })()
 
 	compiles := len(job.Compile) > 0
@@ -224,7 +222,7 @@ func (r *run) execute(ctx context.Context, job wire.Job) (*codecrafter.RunResult
 	limit := max(wire.MaxChunk, 6*r.d.cfg.CompileOutput+4096) // JSON escapes at most 6x
 read:
 	for {
-		kind, payload, err := wire.Read(r.mux, limit)
+		kind, payload, err := wire.Read(r.b.out, limit)
 		if err != nil {
 			if frames == 0 && r.stopped() == stopNone {
 				return nil, fmt.Errorf("%w: %w", errNotStarted, err)

@@ -53,9 +53,35 @@ func TestDemux(t *testing.T) {
 	frame(1, "hello ")
 	frame(2, "diagnostic")
 	frame(1, "world")
-	m := &demux{r: &raw}
+	m := newDemux(&raw)
 	out, err := io.ReadAll(m)
-	if err != nil || string(out) != "hello world" || string(m.stderr) != "diagnostic" {
-		t.Errorf("demux = %q, %q, %v", out, m.stderr, err)
+	if err != nil || string(out) != "hello world" || m.diagnosed() != "diagnostic" {
+		t.Errorf("demux = %q, %q, %v", out, m.diagnosed(), err)
+	}
+	m.Close()
+}
+
+// TestDemuxStopsReading: a run that stops reading (its output cap) leaves
+// the rest of the stream unread, and Close ends the copier.
+func TestDemuxStopsReading(t *testing.T) {
+	t.Parallel()
+	src, feed := io.Pipe()
+	m := newDemux(src)
+	go func() {
+		h := [8]byte{1}
+		binary.BigEndian.PutUint32(h[4:], 4)
+		for {
+			if _, err := feed.Write(append(h[:], "data"...)); err != nil {
+				return
+			}
+		}
+	}()
+	if _, err := io.ReadFull(m, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	src.Close() // as the box's removal closes its connection
+	m.Close()
+	if _, err := m.Read(make([]byte, 1)); err == nil {
+		t.Error("read after Close")
 	}
 }
