@@ -13,6 +13,8 @@ type RefreshToken struct {
 	UserID    string
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// UsedAt is when it was first consumed; zero until then.
+	UsedAt time.Time
 }
 
 // RefreshTokenStore keeps refresh tokens for rotation with reuse detection.
@@ -21,7 +23,8 @@ type RefreshTokenStore interface {
 	CreateRefreshToken(ctx context.Context, t RefreshToken) error
 	// ConsumeRefreshToken marks the token with hash used, atomically. The
 	// first call returns it with reused false; later calls return it with
-	// reused true, so the caller can revoke its family. Unknown or expired
+	// reused true and UsedAt set to the first call's now, so the caller
+	// can revoke its family (or forgive a reuse within a grace). Unknown or expired
 	// tokens, and tokens of a revoked family, give UNAUTHENTICATED.
 	ConsumeRefreshToken(ctx context.Context, hash string, now time.Time) (t *RefreshToken, reused bool, err error)
 	// RevokeRefreshFamily makes every token of the family unusable; until
@@ -30,13 +33,18 @@ type RefreshTokenStore interface {
 	RevokeRefreshFamily(ctx context.Context, familyID string, until time.Time) error
 }
 
-// Limiter counts failures per key in a fixed window and blocks a key once
-// it reaches the limit, until the window ends.
+// Limiter counts attempts per key in fixed windows and refuses a key's
+// attempts past the limit until its window ends; a window starts at a
+// key's first attempt.
 type Limiter interface {
-	// Blocked returns how long key stays blocked; 0 when it is not.
-	Blocked(ctx context.Context, key string) (time.Duration, error)
-	// Fail counts one failure for key.
-	Fail(ctx context.Context, key string) error
-	// Reset forgets key's failures.
+	// Take counts one attempt for key and returns 0 when it is within the
+	// limit, else how long until the key's window ends. Counting and
+	// checking are one atomic step, so concurrent attempts cannot all slip
+	// under the limit.
+	Take(ctx context.Context, key string) (retryAfter time.Duration, err error)
+	// Refund gives back one attempt of key that turned out not to count
+	// (a successful login); nothing when key has no attempts.
+	Refund(ctx context.Context, key string) error
+	// Reset forgets key's attempts.
 	Reset(ctx context.Context, key string) error
 }

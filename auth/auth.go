@@ -3,11 +3,14 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/codecrafter/codecrafter"
@@ -21,6 +24,23 @@ type Config struct {
 	AccessTTL  time.Duration // at most MaxAccessTTL
 	RefreshTTL time.Duration
 	Argon2     Argon2Params
+
+	// ReuseGrace forgives presenting a used refresh token this soon after
+	// its first use (two tabs refreshing at once, a retried request): the
+	// caller gets a fresh pair of the same family instead of the family
+	// being revoked, as RFC 9700 (4.14.2) permits. 0: no grace.
+	ReuseGrace time.Duration
+
+	// MaxHashes bounds the password hashes running at once (0: two per
+	// CPU); MaxHashWaiters how many more requests may wait for one (0:
+	// eight per slot), each for at most MaxHashWait (0: 5s).
+	MaxHashes      int
+	MaxHashWaiters int
+	MaxHashWait    time.Duration
+
+	// Bus, when set, carries an AccessChange{FamilyID} on
+	// codecrafter.AccessTopic for every revoked login.
+	Bus codecrafter.Bus
 }
 
 // DefaultConfig returns production defaults around secret.
@@ -32,13 +52,15 @@ func DefaultConfig(secret []byte) Config {
 		AccessTTL:  15 * time.Minute,
 		RefreshTTL: 30 * 24 * time.Hour,
 		Argon2:     OWASPArgon2,
+		ReuseGrace: 10 * time.Second,
 	}
 }
 
-// Limiters rate-limit failed logins.
+// Limiters rate-limit logins and registrations.
 type Limiters struct {
-	Account codecrafter.Limiter // keyed by normalised email
-	Addr    codecrafter.Limiter // keyed by client address
+	Account  codecrafter.Limiter // failed logins, keyed by normalised email
+	Addr     codecrafter.Limiter // failed logins, keyed by client address
+	Register codecrafter.Limiter // registrations, keyed by client address
 }
 
 // Service implements the account operations.
@@ -48,8 +70,12 @@ type Service struct {
 	tokens   codecrafter.RefreshTokenStore
 	limits   Limiters
 	logger   *slog.Logger
-	now      func() time.Time
+	clock    atomic.Pointer[func() time.Time]
+	gate     *hashGate
+	revoked  revokedSet
 	fakeHash string // verified against when the email is unknown, to keep timing even
+
+	onRevoked func(family string) // test hook: WatchRevocations took in an event
 }
 
 // New returns a Service. It refuses a short secret or a long access TTL.
@@ -63,15 +89,25 @@ func New(cfg Config, users codecrafter.UserStore, tokens codecrafter.RefreshToke
 	if cfg.RefreshTTL <= 0 {
 		return nil, errors.New("auth: refresh token TTL must be positive")
 	}
-	return &Service{
+	if limits.Account == nil || limits.Addr == nil || limits.Register == nil {
+		return nil, errors.New("auth: every limiter is required")
+	}
+	cfg.MaxHashes = cmp.Or(cfg.MaxHashes, 2*runtime.GOMAXPROCS(0))
+	cfg.MaxHashWaiters = cmp.Or(cfg.MaxHashWaiters, 8*cfg.MaxHashes)
+	cfg.MaxHashWait = cmp.Or(cfg.MaxHashWait, 5*time.Second)
+	s := &Service{
 		cfg: cfg, users: users, tokens: tokens, limits: limits, logger: logger,
-		now:      time.Now,
+		gate:     newHashGate(cfg.MaxHashes, cfg.MaxHashWaiters, cfg.MaxHashWait),
 		fakeHash: HashPassword(codecrafter.RandomToken(16), cfg.Argon2),
-	}, nil
+	}
+	s.SetClock(time.Now)
+	return s, nil
 }
 
-// SetClock replaces the service's clock (tests).
-func (s *Service) SetClock(now func() time.Time) { s.now = now }
+// SetClock replaces the service's clock (tests); safe while serving.
+func (s *Service) SetClock(now func() time.Time) { s.clock.Store(&now) }
+
+func (s *Service) now() time.Time { return (*s.clock.Load())() }
 
 // Payload is what register, login and refresh return.
 type Payload struct {
@@ -81,7 +117,8 @@ type Payload struct {
 	User         *codecrafter.User
 }
 
-// Register creates an account and signs it in.
+// Register creates an account and signs it in. Registrations are
+// limited per client address.
 func (s *Service) Register(ctx context.Context, email, password, name string) (*Payload, error) {
 	email, err := codecrafter.NormalizeEmail(email)
 	if err != nil {
@@ -93,11 +130,20 @@ func (s *Service) Register(ctx context.Context, email, password, name string) (*
 	if name, err = codecrafter.NormalizeText("name", name, codecrafter.MaxNameLen); err != nil {
 		return nil, err
 	}
+	reg := limit{s.limits.Register, "addr:" + codecrafter.ClientAddrFromContext(ctx)}
+	if err := s.take(ctx, "too many registrations from this address: try again later", reg); err != nil {
+		return nil, err
+	}
+	var hash string
+	if err := s.gate.do(ctx, func() { hash = HashPassword(password, s.cfg.Argon2) }); err != nil {
+		s.refund(ctx, reg) // nothing was tried
+		return nil, err
+	}
 	u := &codecrafter.User{
 		ID:           codecrafter.NewID(),
 		Email:        email,
 		Name:         name,
-		PasswordHash: HashPassword(password, s.cfg.Argon2),
+		PasswordHash: hash,
 		CreatedAt:    s.now().UTC().Truncate(time.Millisecond),
 	}
 	if err := s.users.CreateUser(ctx, u); err != nil {
@@ -113,73 +159,87 @@ func (s *Service) Register(ctx context.Context, email, password, name string) (*
 // errBadLogin is the one answer to a wrong password and an unknown email.
 var errBadLogin = codecrafter.Errorf(codecrafter.EUNAUTHENTICATED, "invalid email or password")
 
-// Login checks credentials. Failures are counted per account and per
-// client address; past the limit, attempts get RATE_LIMITED until the
-// window ends, without checking the password.
+// Login checks credentials. Every attempt is counted per account and per
+// client address before the password is hashed, so concurrent attempts
+// cannot outrun the limit; a success resets the account's count and
+// gives the address's attempt back. Past the limit, attempts get
+// RATE_LIMITED until the window ends, without checking the password.
 func (s *Service) Login(ctx context.Context, email, password string) (*Payload, error) {
 	norm, err := codecrafter.NormalizeEmail(email)
 	if err != nil {
 		return nil, errBadLogin
 	}
-	acctKey, addrKey := "acct:"+norm, "addr:"+codecrafter.ClientAddrFromContext(ctx)
-	if err := s.checkLimits(ctx, acctKey, addrKey); err != nil {
+	acct := limit{s.limits.Account, "acct:" + norm}
+	addr := limit{s.limits.Addr, "addr:" + codecrafter.ClientAddrFromContext(ctx)}
+	if err := s.take(ctx, "too many failed logins: try again later", acct, addr); err != nil {
 		return nil, err
 	}
 	u, err := s.users.UserByEmail(ctx, norm)
 	if err != nil && !codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
+		s.refund(ctx, acct, addr)
 		return nil, err
 	}
 	hash := s.fakeHash
 	if u != nil {
 		hash = u.PasswordHash
 	}
-	ok, err := CheckPassword(password, hash)
-	if err != nil {
-		return nil, codecrafter.Wrap(err, codecrafter.EINTERNAL, "internal error")
+	var ok bool
+	var checkErr error
+	if err := s.gate.do(ctx, func() { ok, checkErr = CheckPassword(password, hash) }); err != nil {
+		s.refund(ctx, acct, addr) // the password was not checked
+		return nil, err
+	}
+	if checkErr != nil {
+		return nil, codecrafter.Wrap(checkErr, codecrafter.EINTERNAL, "internal error")
 	}
 	if u == nil || !ok {
-		s.failed(ctx, acctKey, addrKey)
+		s.logger.InfoContext(ctx, "login failed", "addr", addr.key)
 		return nil, errBadLogin
 	}
-	if err := s.limits.Account.Reset(ctx, acctKey); err != nil {
+	if err := acct.l.Reset(ctx, acct.key); err != nil {
 		s.logger.WarnContext(ctx, "login limiter reset failed", "err", err)
 	}
+	s.refund(ctx, addr)
 	return s.signIn(ctx, u, codecrafter.NewID())
 }
 
-func (s *Service) checkLimits(ctx context.Context, keys ...string) error {
-	var wait time.Duration
-	for i, l := range []codecrafter.Limiter{s.limits.Account, s.limits.Addr} {
-		d, err := l.Blocked(ctx, keys[i])
+// limit is a limiter and the key an attempt counts under.
+type limit struct {
+	l   codecrafter.Limiter
+	key string
+}
+
+// take counts an attempt under every limit, in order; when one refuses
+// (RATE_LIMITED with message) or fails, the attempts counted under the
+// limits before it are given back.
+func (s *Service) take(ctx context.Context, message string, limits ...limit) error {
+	for i, lim := range limits {
+		wait, err := lim.l.Take(ctx, lim.key)
+		if err == nil && wait <= 0 {
+			continue
+		}
+		s.refund(ctx, limits[:i]...)
 		if err != nil {
 			return err
 		}
-		wait = max(wait, d)
-	}
-	if wait > 0 {
-		return &codecrafter.Error{
-			Code:       codecrafter.ERATELIMITED,
-			Message:    "too many failed logins: try again later",
-			RetryAfter: wait,
-		}
+		return &codecrafter.Error{Code: codecrafter.ERATELIMITED, Message: message, RetryAfter: wait}
 	}
 	return nil
 }
 
-func (s *Service) failed(ctx context.Context, acctKey, addrKey string) {
-	for _, f := range []func() error{
-		func() error { return s.limits.Account.Fail(ctx, acctKey) },
-		func() error { return s.limits.Addr.Fail(ctx, addrKey) },
-	} {
-		if err := f(); err != nil {
-			s.logger.WarnContext(ctx, "login limiter failed", "err", err)
+// refund gives back an attempt under each limit; a failure is only logged.
+func (s *Service) refund(ctx context.Context, limits ...limit) {
+	for _, lim := range limits {
+		if err := lim.l.Refund(context.WithoutCancel(ctx), lim.key); err != nil {
+			s.logger.WarnContext(ctx, "limiter refund failed", "err", err)
 		}
 	}
-	s.logger.InfoContext(ctx, "login failed", "addr", addrKey)
 }
 
 // Refresh exchanges a refresh token for a new pair. Each token works once:
-// presenting a used one revokes every token of its family.
+// presenting a used one revokes every token of its family, unless it is
+// within ReuseGrace of the token's first use (then it gets a new pair of
+// the same family).
 func (s *Service) Refresh(ctx context.Context, token string) (*Payload, error) {
 	now := s.now()
 	t, reused, err := s.tokens.ConsumeRefreshToken(ctx, hashToken(token), now)
@@ -187,11 +247,14 @@ func (s *Service) Refresh(ctx context.Context, token string) (*Payload, error) {
 		return nil, err
 	}
 	if reused {
-		if err := s.tokens.RevokeRefreshFamily(ctx, t.FamilyID, now.Add(s.cfg.RefreshTTL)); err != nil {
-			return nil, err
+		if s.cfg.ReuseGrace <= 0 || now.Sub(t.UsedAt) > s.cfg.ReuseGrace {
+			if err := s.revoke(ctx, t.FamilyID, now); err != nil {
+				return nil, err
+			}
+			s.logger.WarnContext(ctx, "refresh token reused: family revoked", "user", t.UserID, "family", t.FamilyID)
+			return nil, codecrafter.Errorf(codecrafter.EUNAUTHENTICATED, "refresh token already used: sign in again")
 		}
-		s.logger.WarnContext(ctx, "refresh token reused: family revoked", "user", t.UserID, "family", t.FamilyID)
-		return nil, codecrafter.Errorf(codecrafter.EUNAUTHENTICATED, "refresh token already used: sign in again")
+		s.logger.InfoContext(ctx, "refresh token reused within the grace", "user", t.UserID, "family", t.FamilyID)
 	}
 	u, err := s.users.User(ctx, t.UserID)
 	if err != nil {
@@ -214,7 +277,25 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	return s.tokens.RevokeRefreshFamily(ctx, t.FamilyID, now.Add(s.cfg.RefreshTTL))
+	return s.revoke(ctx, t.FamilyID, now)
+}
+
+// revoke ends a login: its refresh tokens stop working, and its access
+// tokens too, here at once and elsewhere when the event arrives.
+func (s *Service) revoke(ctx context.Context, family string, now time.Time) error {
+	if err := s.tokens.RevokeRefreshFamily(ctx, family, now.Add(s.cfg.RefreshTTL)); err != nil {
+		return err
+	}
+	s.revoked.add(family, now.Add(s.accessLife()), now)
+	if s.cfg.Bus == nil {
+		return nil
+	}
+	// The revocation stands even if the client has gone by now.
+	payload := codecrafter.EncodeAccessChange(codecrafter.AccessChange{FamilyID: family})
+	if err := s.cfg.Bus.Publish(context.WithoutCancel(ctx), codecrafter.AccessTopic, payload); err != nil {
+		s.logger.WarnContext(ctx, "publishing a revoked login", "family", family, "err", err)
+	}
+	return nil
 }
 
 // Me returns the caller.
@@ -240,7 +321,7 @@ func (s *Service) User(ctx context.Context, id string) (*codecrafter.User, error
 
 func (s *Service) signIn(ctx context.Context, u *codecrafter.User, family string) (*Payload, error) {
 	now := s.now()
-	access, exp, err := s.issueAccess(u.ID, now)
+	access, exp, err := s.issueAccess(u.ID, family, now)
 	if err != nil {
 		return nil, codecrafter.Wrap(err, codecrafter.EINTERNAL, "internal error")
 	}

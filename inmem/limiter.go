@@ -10,7 +10,7 @@ import (
 
 var _ codecrafter.Limiter = (*Limiter)(nil)
 
-// Limiter counts failures per key in fixed windows, in this process.
+// Limiter counts attempts per key in fixed windows, in this process.
 type Limiter struct {
 	max    int
 	window time.Duration
@@ -26,25 +26,15 @@ type window struct {
 	end   time.Time
 }
 
-// NewLimiter returns a limiter that blocks a key for the rest of a window
-// once max failures fell in it; a window starts at a key's first failure.
+// NewLimiter returns a limiter that allows max attempts per key in a
+// window and refuses the rest until it ends.
 func NewLimiter(max int, d time.Duration) *Limiter {
 	return &Limiter{max: max, window: d, now: time.Now, windows: make(map[string]*window), sweepSize: 1024}
 }
 
-// Blocked returns how long key stays blocked, 0 when it is not.
-func (l *Limiter) Blocked(_ context.Context, key string) (time.Duration, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w := l.current(key)
-	if w == nil || w.count < l.max {
-		return 0, nil
-	}
-	return w.end.Sub(l.now()), nil
-}
-
-// Fail counts one failure for key.
-func (l *Limiter) Fail(_ context.Context, key string) error {
+// Take counts one attempt for key and returns how long it stays refused,
+// 0 when the attempt is within the limit.
+func (l *Limiter) Take(_ context.Context, key string) (time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	w := l.current(key)
@@ -54,10 +44,23 @@ func (l *Limiter) Fail(_ context.Context, key string) error {
 		l.windows[key] = w
 	}
 	w.count++
+	if w.count <= l.max {
+		return 0, nil
+	}
+	return w.end.Sub(l.now()), nil
+}
+
+// Refund gives back one attempt of key.
+func (l *Limiter) Refund(_ context.Context, key string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w := l.current(key); w != nil && w.count > 0 {
+		w.count--
+	}
 	return nil
 }
 
-// Reset forgets key's failures.
+// Reset forgets key's attempts.
 func (l *Limiter) Reset(_ context.Context, key string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

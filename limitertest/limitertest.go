@@ -4,7 +4,6 @@ package limitertest
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,56 +11,68 @@ import (
 	"github.com/codecrafter/codecrafter"
 )
 
-// NewLimiter returns a limiter for one test that blocks a key once max
-// failures fell in a window; its keys must not be shared with other tests.
+// NewLimiter returns a limiter for one test that allows max attempts per
+// key in a window; its keys must not be shared with other tests.
 type NewLimiter func(t *testing.T, max int, window time.Duration) codecrafter.Limiter
 
 // Test runs the suite against the limiters newLimiter makes.
 func Test(t *testing.T, newLimiter NewLimiter) {
-	t.Run("UnderLimit", func(t *testing.T) {
+	t.Run("WithinLimit", func(t *testing.T) {
 		t.Parallel()
 		l := newLimiter(t, 3, time.Minute)
-		fail(t, l, "k", 2)
-		wantBlocked(t, l, "k", false)
+		takeAllowed(t, l, "k", 3)
 	})
 
-	t.Run("AtLimitBlocksUntilWindowEnds", func(t *testing.T) {
+	t.Run("PastLimitRefusedUntilWindowEnds", func(t *testing.T) {
 		t.Parallel()
 		l := newLimiter(t, 3, time.Minute)
-		fail(t, l, "k", 3)
-		d := blocked(t, l, "k")
+		takeAllowed(t, l, "k", 3)
+		d := take(t, l, "k")
 		if d <= 50*time.Second || d > time.Minute {
-			t.Fatalf("Blocked = %v, want the rest of a 1m window", d)
+			t.Fatalf("Take past the limit = %v, want the rest of a 1m window", d)
 		}
-		fail(t, l, "k", 1)
-		if d2 := blocked(t, l, "k"); d2 > d {
-			t.Fatalf("a failure while blocked extended the window: %v then %v", d, d2)
+		if d2 := take(t, l, "k"); d2 <= 0 || d2 > d {
+			t.Fatalf("a refused attempt changed the window: %v then %v", d, d2)
 		}
 	})
 
 	t.Run("KeysAreIndependent", func(t *testing.T) {
 		t.Parallel()
 		l := newLimiter(t, 2, time.Minute)
-		fail(t, l, "a", 2)
-		fail(t, l, "b", 1)
-		wantBlocked(t, l, "a", true)
-		wantBlocked(t, l, "b", false)
-		wantBlocked(t, l, "never-failed", false)
+		takeAllowed(t, l, "a", 2)
+		takeAllowed(t, l, "b", 1)
+		wantRefused(t, l, "a", true)
+		wantRefused(t, l, "b", false)
+		wantRefused(t, l, "never-seen", false)
 	})
 
 	t.Run("ResetForgets", func(t *testing.T) {
 		t.Parallel()
 		l := newLimiter(t, 2, time.Minute)
-		fail(t, l, "k", 2)
+		takeAllowed(t, l, "k", 2)
+		wantRefused(t, l, "k", true)
 		if err := l.Reset(ctx(t), "k"); err != nil {
 			t.Fatalf("Reset: %v", err)
 		}
-		wantBlocked(t, l, "k", false)
-		fail(t, l, "k", 1)
-		wantBlocked(t, l, "k", false)
+		takeAllowed(t, l, "k", 2)
+		wantRefused(t, l, "k", true)
 		if err := l.Reset(ctx(t), "unknown"); err != nil {
 			t.Fatalf("Reset of an unknown key: %v", err)
 		}
+	})
+
+	t.Run("RefundGivesOneBack", func(t *testing.T) {
+		t.Parallel()
+		l := newLimiter(t, 2, time.Minute)
+		takeAllowed(t, l, "k", 2)
+		refund(t, l, "k")
+		takeAllowed(t, l, "k", 1)
+		wantRefused(t, l, "k", true)
+		// Refunding a key with no attempts neither fails nor banks credit.
+		refund(t, l, "fresh")
+		refund(t, l, "fresh")
+		takeAllowed(t, l, "fresh", 2)
+		wantRefused(t, l, "fresh", true)
 	})
 
 	t.Run("WindowEnds", func(t *testing.T) {
@@ -69,47 +80,51 @@ func Test(t *testing.T, newLimiter NewLimiter) {
 		const window = 300 * time.Millisecond
 		l := newLimiter(t, 2, window)
 		start := time.Now()
-		fail(t, l, "k", 2)
-		wantBlocked(t, l, "k", true)
-		// Nothing signals the window's end: poll, with a deadline.
+		takeAllowed(t, l, "k", 2)
+		// Nothing signals the window's end: poll, with a deadline. A
+		// refused attempt does not extend the window.
 		deadline := time.Now().Add(5 * time.Second)
-		for blocked(t, l, "k") > 0 {
+		for take(t, l, "k") > 0 {
 			if time.Now().After(deadline) {
-				t.Fatal("still blocked long after the window")
+				t.Fatal("still refused long after the window")
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 		if elapsed := time.Since(start); elapsed < window-20*time.Millisecond {
-			t.Fatalf("unblocked after %v, before the %v window ended", elapsed, window)
+			t.Fatalf("allowed after %v, before the %v window ended", elapsed, window)
 		}
-		// A new window starts from zero.
-		fail(t, l, "k", 1)
-		wantBlocked(t, l, "k", false)
+		// That allowed attempt started a new window from zero.
+		takeAllowed(t, l, "k", 1)
+		wantRefused(t, l, "k", true)
 	})
 
-	t.Run("ConcurrentFailuresAllCount", func(t *testing.T) {
+	// The login limiter's defect: concurrent attempts all checked before
+	// any was counted. Exactly max of them may pass.
+	t.Run("ConcurrentTakesAllowExactlyMax", func(t *testing.T) {
 		t.Parallel()
-		const n = 25
-		for _, tc := range []struct {
-			max     int
-			blocked bool
-		}{{n, true}, {n + 1, false}} {
-			t.Run(fmt.Sprint("max=", tc.max), func(t *testing.T) {
-				l := newLimiter(t, tc.max, time.Minute)
-				var wg sync.WaitGroup
-				errs := make(chan error, n)
-				for range n {
-					wg.Go(func() { errs <- l.Fail(ctx(t), "k") })
+		const n, max = 40, 5
+		l := newLimiter(t, max, time.Minute)
+		var wg sync.WaitGroup
+		results := make(chan time.Duration, n)
+		for range n {
+			wg.Go(func() {
+				d, err := l.Take(ctx(t), "k")
+				if err != nil {
+					t.Errorf("Take: %v", err)
 				}
-				wg.Wait()
-				close(errs)
-				for err := range errs {
-					if err != nil {
-						t.Fatalf("Fail: %v", err)
-					}
-				}
-				wantBlocked(t, l, "k", tc.blocked)
+				results <- d
 			})
+		}
+		wg.Wait()
+		close(results)
+		allowed := 0
+		for d := range results {
+			if d == 0 {
+				allowed++
+			}
+		}
+		if allowed != max {
+			t.Fatalf("%d of %d concurrent attempts allowed, want exactly %d", allowed, n, max)
 		}
 	})
 }
@@ -120,30 +135,39 @@ func ctx(t *testing.T) context.Context {
 	return ctx
 }
 
-func fail(t *testing.T, l codecrafter.Limiter, key string, n int) {
+func take(t *testing.T, l codecrafter.Limiter, key string) time.Duration {
 	t.Helper()
-	for range n {
-		if err := l.Fail(ctx(t), key); err != nil {
-			t.Fatalf("Fail(%q): %v", key, err)
-		}
-	}
-}
-
-func blocked(t *testing.T, l codecrafter.Limiter, key string) time.Duration {
-	t.Helper()
-	d, err := l.Blocked(ctx(t), key)
+	d, err := l.Take(ctx(t), key)
 	if err != nil {
-		t.Fatalf("Blocked(%q): %v", key, err)
+		t.Fatalf("Take(%q): %v", key, err)
 	}
 	if d < 0 {
-		t.Fatalf("Blocked(%q) = %v, negative", key, d)
+		t.Fatalf("Take(%q) = %v, negative", key, d)
 	}
 	return d
 }
 
-func wantBlocked(t *testing.T, l codecrafter.Limiter, key string, want bool) {
+// takeAllowed takes n attempts that must all be allowed.
+func takeAllowed(t *testing.T, l codecrafter.Limiter, key string, n int) {
 	t.Helper()
-	if d := blocked(t, l, key); (d > 0) != want {
-		t.Fatalf("Blocked(%q) = %v, want blocked=%v", key, d, want)
+	for i := range n {
+		if d := take(t, l, key); d != 0 {
+			t.Fatalf("attempt %d of %q refused for %v, want allowed", i+1, key, d)
+		}
+	}
+}
+
+// wantRefused takes one attempt and checks whether it was refused.
+func wantRefused(t *testing.T, l codecrafter.Limiter, key string, want bool) {
+	t.Helper()
+	if d := take(t, l, key); (d > 0) != want {
+		t.Fatalf("Take(%q) = %v, want refused=%v", key, d, want)
+	}
+}
+
+func refund(t *testing.T, l codecrafter.Limiter, key string) {
+	t.Helper()
+	if err := l.Refund(ctx(t), key); err != nil {
+		t.Fatalf("Refund(%q): %v", key, err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -41,8 +41,10 @@ type DB struct {
 	memberships                  *mongo.Collection
 	execLists, execPages, active *mongo.Collection
 	meta                         *mongo.Collection
-
-	lastCleanup atomic.Int64 // unix nanoseconds of the last expired-record sweep
+	chatPages                    *mongo.Collection // see messages.go
+	// chatHints remembers each session's last chat page, so that an
+	// append usually takes one update; a stale hint costs a few reads.
+	chatHints sync.Map // session id -> int
 
 	// beforeSessionWrite, when set by a test, runs between the writes
 	// that come before a session write and the write itself.
@@ -83,6 +85,7 @@ func Open(ctx context.Context, uri, database string, logger *slog.Logger) (*DB, 
 		execPages:     d.Collection("executionPages"),
 		active:        d.Collection("activeExecutions"),
 		meta:          d.Collection("storeMeta"),
+		chatPages:     d.Collection("chatPages"),
 	}
 	if err := db.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
@@ -106,7 +109,7 @@ func (db *DB) createCollections(ctx context.Context) error {
 	if err != nil {
 		return dbErr(err, "")
 	}
-	for _, c := range []*mongo.Collection{db.emails.coll, db.invites.coll, db.memberships, db.execLists, db.execPages, db.active, db.meta} {
+	for _, c := range []*mongo.Collection{db.emails.coll, db.invites.coll, db.memberships, db.execLists, db.execPages, db.active, db.meta, db.chatPages} {
 		if slices.Contains(have, c.Name()) {
 			continue
 		}
@@ -182,6 +185,17 @@ func dbErr(err error, what string) error {
 		return codecrafter.Wrap(err, codecrafter.ENOTFOUND, what+" not found")
 	case isDuplicate(err):
 		return codecrafter.Wrap(err, codecrafter.ECONFLICT, what+" already exists")
+	// Only the caller cancels; the database may be fine, and nobody is
+	// waiting for the answer.
+	case errors.Is(err, context.Canceled):
+		return codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "the request was cancelled")
+	// No server to talk to, whether the driver's selection timeout (a
+	// deadline of its own) or the caller's ran out first.
+	case errors.As(err, new(topology.ServerSelectionError)):
+		return codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "the database is unavailable; try again")
+	// The caller's deadline passed mid-operation.
+	case errors.Is(err, context.DeadlineExceeded):
+		return codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "the request timed out; try again")
 	case unavailable(err):
 		return codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "the database is unavailable; try again")
 	default:
@@ -198,11 +212,8 @@ func isDuplicate(err error) bool {
 }
 
 func unavailable(err error) bool {
-	var sel topology.ServerSelectionError
 	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) ||
-		errors.As(err, &sel) ||
-		errors.Is(err, mongo.ErrClientDisconnected) || errors.Is(err, topology.ErrTopologyClosed) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+		errors.Is(err, mongo.ErrClientDisconnected) || errors.Is(err, topology.ErrTopologyClosed)
 }
 
 // maxTries bounds read-then-conditional-write loops. A try fails only when

@@ -15,7 +15,8 @@ import (
 // A refresh token is a document keyed by its hash; usedAt is set by the
 // first ConsumeRefreshToken. A revoked family is a document of the
 // families collection that lasts until its expiresAt. Expired records
-// are swept now and then (there are no TTL indexes in FerretDB).
+// are swept by StartRefreshSweeper (there are no TTL indexes in
+// FerretDB), off the request path.
 
 type refreshDoc struct {
 	Hash      string     `bson:"_id"`
@@ -25,9 +26,6 @@ type refreshDoc struct {
 	ExpiresAt time.Time  `bson:"expiresAt"`
 	UsedAt    *time.Time `bson:"usedAt,omitempty"`
 }
-
-// cleanupEvery is how often CreateRefreshToken sweeps expired records.
-const cleanupEvery = time.Hour
 
 func errBadRefresh() error {
 	return codecrafter.Errorf(codecrafter.EUNAUTHENTICATED, "the refresh token is invalid or expired: sign in again")
@@ -41,7 +39,6 @@ func (db *DB) CreateRefreshToken(ctx context.Context, t codecrafter.RefreshToken
 	if err != nil {
 		return dbErr(err, "refresh token")
 	}
-	db.maybeCleanup(ctx)
 	return nil
 }
 
@@ -73,9 +70,13 @@ func (db *DB) ConsumeRefreshToken(ctx context.Context, hash string, now time.Tim
 	case !errors.Is(err, mongo.ErrNoDocuments):
 		return nil, false, dbErr(err, "refresh token")
 	}
+	usedAt := now // the first use is this one
+	if d.UsedAt != nil {
+		usedAt = *d.UsedAt
+	}
 	return &codecrafter.RefreshToken{
 		Hash: d.Hash, FamilyID: d.FamilyID, UserID: d.UserID,
-		CreatedAt: d.CreatedAt.UTC(), ExpiresAt: d.ExpiresAt.UTC(),
+		CreatedAt: d.CreatedAt.UTC(), ExpiresAt: d.ExpiresAt.UTC(), UsedAt: usedAt.UTC(),
 	}, reused, nil
 }
 
@@ -89,20 +90,70 @@ func (db *DB) RevokeRefreshFamily(ctx context.Context, familyID string, until ti
 	return dbErr(err, "refresh token family")
 }
 
-// maybeCleanup deletes expired tokens and family records, at most once
-// per cleanupEvery; a failure is only logged.
-func (db *DB) maybeCleanup(ctx context.Context) {
-	now := time.Now()
-	last := db.lastCleanup.Load()
-	if now.UnixNano()-last < int64(cleanupEvery) || !db.lastCleanup.CompareAndSwap(last, now.UnixNano()) {
-		return
-	}
+// sweepBatch is how many expired records one delete removes: the
+// embedded store runs one write at a time, so a sweep is many short
+// deletes that other writes slip between, not one long one.
+const sweepBatch = 200
+
+// StartRefreshSweeper deletes expired refresh tokens and revoked-family
+// records now and then every interval, in a goroutine that stop ends
+// (and waits for).
+func (db *DB) StartRefreshSweeper(every time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			if _, err := db.SweepRefreshTokens(ctx, time.Now()); err != nil && ctx.Err() == nil {
+				db.logger.WarnContext(ctx, "mongo: sweeping expired refresh tokens", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// SweepRefreshTokens deletes the refresh tokens and revoked-family
+// records that expired before now, and returns how many it deleted.
+func (db *DB) SweepRefreshTokens(ctx context.Context, now time.Time) (int64, error) {
 	expired := bson.D{{Key: "expiresAt", Value: bson.D{{Key: "$lt", Value: now}}}}
+	var total int64
 	for _, c := range []*mongo.Collection{db.refreshTokens, db.families} {
-		if res, err := c.DeleteMany(ctx, expired); err != nil {
-			db.logger.WarnContext(ctx, "mongo: sweeping expired records", "collection", c.Name(), "err", err)
-		} else if res.DeletedCount > 0 {
-			db.logger.DebugContext(ctx, "mongo: swept expired records", "collection", c.Name(), "n", res.DeletedCount)
+		for {
+			// Reads are not held by the embedded store's write lock; only
+			// the delete of each batch is.
+			cur, err := c.Find(ctx, expired, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}).SetLimit(sweepBatch))
+			if err != nil {
+				return total, dbErr(err, c.Name())
+			}
+			var docs []struct {
+				ID string `bson:"_id"`
+			}
+			if err := cur.All(ctx, &docs); err != nil {
+				return total, dbErr(err, c.Name())
+			}
+			if len(docs) == 0 {
+				break
+			}
+			ids := make([]string, len(docs))
+			for i, d := range docs {
+				ids[i] = d.ID
+			}
+			res, err := c.DeleteMany(ctx, append(bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}, expired...))
+			if err != nil {
+				return total, dbErr(err, c.Name())
+			}
+			total += res.DeletedCount
+			if len(docs) < sweepBatch || res.DeletedCount == 0 {
+				break
+			}
 		}
 	}
+	return total, nil
 }

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -12,7 +11,7 @@ import (
 
 var _ codecrafter.Limiter = (*Limiter)(nil)
 
-// Limiter counts failures per key in fixed windows shared by every
+// Limiter counts attempts per key in fixed windows shared by every
 // replica: one counter per key that expires when its window ends.
 type Limiter struct {
 	client *goredis.Client
@@ -21,54 +20,52 @@ type Limiter struct {
 	window time.Duration
 }
 
-// NewLimiter returns a limiter that blocks a key for the rest of a window
-// once max failures fell in it; a window starts at a key's first failure.
-// Counters are stored under prefix+key.
+// NewLimiter returns a limiter that allows max attempts per key in a
+// window and refuses the rest until it ends. Counters are stored under
+// prefix+key.
 func NewLimiter(c *goredis.Client, prefix string, max int, window time.Duration) *Limiter {
 	return &Limiter{client: c, prefix: prefix, max: int64(max), window: window}
 }
 
-// failScript counts a failure and starts the window on the first one, in
-// one step so that no counter is left without an expiry.
-var failScript = goredis.NewScript(`
+// takeScript counts an attempt, starts the window on the first one and
+// returns 0 within the limit, else the window's remaining ms: one step, so
+// no two callers see the same count and no counter lacks an expiry.
+var takeScript = goredis.NewScript(`
 local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n`)
+local ttl = redis.call('PTTL', KEYS[1])
+if n == 1 or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+if n <= tonumber(ARGV[2]) then return 0 end
+return ttl`)
 
-// Fail counts one failure for key.
-func (l *Limiter) Fail(ctx context.Context, key string) error {
-	if err := failScript.Run(ctx, l.client, []string{l.prefix + key}, l.window.Milliseconds()).Err(); err != nil {
+// refundScript takes back an attempt of a live counter, never creating one.
+var refundScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) and redis.call('DECR', KEYS[1]) <= 0 then
+  redis.call('DEL', KEYS[1])
+end
+return 1`)
+
+// Take counts one attempt for key and returns how long it stays refused,
+// 0 when the attempt is within the limit.
+func (l *Limiter) Take(ctx context.Context, key string) (time.Duration, error) {
+	ms, err := takeScript.Run(ctx, l.client, []string{l.prefix + key}, l.window.Milliseconds(), l.max).Int64()
+	if err != nil {
+		return 0, redisErr(err)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// Refund gives back one attempt of key.
+func (l *Limiter) Refund(ctx context.Context, key string) error {
+	if err := refundScript.Run(ctx, l.client, []string{l.prefix + key}).Err(); err != nil {
 		return redisErr(err)
 	}
 	return nil
 }
 
-// Blocked returns how long key stays blocked, 0 when it is not.
-func (l *Limiter) Blocked(ctx context.Context, key string) (time.Duration, error) {
-	var count *goredis.StringCmd
-	var ttl *goredis.DurationCmd
-	_, err := l.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		count = p.Get(ctx, l.prefix+key)
-		ttl = p.PTTL(ctx, l.prefix+key)
-		return nil
-	})
-	if errors.Is(err, goredis.Nil) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, redisErr(err)
-	}
-	n, err := count.Int64()
-	if err != nil {
-		return 0, redisErr(err)
-	}
-	if n < l.max || ttl.Val() <= 0 {
-		return 0, nil
-	}
-	return ttl.Val(), nil
-}
-
-// Reset forgets key's failures.
+// Reset forgets key's attempts.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if err := l.client.Del(ctx, l.prefix+key).Err(); err != nil {
 		return redisErr(err)

@@ -38,18 +38,19 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1
 `)
 
-// consumeToken returns {family, user, created, expires, reused} of an
-// unexpired token (ARGV[1] is now, in ms) and marks it used; {} when
-// there is no such token.
+// consumeToken returns {family, user, created, expires, reused, used} of
+// an unexpired token (ARGV[1] is now, in ms; used is the ms of its first
+// use) and marks it used; {} when there is no such token.
 var consumeToken = goredis.NewScript(`
 local t = redis.call('HMGET', KEYS[1], 'family', 'user', 'created', 'expires', 'used')
 if not t[1] or tonumber(t[4]) <= tonumber(ARGV[1]) then return {} end
 local reused = 1
 if not t[5] then
   reused = 0
+  t[5] = ARGV[1]
   redis.call('HSET', KEYS[1], 'used', ARGV[1])
 end
-return {t[1], t[2], t[3], t[4], reused}
+return {t[1], t[2], t[3], t[4], reused, t[5]}
 `)
 
 // revokeFamily sets the family key to expire at ARGV[1] (ms), or later if
@@ -85,7 +86,7 @@ func (s *RefreshTokenStore) ConsumeRefreshToken(ctx context.Context, hash string
 	if err != nil {
 		return nil, false, redisErr(err)
 	}
-	if len(res) != 5 {
+	if len(res) != 6 {
 		return nil, false, errBadRefresh()
 	}
 	family, _ := res[0].(string)
@@ -93,7 +94,8 @@ func (s *RefreshTokenStore) ConsumeRefreshToken(ctx context.Context, hash string
 	created, err1 := strconv.ParseInt(toString(res[2]), 10, 64)
 	expires, err2 := strconv.ParseInt(toString(res[3]), 10, 64)
 	reused, _ := res[4].(int64)
-	if err := errors.Join(err1, err2); err != nil {
+	used, err3 := strconv.ParseInt(toString(res[5]), 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return nil, false, codecrafter.Wrap(err, codecrafter.EINTERNAL, "corrupt refresh token record")
 	}
 	revoked, err := s.c.Exists(ctx, s.familyKey(family)).Result()
@@ -106,6 +108,7 @@ func (s *RefreshTokenStore) ConsumeRefreshToken(ctx context.Context, hash string
 	return &codecrafter.RefreshToken{
 		Hash: hash, FamilyID: family, UserID: user,
 		CreatedAt: time.UnixMilli(created).UTC(), ExpiresAt: time.UnixMilli(expires).UTC(),
+		UsedAt: time.UnixMilli(used).UTC(),
 	}, reused == 1, nil
 }
 

@@ -41,6 +41,7 @@ func TestRefreshTokens(t *testing.T, newStore func(t *testing.T) codecrafter.Ref
 		if reused {
 			t.Error("first consume: reused = true")
 		}
+		sameTime(t, "UsedAt of the first consume", got.UsedAt, t0.Add(time.Minute))
 		for range 2 {
 			got, reused, err = s.ConsumeRefreshToken(ctx, tok.Hash, t0.Add(2*time.Minute))
 			noErr(t, err)
@@ -48,6 +49,9 @@ func TestRefreshTokens(t *testing.T, newStore func(t *testing.T) codecrafter.Ref
 			if !reused {
 				t.Error("later consume: reused = false")
 			}
+			// The first use's time, so the caller can tell a racing
+			// duplicate (within a grace) from a replay.
+			sameTime(t, "UsedAt of a later consume", got.UsedAt, t0.Add(time.Minute))
 		}
 	})
 

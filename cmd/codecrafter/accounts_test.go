@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,9 +135,102 @@ func TestLoginRateLimits(t *testing.T) {
 	c.Fail(t, codecrafter.ERATELIMITED, loginQ, login(fresh.Email, fresh.Password))
 }
 
+// TestLoginConcurrentWrongPasswords: 40 wrong passwords at once for one
+// account (limit 5) are counted before any is checked: exactly 5 are
+// checked, the rest are RATE_LIMITED.
+func TestLoginConcurrentWrongPasswords(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t, func(c *config) { c.LoginMaxPerAccount = 5 })
+	victim := ta.register(t, "victim")
+	const n = 40
+	codes := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			r := ta.client().Raw(t, loginQ, map[string]any{"in": map[string]any{"email": victim.Email, "password": "not the password"}})
+			codes[i] = r.Code()
+		})
+	}
+	wg.Wait()
+	count := map[string]int{}
+	for _, c := range codes {
+		count[c]++
+	}
+	if count[codecrafter.EUNAUTHENTICATED] != 5 || count[codecrafter.ERATELIMITED] != n-5 {
+		t.Errorf("codes = %v, want 5 UNAUTHENTICATED (checked) and %d RATE_LIMITED", count, n-5)
+	}
+}
+
+func TestRegisterRateLimit(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t, func(c *config) { c.RegisterMaxPerAddr = 2 })
+	ta.register(t, "one")
+	ta.register(t, "two")
+	e := ta.client().Fail(t, codecrafter.ERATELIMITED, registerQ, map[string]any{"in": map[string]any{"email": "three@example.com", "password": "long enough pw", "name": "Three"}})
+	if ms, _ := e.Extensions["retryAfterMs"].(float64); ms <= 0 || ms > float64(time.Hour/time.Millisecond) {
+		t.Errorf("retryAfterMs = %v, want within the 1h window", e.Extensions["retryAfterMs"])
+	}
+}
+
+// accountsClock is the auth service's clock, moved by the test.
+type accountsClock struct{ ns atomic.Int64 }
+
+func (c *accountsClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *accountsClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// setClock gives the app's auth service a clock the test moves, starting
+// now; call it before any request.
+func (ta *testApp) setClock() *accountsClock {
+	c := &accountsClock{}
+	c.ns.Store(time.Now().UnixNano())
+	ta.app.auth.SetClock(c.now)
+	return c
+}
+
+// TestRefreshConcurrentTabs: two tabs refreshing with the same token at
+// the same moment both get a new pair (the reuse grace), and both pairs
+// work; a replay after the grace revokes the login.
+func TestRefreshConcurrentTabs(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t)
+	clock := ta.setClock()
+	u := ta.register(t, "tabs")
+	var pairs [2]struct{ RefreshToken authPayload }
+	var errs [2][]gqlErrorCode
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() {
+			r := ta.client().Raw(t, refreshQ, map[string]any{"t": u.Refresh})
+			for _, e := range r.Errors {
+				errs[i] = append(errs[i], gqlErrorCode{e.Code(), e.Message})
+			}
+			if len(r.Errors) == 0 {
+				r.Decode(t, &pairs[i])
+			}
+		})
+	}
+	wg.Wait()
+	for i := range 2 {
+		if len(errs[i]) > 0 {
+			t.Fatalf("concurrent refresh %d: %v", i, errs[i])
+		}
+		ta.client().With(pairs[i].RefreshToken.AccessToken).Do(t, meQ, nil, nil)
+	}
+	// Each tab goes on refreshing its own token.
+	ta.client().Do(t, refreshQ, map[string]any{"t": pairs[0].RefreshToken.RefreshToken}, nil)
+
+	clock.advance(11 * time.Second)
+	ta.client().Fail(t, codecrafter.EUNAUTHENTICATED, refreshQ, map[string]any{"t": u.Refresh})
+	ta.client().Fail(t, codecrafter.EUNAUTHENTICATED, refreshQ, map[string]any{"t": pairs[1].RefreshToken.RefreshToken})
+	ta.client().With(pairs[1].RefreshToken.AccessToken).Fail(t, codecrafter.EUNAUTHENTICATED, meQ, nil)
+}
+
+type gqlErrorCode struct{ Code, Message string }
+
 func TestRefreshRotationAndReuse(t *testing.T) {
 	t.Parallel()
 	ta := startApp(t)
+	clock := ta.setClock()
 	u := ta.register(t, "rot")
 	c := ta.client()
 
@@ -146,10 +241,13 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	}
 	c.With(r1.RefreshToken.AccessToken).Do(t, meQ, nil, nil)
 
-	// Presenting the first token again is reuse: refused, and the family
-	// (including the newest token) is revoked.
+	// Presenting the first token again after the reuse grace is a replay:
+	// refused, and the family (including the newest token, and its access
+	// token) is revoked.
+	clock.advance(11 * time.Second)
 	c.Fail(t, codecrafter.EUNAUTHENTICATED, refreshQ, map[string]any{"t": u.Refresh})
 	c.Fail(t, codecrafter.EUNAUTHENTICATED, refreshQ, map[string]any{"t": r1.RefreshToken.RefreshToken})
+	c.With(r1.RefreshToken.AccessToken).Fail(t, codecrafter.EUNAUTHENTICATED, meQ, nil)
 	c.Fail(t, codecrafter.EUNAUTHENTICATED, refreshQ, map[string]any{"t": "garbage"})
 
 	// Another login is another family, unaffected.
@@ -172,6 +270,12 @@ func TestLogout(t *testing.T) {
 		t.Error("logout = false")
 	}
 	c.Fail(t, codecrafter.EUNAUTHENTICATED, refreshQ, map[string]any{"t": r1.RefreshToken.RefreshToken})
+	// The login's access tokens end with it; another login's do not.
+	c.With(r1.RefreshToken.AccessToken).Fail(t, codecrafter.EUNAUTHENTICATED, meQ, nil)
+	c.With(u.Access).Fail(t, codecrafter.EUNAUTHENTICATED, meQ, nil)
+	var l struct{ Login authPayload }
+	c.Do(t, loginQ, map[string]any{"in": map[string]any{"email": u.Email, "password": u.Password}}, &l)
+	c.With(l.Login.AccessToken).Do(t, meQ, nil, nil)
 	// Logging out twice, or with an unknown token, is not an error.
 	c.Do(t, logoutQ, map[string]any{"t": r1.RefreshToken.RefreshToken}, &out)
 	c.Do(t, logoutQ, map[string]any{"t": "never-issued"}, &out)

@@ -44,6 +44,7 @@ type app struct {
 	sandbox  *sandbox.Docker // nil unless this process runs the worker
 	worker   *worker.Worker  // nil unless this process runs the worker
 	server   *server.Server  // nil for the worker daemon
+	auth     *auth.Service   // nil for the worker daemon
 
 	closers []func() // run in reverse order by close
 }
@@ -76,14 +77,16 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger, withAPI, withWork
 		a.bus = redis.NewBus(rc, cfg.RedisPrefix+"bus:", log.With("component", "bus"))
 		refresh = redis.NewRefreshTokenStore(rc, cfg.RedisPrefix+"refresh:")
 		limiters = auth.Limiters{
-			Account: redis.NewLimiter(rc, cfg.RedisPrefix+"login:acct:", cfg.LoginMaxPerAccount, cfg.LoginWindow),
-			Addr:    redis.NewLimiter(rc, cfg.RedisPrefix+"login:addr:", cfg.LoginMaxPerAddr, cfg.LoginWindow),
+			Account:  redis.NewLimiter(rc, cfg.RedisPrefix+"login:acct:", cfg.LoginMaxPerAccount, cfg.LoginWindow),
+			Addr:     redis.NewLimiter(rc, cfg.RedisPrefix+"login:addr:", cfg.LoginMaxPerAddr, cfg.LoginWindow),
+			Register: redis.NewLimiter(rc, cfg.RedisPrefix+"register:", cfg.RegisterMaxPerAddr, cfg.RegisterWindow),
 		}
 	} else {
 		a.bus = inmem.NewBus()
 		limiters = auth.Limiters{
-			Account: inmem.NewLimiter(cfg.LoginMaxPerAccount, cfg.LoginWindow),
-			Addr:    inmem.NewLimiter(cfg.LoginMaxPerAddr, cfg.LoginWindow),
+			Account:  inmem.NewLimiter(cfg.LoginMaxPerAccount, cfg.LoginWindow),
+			Addr:     inmem.NewLimiter(cfg.LoginMaxPerAddr, cfg.LoginWindow),
+			Register: inmem.NewLimiter(cfg.RegisterMaxPerAddr, cfg.RegisterWindow),
 		}
 	}
 	if cfg.AMQPURL != "" {
@@ -191,9 +194,19 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 	}
 	ac := auth.DefaultConfig(secret)
 	ac.Argon2 = auth.Argon2Params{MemoryKiB: uint32(a.cfg.Argon2MemoryKB), Iterations: uint32(a.cfg.Argon2Passes), Parallelism: 1}
+	ac.Bus = a.bus
 	authSvc, err := auth.New(ac, a.db, refresh, limiters, a.log.With("component", "auth"))
 	if err != nil {
 		return err
+	}
+	a.auth = authSvc
+	stopWatch, err := authSvc.WatchRevocations(ctx) // other replicas' logouts
+	if err != nil {
+		return fmt.Errorf("revoked logins: %w", err)
+	}
+	a.onClose(stopWatch)
+	if refresh == codecrafter.RefreshTokenStore(a.db) {
+		a.onClose(a.db.StartRefreshSweeper(time.Hour)) // off the login path
 	}
 	execSvc := executions.New(executions.Config{
 		DefaultTimeLimit: a.cfg.DefaultTimeLimit, MaxTimeLimit: a.cfg.MaxTimeLimit,

@@ -42,6 +42,7 @@ func testConfig(t testing.TB) config {
 	cfg.DataDir = t.TempDir()
 	cfg.Worker = "off"
 	cfg.Argon2MemoryKB, cfg.Argon2Passes = 1024, 1
+	cfg.RegisterMaxPerAddr = 1000 // tests register many users from one address
 	cfg.JWTSecret = codecrafter.RandomToken(32)
 	cfg.MongoURI, cfg.RedisURL, cfg.AMQPURL = "", "", ""
 	return cfg
