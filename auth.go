@@ -31,7 +31,15 @@ type RefreshTokenStore interface {
 	// is the latest expiry any of them can have, after which the record
 	// may be dropped.
 	RevokeRefreshFamily(ctx context.Context, familyID string, until time.Time) error
+	// RevokedFamiliesSince returns the families revoked at or after since,
+	// so that a starting process refuses their access tokens too. Stores
+	// remember revocations for at least RevokedHistory.
+	RevokedFamiliesSince(ctx context.Context, since time.Time) ([]string, error)
 }
+
+// RevokedHistory is how long RefreshTokenStores remember when a family
+// was revoked: more than any access token lives.
+const RevokedHistory = time.Hour
 
 // Limiter counts attempts per key in fixed windows and refuses a key's
 // attempts past the limit until its window ends; a window starts at a

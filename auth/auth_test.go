@@ -428,6 +428,28 @@ func TestRevocationsReachOtherReplicas(t *testing.T) {
 	wantCode(t, err, codecrafter.EUNAUTHENTICATED)
 }
 
+// TestRevocationsSurviveRestart: a process started after a logout
+// (which missed its event) still refuses that login's access tokens.
+func TestRevocationsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	p, _ := e.register(t)
+	if err := e.svc.Logout(context.Background(), p.RefreshToken); err != nil {
+		t.Fatal(err)
+	}
+	restarted := e.newService(t)
+	if _, err := restarted.Verify(p.AccessToken); err != nil {
+		t.Fatalf("before loading the revocations: %v", err) // the gap WatchRevocations closes
+	}
+	stop, err := restarted.WatchRevocations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	_, err = restarted.Verify(p.AccessToken)
+	wantCode(t, err, codecrafter.EUNAUTHENTICATED)
+}
+
 // TestRefreshReuseGrace: two tabs refreshing with one token at the same
 // moment both get a pair of the same login; a replay after the grace
 // revokes the login.

@@ -48,38 +48,49 @@ func (r *revokedSet) has(family string, now time.Time) bool {
 	return ok && !now.After(u)
 }
 
-// WatchRevocations subscribes to the logins every replica revokes (the
-// FamilyID events on codecrafter.AccessTopic), so that Verify here
-// refuses their access tokens too. It returns once subscribed; stop ends
-// the subscription and waits for its goroutine. Without a Bus there is
-// nothing to watch.
+// WatchRevocations makes Verify refuse the access tokens of logins
+// revoked elsewhere: on other replicas (the FamilyID events on
+// codecrafter.AccessTopic, when there is a Bus) and before this process
+// started (read from the store once subscribed, so none falls between).
+// Call it once at start; stop ends the subscription and waits for its
+// goroutine.
 func (s *Service) WatchRevocations(ctx context.Context) (stop func(), err error) {
-	if s.cfg.Bus == nil {
-		return func() {}, nil
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	events, err := s.cfg.Bus.Subscribe(ctx, codecrafter.AccessTopic)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for payload := range events { // closes when ctx ends
-			c, err := codecrafter.DecodeAccessChange(payload)
-			if err != nil {
-				s.logger.WarnContext(ctx, "undecodable access change", "err", err)
-				continue
-			}
-			if c.FamilyID != "" {
-				now := s.now()
-				s.revoked.add(c.FamilyID, now.Add(s.accessLife()), now)
-				if s.onRevoked != nil {
-					s.onRevoked(c.FamilyID)
+	stop = func() {}
+	if s.cfg.Bus != nil {
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		events, err := s.cfg.Bus.Subscribe(wctx, codecrafter.AccessTopic)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for payload := range events { // closes when wctx ends
+				c, err := codecrafter.DecodeAccessChange(payload)
+				if err != nil {
+					s.logger.WarnContext(wctx, "undecodable access change", "err", err)
+					continue
+				}
+				if c.FamilyID != "" {
+					now := s.now()
+					s.revoked.add(c.FamilyID, now.Add(s.accessLife()), now)
+					if s.onRevoked != nil {
+						s.onRevoked(c.FamilyID)
+					}
 				}
 			}
-		}
-	}()
-	return func() { cancel(); <-done }, nil
+		}()
+		stop = func() { cancel(); <-done }
+	}
+	now := s.now()
+	families, err := s.tokens.RevokedFamiliesSince(ctx, now.Add(-s.accessLife()))
+	if err != nil {
+		// Not fatal: those tokens then pass until they expire.
+		s.logger.WarnContext(ctx, "loading recently revoked logins", "err", err)
+	}
+	for _, f := range families {
+		s.revoked.add(f, now.Add(s.accessLife()), now)
+	}
+	return stop, nil
 }

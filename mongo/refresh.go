@@ -81,13 +81,34 @@ func (db *DB) ConsumeRefreshToken(ctx context.Context, hash string, now time.Tim
 }
 
 // RevokeRefreshFamily records the family as revoked until until (or
-// later, when revoked before with a later time).
+// later, when revoked before with a later time), and when.
 func (db *DB) RevokeRefreshFamily(ctx context.Context, familyID string, until time.Time) error {
 	_, err := db.families.UpdateOne(ctx,
 		bson.D{{Key: "_id", Value: familyID}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: until}}}},
+		bson.D{{Key: "$max", Value: bson.D{{Key: "expiresAt", Value: until}, {Key: "revokedAt", Value: time.Now()}}}},
 		options.UpdateOne().SetUpsert(true))
 	return dbErr(err, "refresh token family")
+}
+
+// RevokedFamiliesSince returns the families revoked at or after since
+// (kept as long as the family record: longer than RevokedHistory).
+func (db *DB) RevokedFamiliesSince(ctx context.Context, since time.Time) ([]string, error) {
+	cur, err := db.families.Find(ctx, bson.D{{Key: "revokedAt", Value: bson.D{{Key: "$gte", Value: since}}}},
+		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, dbErr(err, "refresh token family")
+	}
+	var docs []struct {
+		ID string `bson:"_id"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, dbErr(err, "refresh token family")
+	}
+	ids := make([]string, len(docs))
+	for i, d := range docs {
+		ids[i] = d.ID
+	}
+	return ids, nil
 }
 
 // sweepBatch is how many expired records one delete removes: the

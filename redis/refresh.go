@@ -29,6 +29,10 @@ func NewRefreshTokenStore(c goredis.UniversalClient, prefix string) *RefreshToke
 func (s *RefreshTokenStore) tokenKey(hash string) string { return s.prefix + "refresh:" + hash }
 func (s *RefreshTokenStore) familyKey(id string) string  { return s.prefix + "refresh-family:" + id }
 
+// revokedKey is a sorted set of recently revoked families scored by the
+// ms they were revoked at, trimmed to RevokedHistory.
+func (s *RefreshTokenStore) revokedKey() string { return s.prefix + "refresh-revoked" }
+
 // createToken stores the token's fields unless the key exists, and makes
 // it expire with the token (at once when that is past).
 var createToken = goredis.NewScript(`
@@ -126,5 +130,28 @@ func (s *RefreshTokenStore) RevokeRefreshFamily(ctx context.Context, familyID st
 	if err := revokeFamily.Run(ctx, s.c, []string{s.familyKey(familyID)}, until.UnixMilli()).Err(); err != nil {
 		return redisErr(err)
 	}
+	// A key of its own (not in the script), so it works on a cluster.
+	now := time.Now()
+	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		p.ZAdd(ctx, s.revokedKey(), goredis.Z{Score: float64(now.UnixMilli()), Member: familyID})
+		p.ZRemRangeByScore(ctx, s.revokedKey(), "-inf", "("+strconv.FormatInt(now.Add(-codecrafter.RevokedHistory).UnixMilli(), 10))
+		p.PExpire(ctx, s.revokedKey(), codecrafter.RevokedHistory)
+		return nil
+	})
+	if err != nil {
+		return redisErr(err)
+	}
 	return nil
+}
+
+// RevokedFamiliesSince returns the families revoked at or after since,
+// within the last RevokedHistory.
+func (s *RefreshTokenStore) RevokedFamiliesSince(ctx context.Context, since time.Time) ([]string, error) {
+	ids, err := s.c.ZRangeByScore(ctx, s.revokedKey(), &goredis.ZRangeBy{
+		Min: strconv.FormatInt(since.UnixMilli(), 10), Max: "+inf",
+	}).Result()
+	if err != nil {
+		return nil, redisErr(err)
+	}
+	return ids, nil
 }

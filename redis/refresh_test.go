@@ -68,6 +68,7 @@ func TestRefreshTokenKeysExpire(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantTTL(t, c, prefix+"refresh-family:f1", 2*time.Hour)
+	wantTTL(t, c, prefix+"refresh-revoked", codecrafter.RevokedHistory) // the recent revocations
 
 	// Already expired: nothing kept.
 	old := codecrafter.RefreshToken{Hash: "h2", FamilyID: "f2", CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -114,6 +115,26 @@ func TestRefreshTokens(t *testing.T, newStore func(t *testing.T) codecrafter.Ref
 		}
 		// A family with no tokens can be revoked too.
 		noErr(t, s.RevokeRefreshFamily(ctx, "f-empty", t0.Add(time.Hour)))
+	})
+
+	t.Run("RevokedFamiliesSince", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		before := time.Now().Add(-time.Second) // stores stamp revocations with their own clock
+		for _, f := range []string{"f1", "f2"} {
+			noErr(t, s.RevokeRefreshFamily(ctx, f, now().Add(time.Hour)))
+		}
+		got, err := s.RevokedFamiliesSince(ctx, before)
+		noErr(t, err)
+		slices.Sort(got)
+		if !slices.Equal(got, []string{"f1", "f2"}) {
+			t.Errorf("revoked since before: %v, want [f1 f2]", got)
+		}
+		got, err = s.RevokedFamiliesSince(ctx, time.Now().Add(time.Hour))
+		noErr(t, err)
+		if len(got) != 0 {
+			t.Errorf("revoked since an hour from now: %v, want none", got)
+		}
 	})
 
 	t.Run("RacingConsumes", func(t *testing.T) {
