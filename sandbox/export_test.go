@@ -1,5 +1,7 @@
 package sandbox
 
+import "context"
+
 // OnAcquire makes d report the container of each run (for tests).
 func (d *Docker) OnAcquire(f func(containerID string)) { d.onAcquire = f }
 
@@ -21,3 +23,9 @@ func (d *Docker) UseOOMReport(use bool) { d.kernelMemcg = use }
 
 // Owner returns the LabelOwner value of d's containers.
 func (d *Docker) Owner() string { return d.owner.String() }
+
+// OOMLogged reports whether the engine logged an OOM event for a
+// container since it started.
+func (d *Docker) OOMLogged(ctx context.Context, id, since string) bool {
+	return d.oomLogged(ctx, id, since)
+}

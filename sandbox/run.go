@@ -388,10 +388,42 @@ func (r *run) finish(ctx context.Context, exit *wire.Exit, violated string) (*co
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
 	}
-	if info.Container.State == nil {
+	st := info.Container.State
+	if st == nil {
 		return nil, fmt.Errorf("inspect: no state")
 	}
-	return info.Container.State, nil
+	if !st.OOMKilled && st.ExitCode == 128+9 && r.stopped() == stopNone {
+		st.OOMKilled = r.d.oomLogged(ictx, r.b.id, st.StartedAt)
+		r.d.log.Debug("sandbox: SIGKILLed box", "container", r.b.id, "oom_event", st.OOMKilled)
+	}
+	return st, nil
+}
+
+// oomLogged reports whether the engine logged an OOM event for a
+// container since it started. A SIGKILLed box the host did not stop may
+// be a memory kill whose OOM notice the engine's exit handling missed
+// (seen under gVisor, where the whole sandbox is killed: the engine
+// pairs OOM notices with the next exit it hears of, which can be
+// another container's, or comes first): State.OOMKilled then stays
+// false, but the container's OOM event is logged.
+func (d *Docker) oomLogged(ctx context.Context, id, since string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res := d.cli.Events(ctx, client.EventsListOptions{
+		Since: since, Until: "-2s", // two seconds from now
+		Filters: client.Filters{}.Add("container", id).Add("event", "oom"),
+	})
+	defer func() {
+		cancel()
+		for range res.Err { // the stream's goroutine has ended
+		}
+	}()
+	select {
+	case <-res.Messages:
+		return true
+	case <-res.Err:
+		return false
+	}
 }
 
 // stream collects one output stream and forwards it in chunks that end
