@@ -8,6 +8,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/auth"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph/model"
@@ -21,6 +22,11 @@ type Resolver struct {
 	Runs     *executions.Service // code executions
 	Users    codecrafter.UserStore
 	Runtimes codecrafter.Runtimes
+	// Access ends subscriptions of participants who lose access (nil: none).
+	Access *access.Hub
+	// Present formats subscription errors like every other error (nil:
+	// gqlgen's default presenter).
+	Present graphql.ErrorPresenterFunc
 }
 
 func payload(p *auth.Payload, err error) (*model.AuthPayload, error) {

@@ -200,6 +200,14 @@ func (r *subscriptionResolver) CodeEdited(ctx context.Context, sessionID string)
 }
 
 func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID string) (<-chan *model.ExecutionOutput, error) {
+	e, err := r.Runs.Execution(ctx, executionID)
+	if err != nil {
+		return nil, err
+	}
+	ctx = r.watchSession(ctx, e.SessionID, func(ctx context.Context) error {
+		_, err := r.Runs.Execution(ctx, executionID)
+		return err
+	})
 	chunks, err := r.Runs.Output(ctx, executionID)
 	if err != nil {
 		return nil, err
@@ -210,6 +218,7 @@ func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID 
 }
 
 func (r *subscriptionResolver) SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
+	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
 	return r.Runs.SessionExecutions(ctx, sessionID)
 }
 

@@ -21,15 +21,15 @@ func (s *Server) withAuth(next http.Handler) http.Handler {
 		}
 		ctx := r.Context()
 		token, err := bearerToken(h)
-		var userID string
+		var claims codecrafter.Claims
 		if err == nil {
-			userID, err = s.authenticate(ctx, token)
+			claims, err = s.authenticate(ctx, token)
 		}
 		if err != nil {
 			s.logger(ctx).Debug("access token refused", "err", err)
 			ctx = codecrafter.WithAuthError(ctx, err)
 		} else {
-			ctx = codecrafter.WithUserID(ctx, userID)
+			ctx = withClaims(codecrafter.WithUserID(ctx, claims.UserID), claims)
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
@@ -45,15 +45,34 @@ func bearerToken(credential string) (string, error) {
 	return token, nil
 }
 
-// authenticate checks token with Deps.Authenticate. Its errors pass
-// through: coded ones as they are, anything else ends up INTERNAL.
-func (s *Server) authenticate(ctx context.Context, token string) (string, error) {
-	if s.deps.Authenticate == nil {
-		return "", codecrafter.Errorf(codecrafter.EUNAUTHENTICATED, "access tokens are not accepted by this server")
+// authenticate checks token with Deps.Verify, or Deps.Authenticate when
+// there is no Verify. Its errors pass through: coded ones as they are,
+// anything else ends up INTERNAL.
+func (s *Server) authenticate(ctx context.Context, token string) (codecrafter.Claims, error) {
+	var c codecrafter.Claims
+	var err error
+	switch {
+	case s.deps.Verify != nil:
+		c, err = s.deps.Verify(ctx, token)
+	case s.deps.Authenticate != nil:
+		c.UserID, err = s.deps.Authenticate(ctx, token)
+	default:
+		return c, codecrafter.Errorf(codecrafter.EUNAUTHENTICATED, "access tokens are not accepted by this server")
 	}
-	id, err := s.deps.Authenticate(ctx, token)
-	if err == nil && id == "" {
+	if err == nil && c.UserID == "" {
 		err = codecrafter.Errorf(codecrafter.EUNAUTHENTICATED, "invalid access token")
 	}
-	return id, err
+	return c, err
+}
+
+type claimsKey struct{}
+
+func withClaims(ctx context.Context, c codecrafter.Claims) context.Context {
+	return context.WithValue(ctx, claimsKey{}, c)
+}
+
+// claimsFrom returns the claims withAuth verified, if any.
+func claimsFrom(ctx context.Context) (codecrafter.Claims, bool) {
+	c, ok := ctx.Value(claimsKey{}).(codecrafter.Claims)
+	return c, ok
 }

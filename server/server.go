@@ -22,6 +22,10 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/access"
 )
 
 // Config tunes the server. The zero value is a safe production setup:
@@ -83,6 +87,8 @@ type Config struct {
 	WebSocketInitTimeout time.Duration
 	// WebSocketReadLimit caps one WebSocket message (default MaxBodyBytes).
 	WebSocketReadLimit int64
+	// WebSocket bounds sockets per user and address and operations per socket.
+	WebSocket WebSocketLimits
 }
 
 // Defaults of the zero fields of Config.
@@ -114,6 +120,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.WebSocketKeepAlive, DefaultWebSocketKeepAlive)
 	setDefault(&c.WebSocketInitTimeout, DefaultWebSocketInitTimeout)
 	setDefault(&c.WebSocketReadLimit, c.MaxBodyBytes)
+	c.WebSocket.setDefaults()
 }
 
 func setDefault[T int | int64 | time.Duration](v *T, def T) {
@@ -130,6 +137,12 @@ type Deps struct {
 	// refused token should be an UNAUTHENTICATED *codecrafter.Error saying
 	// why (expired, malformed...). Nil: every caller is anonymous.
 	Authenticate func(ctx context.Context, accessToken string) (userID string, err error)
+	// Verify is Authenticate with the token's claims (expiry, login
+	// family), so that a WebSocket closes when its token expires or its
+	// login is revoked. It is used instead of Authenticate when set.
+	Verify func(ctx context.Context, accessToken string) (codecrafter.Claims, error)
+	// Access, when set, closes WebSockets of revoked logins.
+	Access *access.Hub
 	// Ready are the readiness checks /readyz runs, by name (store, bus...).
 	Ready map[string]func(context.Context) error
 	// Logger receives access logs and errors (nil: discard).
@@ -155,6 +168,8 @@ type Server struct {
 	shutdown     context.Context
 	shutdownOnce sync.Once
 	stop         context.CancelFunc
+
+	sockets *sockets
 }
 
 // New builds a server. It fails on a missing schema, a malformed allowed
@@ -189,10 +204,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: registering metrics: %w", err)
 	}
-	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, origins: origins, metrics: m}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, origins: origins, metrics: m, sockets: newSockets(cfg.WebSocket)}
 	s.shutdown, s.stop = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	return s, nil
+}
+
+// PresentError is the server's error presenter, for errors that reach a
+// client without passing through gqlgen's (subscription errors).
+func (s *Server) PresentError(ctx context.Context, err error) *gqlerror.Error {
+	return s.presentError(ctx, err)
 }
 
 // Handler returns the root handler with every route and middleware.
@@ -235,6 +256,7 @@ func (s *Server) graphQLHandler() http.Handler {
 
 	h.Use(s.metrics) // first, so it sees every operation and error
 	h.Use(transportGuard{})
+	h.Use(websocketOperations{s})
 	if s.cfg.Introspection {
 		h.Use(extension.Introspection{})
 	} else {

@@ -75,6 +75,11 @@ func (c *gorillaConn) NextReader() (int, io.Reader, error) {
 }
 
 func (c *gorillaConn) WriteClose(code int, message string) error {
+	// gqlgen closes a socket whose context ended with 1000 "terminated";
+	// when we ended it (token expired, login revoked) say so instead.
+	if fc, fm := c.st.forcedClose(); fc != 0 {
+		code, message = fc, fm
+	}
 	// A close frame's payload is at most 125 bytes, 2 of them the code.
 	msg := truncate(message, 123)
 	c.st.closed(code)
@@ -84,10 +89,49 @@ func (c *gorillaConn) WriteClose(code int, message string) error {
 // wsState follows one WebSocket request: the middleware that serves it
 // closes the connection and accounts for it when gqlgen is done.
 type wsState struct {
-	mu        sync.Mutex
-	conn      *websocket.Conn
-	start     time.Time
-	closeCode int
+	addr string // the client's address, for the socket limits
+
+	mu          sync.Mutex
+	conn        *websocket.Conn
+	start       time.Time
+	closeCode   int
+	userID      string // once connection_init authenticated
+	ops         int    // operations running
+	forcedCode  int
+	forcedMsg   string
+	endIdentity func() // stops the expiry timer
+}
+
+// force makes the socket's close frame say code and message, when the
+// server ends it.
+func (st *wsState) force(code int, message string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.forcedCode == 0 {
+		st.forcedCode, st.forcedMsg = code, message
+	}
+}
+
+func (st *wsState) forcedClose() (int, string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.forcedCode, st.forcedMsg
+}
+
+func (st *wsState) startOperation(limit int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if limit > 0 && st.ops >= limit {
+		return false
+	}
+	st.ops++
+	return true
+}
+
+func (st *wsState) endOperation() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.ops--
 }
 
 type wsStateKey struct{}
@@ -119,15 +163,24 @@ func (s *Server) serveWebsocket(next http.Handler, w http.ResponseWriter, r *htt
 	defer cancel()
 	stop := context.AfterFunc(s.shutdown, cancel)
 	defer stop()
-	st := &wsState{}
+	st := &wsState{addr: codecrafter.ClientAddrFromContext(ctx)}
+	if err := s.sockets.open(st.addr, time.Now()); err != nil {
+		s.logger(ctx).Info("websocket refused", "err", err)
+		refuseWebsocket(w, r, err)
+		return
+	}
 	ctx = context.WithValue(ctx, wsStateKey{}, st)
 	ctx = context.WithValue(ctx, transportKey{}, transportWebsocket)
 
 	next.ServeHTTP(w, r.WithContext(ctx))
 
 	st.mu.Lock()
-	conn, start, code := st.conn, st.start, st.closeCode
+	conn, start, code, userID, endIdentity := st.conn, st.start, st.closeCode, st.userID, st.endIdentity
 	st.mu.Unlock()
+	s.sockets.closed(st.addr, userID)
+	if endIdentity != nil {
+		endIdentity()
+	}
 	if conn == nil {
 		return // the upgrade failed; gqlgen answered 400
 	}
@@ -141,27 +194,66 @@ func (s *Server) serveWebsocket(next http.Handler, w http.ResponseWriter, r *htt
 }
 
 // websocketInit authenticates a connection from its connection_init
-// payload. No token: the connection stays as the upgrade request left it
-// (anonymous unless it carried an Authorization header). A refused token
+// payload, or from the upgrade request's Authorization header when the
+// payload has no token (else the socket stays anonymous). A refused token
 // rejects the connection (4403 on graphql-transport-ws, connection_error
-// then close on graphql-ws).
+// then close on graphql-ws); so does a user over the socket cap (4429).
+//
+// Access is not checked once: the socket closes with 4403 when its access
+// token expires or its login is revoked (logout, refresh token reuse). A
+// client reconnects with a fresh token (graphql-ws retries on 4403 and
+// re-reads connectionParams); there is no re-authentication in place.
 func (s *Server) websocketInit(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+	st := wsStateFrom(ctx)
 	token, err := initPayloadToken(p)
-	if err == nil && token == "" {
-		return ctx, nil, nil
+	var claims codecrafter.Claims
+	switch {
+	case err == nil && token != "":
+		claims, err = s.authenticate(ctx, token)
+	case err == nil:
+		var ok bool
+		if claims, ok = claimsFrom(ctx); !ok {
+			return ctx, nil, nil // anonymous: counted as unauthenticated while open
+		}
 	}
-	var userID string
 	if err == nil {
-		userID, err = s.authenticate(ctx, token)
+		err = s.sockets.authenticated(st.addr, claims.UserID)
+		if err != nil {
+			return s.refuseInit(ctx, closeTooMany, "Too many connections: ", err)
+		}
 	}
 	if err != nil {
-		msg := codecrafter.ErrorMessage(err)
-		s.logger(ctx).Info("websocket connection_init refused", "err", err)
-		ctx = transport.WithWebsocketCloseCode(ctx, closeForbidden)
-		ctx = transport.AppendCloseReason(ctx, "Forbidden: "+msg)
-		return ctx, nil, errors.New(msg)
+		return s.refuseInit(ctx, closeForbidden, "Forbidden: ", err)
 	}
-	return codecrafter.WithUserID(ctx, userID), nil, nil
+
+	ctx, cancel := context.WithCancel(codecrafter.WithUserID(ctx, claims.UserID))
+	end := func(msg string) func() {
+		return func() {
+			st.force(closeAccessEnded, msg)
+			s.logger(ctx).Info("websocket access ended", "user", claims.UserID, "reason", msg)
+			cancel()
+		}
+	}
+	stop := func() bool { return true }
+	if !claims.ExpiresAt.IsZero() {
+		stop = time.AfterFunc(time.Until(claims.ExpiresAt), end("Forbidden: access token expired; reconnect with a fresh one")).Stop
+	}
+	if s.deps.Access != nil {
+		s.deps.Access.WatchLogin(ctx, claims.FamilyID, end("Forbidden: this login was revoked; sign in again"))
+	}
+	st.mu.Lock()
+	st.userID, st.endIdentity = claims.UserID, func() { stop(); cancel() }
+	st.mu.Unlock()
+	return ctx, nil, nil
+}
+
+// refuseInit rejects connection_init with err, closing with code.
+func (s *Server) refuseInit(ctx context.Context, code int, prefix string, err error) (context.Context, *transport.InitPayload, error) {
+	msg := codecrafter.ErrorMessage(err)
+	s.logger(ctx).Info("websocket connection_init refused", "err", err)
+	ctx = transport.WithWebsocketCloseCode(ctx, code)
+	ctx = transport.AppendCloseReason(ctx, prefix+msg)
+	return ctx, nil, errors.New(msg)
 }
 
 // initPayloadToken finds the access token in a connection_init payload:

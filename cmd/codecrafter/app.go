@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/auth"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph"
@@ -212,14 +213,24 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		DefaultTimeLimit: a.cfg.DefaultTimeLimit, MaxTimeLimit: a.cfg.MaxTimeLimit,
 		DefaultMemoryMB: a.cfg.DefaultMemoryMB, MaxMemoryMB: a.cfg.MaxMemoryMB,
 		MaxActivePerUser: a.cfg.MaxActiveRuns,
+		Limiter:          inmem.NewLimiter(a.cfg.RunsPerMinute, time.Minute), // per replica
 	}, a.db, a.db, a.queue, a.bus, a.runtimes, a.log.With("component", "executions"), a.registry)
-	schema := graph.NewExecutableSchema(graph.Config{Resolvers: &resolvers.Resolver{
+	// Access changes end subscriptions and sockets on every replica.
+	hub := access.New(a.bus, a.log.With("component", "access"))
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	a.onClose(stopHub)
+	if err := hub.Subscribe(hubCtx); err != nil {
+		return fmt.Errorf("access events: %w", err)
+	}
+	res := &resolvers.Resolver{
 		Auth:     authSvc,
 		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")),
 		Runs:     execSvc,
 		Users:    a.db,
 		Runtimes: a.runtimes,
-	}})
+		Access:   hub,
+	}
+	schema := graph.NewExecutableSchema(graph.Config{Resolvers: res})
 	a.server, err = server.New(server.Config{
 		AllowedOrigins: a.cfg.origins(),
 		Introspection:  a.cfg.introspection(),
@@ -231,11 +242,19 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Authenticate: func(_ context.Context, token string) (string, error) {
 			return authSvc.Authenticate(token)
 		},
+		Verify: func(_ context.Context, token string) (codecrafter.Claims, error) {
+			return authSvc.Verify(token)
+		},
+		Access:     hub,
 		Ready:      a.readiness(),
 		Logger:     a.log.With("component", "http"),
 		Registerer: a.registry,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	res.Present = a.server.PresentError
+	return nil
 }
 
 func (a *app) readiness() map[string]func(context.Context) error {

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// rawSocket is a WebSocket client of either protocol, for tests that need
+// several operations on one socket or the close code.
+type rawSocket struct {
+	t     testing.TB
+	conn  *websocket.Conn
+	proto string
+}
+
+type rawMsg struct {
+	Type    string          `json:"type"`
+	ID      string          `json:"id,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// openSocket dials ta with proto and authenticates with token in
+// connection_init; it fails the test unless the server acknowledges.
+func openSocket(t testing.TB, ta *testApp, proto, token string) *rawSocket {
+	t.Helper()
+	s := dialSocket(t, ta, proto)
+	s.send(rawMsg{Type: "connection_init", Payload: json.RawMessage(`{"authorization":"Bearer ` + token + `"}`)})
+	if m := s.next(); m.Type != "connection_ack" {
+		t.Fatalf("connection_init: got %s %s", m.Type, m.Payload)
+	}
+	return s
+}
+
+func dialSocket(t testing.TB, ta *testApp, proto string) *rawSocket {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: []string{proto}, HandshakeTimeout: 10 * time.Second}
+	conn, resp, err := d.Dial("ws"+strings.TrimPrefix(ta.URL, "http"), nil)
+	if err != nil {
+		t.Fatalf("dial: %v (%v)", err, resp)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &rawSocket{t: t, conn: conn, proto: proto}
+}
+
+func (s *rawSocket) send(m rawMsg) {
+	s.t.Helper()
+	if err := s.conn.WriteJSON(m); err != nil {
+		s.t.Fatalf("write %s: %v", m.Type, err)
+	}
+}
+
+// subscribe starts operation id.
+func (s *rawSocket) subscribe(id, query string, vars map[string]any) {
+	s.t.Helper()
+	typ := "subscribe"
+	if s.proto == "graphql-ws" {
+		typ = "start"
+	}
+	p, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	s.send(rawMsg{Type: typ, ID: id, Payload: p})
+}
+
+// next returns the next message that is not a keep-alive; a read error
+// (close frame included) is returned as a message of type "closed" with
+// the error text as payload.
+func (s *rawSocket) next() rawMsg {
+	s.t.Helper()
+	m, err := s.read(20 * time.Second)
+	if err != nil {
+		s.t.Fatalf("read: %v", err)
+	}
+	return m
+}
+
+func (s *rawSocket) read(timeout time.Duration) (rawMsg, error) {
+	// One deadline for the whole wait: keep-alives do not extend it.
+	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		var m rawMsg
+		if err := s.conn.ReadJSON(&m); err != nil {
+			return m, err
+		}
+		switch m.Type {
+		case "ka", "pong":
+			continue
+		case "ping":
+			s.send(rawMsg{Type: "pong"})
+			continue
+		}
+		return m, nil
+	}
+}
+
+// closeCode reads until the server closes the socket and returns the code.
+func (s *rawSocket) closeCode() (int, string) {
+	s.t.Helper()
+	for {
+		_, err := s.read(20 * time.Second)
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, ce.Text
+		}
+		if err != nil {
+			s.t.Fatalf("want a close frame, got %v", err)
+		}
+	}
+}
+
+const sessionExecutionsQ = `subscription($s: ID!) { sessionExecutions(sessionId: $s) { id status code stdin } }`
+
+// TestRemovedParticipantStopsReceiving: a participant's live subscription
+// ends, with NOT_FOUND, the moment the owner removes them, on both
+// protocols; an outsider never gets one.
+func TestRemovedParticipantStopsReceiving(t *testing.T) {
+	ta := startApp(t)
+	owner := ta.register(t, "owner")
+	for _, proto := range []string{"graphql-transport-ws", "graphql-ws"} {
+		t.Run(proto, func(t *testing.T) {
+			s := createSession(t, owner, "class")
+			bob := ta.register(t, "bob")
+			join(t, bob, *s.InviteCode)
+			sock := openSocket(t, ta, proto, bob.Access)
+			sock.subscribe("1", sessionExecutionsQ, map[string]any{"s": s.ID})
+			// A run shows the subscription is live.
+			owner.Do(t, `mutation($s: ID!) { execute(input: {language: "python", code: "print(1)", sessionId: $s}) { id } }`, map[string]any{"s": s.ID}, nil)
+			if m := sock.next(); m.Type != "next" && m.Type != "data" {
+				t.Fatalf("want an event, got %s %s", m.Type, m.Payload)
+			}
+
+			owner.Do(t, `mutation($s: ID!, $u: ID!) { removeParticipant(sessionId: $s, userId: $u) }`, map[string]any{"s": s.ID, "u": bob.ID}, nil)
+			m := sock.next()
+			if m.Type != "error" || !strings.Contains(string(m.Payload), "NOT_FOUND") {
+				t.Fatalf("after removal: got %s %s, want an error with NOT_FOUND", m.Type, m.Payload)
+			}
+			// Nothing more reaches bob: a new run's events go to the owner only.
+			owner.Do(t, `mutation($s: ID!) { execute(input: {language: "python", code: "print(2)", sessionId: $s}) { id } }`, map[string]any{"s": s.ID}, nil)
+			sock.subscribe("2", `query { me { id } }`, nil) // a marker: its answer must come next
+			if m := sock.next(); m.ID != "2" {
+				t.Fatalf("removed participant got %s %s for operation %q", m.Type, m.Payload, m.ID)
+			}
+		})
+	}
+}
+
+// TestDeletedSessionEndsSubscriptions: deleting a session ends every
+// participant's subscription to it.
+func TestDeletedSessionEndsSubscriptions(t *testing.T) {
+	ta := startApp(t)
+	owner, bob := ta.register(t, "owner"), ta.register(t, "bob")
+	s := createSession(t, owner, "gone")
+	join(t, bob, *s.InviteCode)
+	sub := bob.Subscribe(t, sessionExecutionsQ, map[string]any{"s": s.ID})
+	// The subscription is registered before deleteSession is sent: a
+	// query on the same server after it answered proves nothing about
+	// the other socket, so wait for the subscription's first event.
+	owner.Do(t, `mutation($s: ID!) { execute(input: {language: "python", code: "print(1)", sessionId: $s}) { id } }`, map[string]any{"s": s.ID}, nil)
+	sub.Next(t, 20*time.Second)
+	owner.Do(t, `mutation($s: ID!) { deleteSession(id: $s) }`, map[string]any{"s": s.ID}, nil)
+	err := sub.Err(t, 20*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "NOT_FOUND") {
+		t.Fatalf("subscription ended with %v, want a NOT_FOUND error", err)
+	}
+}
+
+// TestLogoutClosesSockets: a socket authenticated with an access token of
+// a login closes with 4403 when that login logs out; another login of the
+// same user is not affected.
+func TestLogoutClosesSockets(t *testing.T) {
+	ta := startApp(t)
+	u := ta.register(t, "ada")
+	var other struct{ Login authPayload }
+	ta.client().Do(t, `mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken refreshToken } }`,
+		map[string]any{"e": u.Email, "p": u.Password}, &other)
+	for _, proto := range []string{"graphql-transport-ws", "graphql-ws"} {
+		t.Run(proto, func(t *testing.T) {
+			var login struct{ Login authPayload }
+			ta.client().Do(t, `mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken refreshToken } }`,
+				map[string]any{"e": u.Email, "p": u.Password}, &login)
+			sock := openSocket(t, ta, proto, login.Login.AccessToken)
+			kept := openSocket(t, ta, proto, other.Login.AccessToken)
+			ta.client().Do(t, `mutation($r: String!) { logout(refreshToken: $r) }`, map[string]any{"r": login.Login.RefreshToken}, nil)
+			if code, text := sock.closeCode(); code != 4403 {
+				t.Fatalf("after logout: close %d %q, want 4403", code, text)
+			}
+			kept.subscribe("1", `query { me { id } }`, nil)
+			if m := kept.next(); m.ID != "1" || (m.Type != "next" && m.Type != "data") {
+				t.Fatalf("the other login's socket: got %s %s", m.Type, m.Payload)
+			}
+		})
+	}
+}
+
+// TestOperationsPerSocketCapped: a socket runs at most the configured
+// number of operations at once; one over is RATE_LIMITED, and stopping
+// one makes room.
+func TestOperationsPerSocketCapped(t *testing.T) {
+	ta := startApp(t)
+	u := ta.register(t, "ada")
+	s := createSession(t, u, "many")
+	sock := openSocket(t, ta, "graphql-transport-ws", u.Access)
+	const limit = 100 // server.DefaultWebSocketOperations
+	for i := range limit {
+		sock.subscribe(string(rune('a'+i%26))+strings.Repeat("x", i/26), sessionExecutionsQ, map[string]any{"s": s.ID})
+	}
+	sock.subscribe("over", sessionExecutionsQ, map[string]any{"s": s.ID})
+	m := sock.next()
+	if m.ID != "over" || !strings.Contains(string(m.Payload), "RATE_LIMITED") {
+		t.Fatalf("operation over the cap: got %s %s %s", m.ID, m.Type, m.Payload)
+	}
+	sock.send(rawMsg{Type: "complete", ID: "a"})
+	// Room again, once the stop is processed (asynchronously).
+	deadline := time.Now().Add(20 * time.Second)
+	for n := 0; ; n++ {
+		id := "retry-" + strings.Repeat("y", n)
+		sock.subscribe(id, `query { me { id } }`, nil)
+		for {
+			m := sock.next()
+			if m.ID != id || m.Type == "complete" {
+				continue // the end of an earlier operation
+			}
+			if !strings.Contains(string(m.Payload), "RATE_LIMITED") {
+				return
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no room after stopping an operation")
+		}
+	}
+}

@@ -1,0 +1,87 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/server"
+)
+
+// verifyExpiring accepts any token as user-<token>, expiring after ttl.
+func verifyExpiring(ttl time.Duration) func(context.Context, string) (codecrafter.Claims, error) {
+	return func(_ context.Context, token string) (codecrafter.Claims, error) {
+		return codecrafter.Claims{UserID: "user-" + token, FamilyID: "fam-" + token, ExpiresAt: time.Now().Add(ttl)}, nil
+	}
+}
+
+// TestWebsocketClosesAtTokenExpiry: a socket does not outlive its access
+// token: it closes with 4403 and says why, on both protocols.
+func TestWebsocketClosesAtTokenExpiry(t *testing.T) {
+	e := newEnv(t, server.Config{}, server.Deps{Verify: verifyExpiring(300 * time.Millisecond)})
+	for _, proto := range []string{transportWS, legacyWS} {
+		c := mustDialWS(t, e.URL, proto)
+		c.init(map[string]any{"authorization": "Bearer a"})
+		code, text := c.closeCode()
+		if code != 4403 || text == "" {
+			t.Fatalf("%s: close %d %q, want 4403 with a reason", proto, code, text)
+		}
+	}
+}
+
+// TestWebsocketsPerUserCapped: one user opens at most PerUser sockets; the
+// next is refused with 4429 and a closed one makes room.
+func TestWebsocketsPerUserCapped(t *testing.T) {
+	e := newEnv(t, server.Config{WebSocket: server.WebSocketLimits{PerUser: 2}}, server.Deps{Verify: verifyExpiring(time.Hour)})
+	a := mustDialWS(t, e.URL, transportWS)
+	a.init(map[string]any{"authorization": "Bearer u"})
+	b := mustDialWS(t, e.URL, transportWS)
+	b.init(map[string]any{"authorization": "Bearer u"})
+	over := mustDialWS(t, e.URL, transportWS)
+	over.sendInit(map[string]any{"authorization": "Bearer u"})
+	if code, _ := over.closeCode(); code != 4429 {
+		t.Fatalf("third socket of one user: close %d, want 4429", code)
+	}
+	other := mustDialWS(t, e.URL, transportWS) // another user is not affected
+	other.init(map[string]any{"authorization": "Bearer v"})
+
+	a.conn.Close()
+	waitFor(t, "a closed socket to make room", func() bool {
+		c := mustDialWS(t, e.URL, transportWS)
+		c.sendInit(map[string]any{"authorization": "Bearer u"})
+		m, err := c.next()
+		return err == nil && m.Type == "connection_ack"
+	})
+}
+
+// TestUnauthenticatedWebsocketsCapped: sockets that have not authenticated
+// are capped per address; the upgrade is refused with 429 RATE_LIMITED.
+func TestUnauthenticatedWebsocketsCapped(t *testing.T) {
+	e := newEnv(t, server.Config{WebSocket: server.WebSocketLimits{UnauthenticatedPerAddr: 3}}, server.Deps{Verify: verifyExpiring(time.Hour)})
+	var idle []*wsClient
+	for range 3 {
+		idle = append(idle, mustDialWS(t, e.URL, transportWS)) // no connection_init yet
+	}
+	_, resp, err := dialWS(t, e.URL, transportWS, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth idle socket: err %v, response %v; want 429", err, resp)
+	}
+	// Authenticating one frees its place.
+	idle[0].init(map[string]any{"authorization": "Bearer u"})
+	mustDialWS(t, e.URL, transportWS)
+}
+
+// TestWebsocketConnectRate: new sockets per address per minute are capped.
+func TestWebsocketConnectRate(t *testing.T) {
+	e := newEnv(t, server.Config{WebSocket: server.WebSocketLimits{ConnectsPerMinute: 5}}, server.Deps{Verify: verifyExpiring(time.Hour)})
+	for range 5 {
+		c := mustDialWS(t, e.URL, transportWS)
+		c.conn.Close()
+	}
+	_, resp, err := dialWS(t, e.URL, transportWS, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("sixth connect in a minute: err %v, response %v; want 429 with Retry-After", err, resp)
+	}
+}
