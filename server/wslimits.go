@@ -162,8 +162,8 @@ var _ interface {
 	graphql.OperationInterceptor
 } = websocketOperations{}
 
-func (websocketOperations) ExtensionName() string                          { return "WebSocketOperations" }
-func (websocketOperations) Validate(graphql.ExecutableSchema) error         { return nil }
+func (websocketOperations) ExtensionName() string                   { return "WebSocketOperations" }
+func (websocketOperations) Validate(graphql.ExecutableSchema) error { return nil }
 func (o websocketOperations) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	st := wsStateFrom(ctx)
 	if st == nil {

@@ -76,8 +76,8 @@ func TestTrustedProxiesConfig(t *testing.T) {
 type addrLog struct{ addrs chan [2]string }
 
 func (h addrLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h addrLog) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h addrLog) WithGroup(string) slog.Handler           { return h }
+func (h addrLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h addrLog) WithGroup(string) slog.Handler            { return h }
 func (h addrLog) Handle(_ context.Context, r slog.Record) error {
 	if r.Message == "serving" || r.Message == "metrics" {
 		r.Attrs(func(a slog.Attr) bool {
