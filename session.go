@@ -49,6 +49,9 @@ type Participant struct {
 	UserID   string
 	Role     Role
 	JoinedAt time.Time
+	// SessionID is set by readers that hand a participant on (for its
+	// online status); stores neither keep nor fill it.
+	SessionID string
 }
 
 // FormerParticipant records a user who left or was removed.

@@ -16,6 +16,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/graph/model"
+	"github.com/codecrafter/codecrafter/realtime"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -31,11 +32,14 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	Execution() ExecutionResolver
+	Message() MessageResolver
 	Mutation() MutationResolver
 	Participant() ParticipantResolver
+	PresenceEvent() PresenceEventResolver
 	Query() QueryResolver
 	Session() SessionResolver
 	Subscription() SubscriptionResolver
+	TypingEvent() TypingEventResolver
 	User() UserResolver
 }
 
@@ -160,7 +164,7 @@ type ComplexityRoot struct {
 	Subscription struct {
 		CodeEdited        func(childComplexity int, sessionID string) int
 		ExecutionOutput   func(childComplexity int, executionID string) int
-		MessageAdded      func(childComplexity int, sessionID string) int
+		MessageAdded      func(childComplexity int, sessionID string, after *string) int
 		Presence          func(childComplexity int, sessionID string) int
 		SessionExecutions func(childComplexity int, sessionID string) int
 		Typing            func(childComplexity int, sessionID string) int
@@ -201,6 +205,9 @@ type ExecutionResolver interface {
 	DurationMs(ctx context.Context, obj *codecrafter.Execution) (*int, error)
 	RequestedBy(ctx context.Context, obj *codecrafter.Execution) (*codecrafter.User, error)
 }
+type MessageResolver interface {
+	Author(ctx context.Context, obj *codecrafter.Message) (*codecrafter.User, error)
+}
 type MutationResolver interface {
 	Register(ctx context.Context, input model.RegisterInput) (*model.AuthPayload, error)
 	Login(ctx context.Context, input model.LoginInput) (*model.AuthPayload, error)
@@ -215,7 +222,7 @@ type MutationResolver interface {
 	RemoveParticipant(ctx context.Context, sessionID string, userID string) (bool, error)
 	RotateInviteCode(ctx context.Context, sessionID string) (*codecrafter.Session, error)
 	SetInviteEnabled(ctx context.Context, sessionID string, enabled bool) (*codecrafter.Session, error)
-	SendMessage(ctx context.Context, sessionID string, body string) (*model.Message, error)
+	SendMessage(ctx context.Context, sessionID string, body string) (*codecrafter.Message, error)
 	SetTyping(ctx context.Context, sessionID string, typing bool) (bool, error)
 	EditCode(ctx context.Context, sessionID string, input model.EditInput) (*model.CodeEdit, error)
 	Execute(ctx context.Context, input model.ExecuteInput) (*codecrafter.Execution, error)
@@ -226,12 +233,15 @@ type ParticipantResolver interface {
 
 	Online(ctx context.Context, obj *codecrafter.Participant) (bool, error)
 }
+type PresenceEventResolver interface {
+	User(ctx context.Context, obj *codecrafter.PresenceChange) (*codecrafter.User, error)
+}
 type QueryResolver interface {
 	Me(ctx context.Context) (*codecrafter.User, error)
 	User(ctx context.Context, id string) (*codecrafter.User, error)
 	MySessions(ctx context.Context) ([]*codecrafter.Session, error)
 	Session(ctx context.Context, id string) (*codecrafter.Session, error)
-	Messages(ctx context.Context, sessionID string, after *string, limit *int) ([]*model.Message, error)
+	Messages(ctx context.Context, sessionID string, after *string, limit *int) ([]*codecrafter.Message, error)
 	Execution(ctx context.Context, id string) (*codecrafter.Execution, error)
 	Executions(ctx context.Context, sessionID string, limit *int) ([]*codecrafter.Execution, error)
 	Languages(ctx context.Context) ([]*codecrafter.Runtime, error)
@@ -243,12 +253,15 @@ type SessionResolver interface {
 	InviteEnabled(ctx context.Context, obj *codecrafter.Session) (*bool, error)
 }
 type SubscriptionResolver interface {
-	MessageAdded(ctx context.Context, sessionID string) (<-chan *model.Message, error)
-	Typing(ctx context.Context, sessionID string) (<-chan *model.TypingEvent, error)
-	Presence(ctx context.Context, sessionID string) (<-chan *model.PresenceEvent, error)
+	MessageAdded(ctx context.Context, sessionID string, after *string) (<-chan *codecrafter.Message, error)
+	Typing(ctx context.Context, sessionID string) (<-chan *realtime.TypingEvent, error)
+	Presence(ctx context.Context, sessionID string) (<-chan *codecrafter.PresenceChange, error)
 	CodeEdited(ctx context.Context, sessionID string) (<-chan *model.CodeEdit, error)
 	ExecutionOutput(ctx context.Context, executionID string) (<-chan *model.ExecutionOutput, error)
 	SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error)
+}
+type TypingEventResolver interface {
+	User(ctx context.Context, obj *realtime.TypingEvent) (*codecrafter.User, error)
 }
 type UserResolver interface {
 	Email(ctx context.Context, obj *codecrafter.User) (*string, error)
@@ -917,7 +930,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Subscription.MessageAdded(childComplexity, args["sessionId"].(string)), true
+		return e.ComplexityRoot.Subscription.MessageAdded(childComplexity, args["sessionId"].(string), args["after"].(*string)), true
 	case "Subscription.presence":
 		if e.ComplexityRoot.Subscription.Presence == nil {
 			break
@@ -1181,8 +1194,11 @@ type Mutation {
 }
 
 type Subscription {
-  messageAdded(sessionId: ID!): Message!
+  "New messages of the session, oldest first. With after (a message id), it first replays the stored messages that came after that one, then goes on live: no gap and no duplicate across the switch, so a client that reconnects with the last id it saw misses nothing."
+  messageAdded(sessionId: ID!, after: ID): Message!
+  "Typing indicators of the session: true when someone starts, false when they stop, send a message, or stop refreshing (setTyping(true) again within 5 s keeps it on)."
   typing(sessionId: ID!): TypingEvent!
+  "Who is online in the session: first one event per user online now, then each change. Holding any subscription to a session makes you online in it."
   presence(sessionId: ID!): PresenceEvent!
   codeEdited(sessionId: ID!): CodeEdit!
   "Every output chunk and status change of one execution in order, starting from its first chunk even when the subscriber comes late; completes after the final status."
@@ -2156,6 +2172,14 @@ func (ec *executionContext) field_Subscription_messageAdded_args(ctx context.Con
 		return nil, err
 	}
 	args["sessionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -2955,7 +2979,7 @@ func (ec *executionContext) fieldContext_ExecutionOutput_status(_ context.Contex
 	return graphql.NewScalarFieldContext("ExecutionOutput", field, false, false, "ExecutionStatus")
 }
 
-func (ec *executionContext) _Message_id(ctx context.Context, field graphql.CollectedField, obj *model.Message) (ret graphql.Marshaler) {
+func (ec *executionContext) _Message_id(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Message) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2978,7 +3002,7 @@ func (ec *executionContext) fieldContext_Message_id(_ context.Context, field gra
 	return graphql.NewScalarFieldContext("Message", field, false, false, "ID")
 }
 
-func (ec *executionContext) _Message_sessionId(ctx context.Context, field graphql.CollectedField, obj *model.Message) (ret graphql.Marshaler) {
+func (ec *executionContext) _Message_sessionId(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Message) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3001,7 +3025,7 @@ func (ec *executionContext) fieldContext_Message_sessionId(_ context.Context, fi
 	return graphql.NewScalarFieldContext("Message", field, false, false, "ID")
 }
 
-func (ec *executionContext) _Message_author(ctx context.Context, field graphql.CollectedField, obj *model.Message) (ret graphql.Marshaler) {
+func (ec *executionContext) _Message_author(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Message) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3010,7 +3034,7 @@ func (ec *executionContext) _Message_author(ctx context.Context, field graphql.C
 			return ec.fieldContext_Message_author(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Author, nil
+			return ec.Resolvers.Message().Author(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.User) graphql.Marshaler {
@@ -3024,8 +3048,8 @@ func (ec *executionContext) fieldContext_Message_author(_ context.Context, field
 	fc = &graphql.FieldContext{
 		Object:     "Message",
 		Field:      field,
-		IsMethod:   false,
-		IsResolver: false,
+		IsMethod:   true,
+		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_User(ctx, field)
 		},
@@ -3033,7 +3057,7 @@ func (ec *executionContext) fieldContext_Message_author(_ context.Context, field
 	return fc, nil
 }
 
-func (ec *executionContext) _Message_body(ctx context.Context, field graphql.CollectedField, obj *model.Message) (ret graphql.Marshaler) {
+func (ec *executionContext) _Message_body(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Message) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3056,7 +3080,7 @@ func (ec *executionContext) fieldContext_Message_body(_ context.Context, field g
 	return graphql.NewScalarFieldContext("Message", field, false, false, "String")
 }
 
-func (ec *executionContext) _Message_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Message) (ret graphql.Marshaler) {
+func (ec *executionContext) _Message_createdAt(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Message) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3664,8 +3688,8 @@ func (ec *executionContext) _Mutation_sendMessage(ctx context.Context, field gra
 			return ec.Resolvers.Mutation().SendMessage(ctx, fc.Args["sessionId"].(string), fc.Args["body"].(string))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.Message) graphql.Marshaler {
-			return ec.marshalNMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐMessage(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Message) graphql.Marshaler {
+			return ec.marshalNMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐMessage(ctx, selections, v)
 		},
 		true,
 		true,
@@ -3972,7 +3996,7 @@ func (ec *executionContext) fieldContext_Participant_joinedAt(_ context.Context,
 	return graphql.NewScalarFieldContext("Participant", field, false, false, "Time")
 }
 
-func (ec *executionContext) _PresenceEvent_sessionId(ctx context.Context, field graphql.CollectedField, obj *model.PresenceEvent) (ret graphql.Marshaler) {
+func (ec *executionContext) _PresenceEvent_sessionId(ctx context.Context, field graphql.CollectedField, obj *codecrafter.PresenceChange) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3995,7 +4019,7 @@ func (ec *executionContext) fieldContext_PresenceEvent_sessionId(_ context.Conte
 	return graphql.NewScalarFieldContext("PresenceEvent", field, false, false, "ID")
 }
 
-func (ec *executionContext) _PresenceEvent_user(ctx context.Context, field graphql.CollectedField, obj *model.PresenceEvent) (ret graphql.Marshaler) {
+func (ec *executionContext) _PresenceEvent_user(ctx context.Context, field graphql.CollectedField, obj *codecrafter.PresenceChange) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4004,7 +4028,7 @@ func (ec *executionContext) _PresenceEvent_user(ctx context.Context, field graph
 			return ec.fieldContext_PresenceEvent_user(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.User, nil
+			return ec.Resolvers.PresenceEvent().User(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.User) graphql.Marshaler {
@@ -4018,8 +4042,8 @@ func (ec *executionContext) fieldContext_PresenceEvent_user(_ context.Context, f
 	fc = &graphql.FieldContext{
 		Object:     "PresenceEvent",
 		Field:      field,
-		IsMethod:   false,
-		IsResolver: false,
+		IsMethod:   true,
+		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_User(ctx, field)
 		},
@@ -4027,7 +4051,7 @@ func (ec *executionContext) fieldContext_PresenceEvent_user(_ context.Context, f
 	return fc, nil
 }
 
-func (ec *executionContext) _PresenceEvent_online(ctx context.Context, field graphql.CollectedField, obj *model.PresenceEvent) (ret graphql.Marshaler) {
+func (ec *executionContext) _PresenceEvent_online(ctx context.Context, field graphql.CollectedField, obj *codecrafter.PresenceChange) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4215,8 +4239,8 @@ func (ec *executionContext) _Query_messages(ctx context.Context, field graphql.C
 			return ec.Resolvers.Query().Messages(ctx, fc.Args["sessionId"].(string), fc.Args["after"].(*string), fc.Args["limit"].(*int))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []*model.Message) graphql.Marshaler {
-			return ec.marshalNMessage2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐMessageᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []*codecrafter.Message) graphql.Marshaler {
+			return ec.marshalNMessage2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐMessageᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4815,11 +4839,11 @@ func (ec *executionContext) _Subscription_messageAdded(ctx context.Context, fiel
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Subscription().MessageAdded(ctx, fc.Args["sessionId"].(string))
+			return ec.Resolvers.Subscription().MessageAdded(ctx, fc.Args["sessionId"].(string), fc.Args["after"].(*string))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.Message) graphql.Marshaler {
-			return ec.marshalNMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐMessage(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Message) graphql.Marshaler {
+			return ec.marshalNMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐMessage(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4862,8 +4886,8 @@ func (ec *executionContext) _Subscription_typing(ctx context.Context, field grap
 			return ec.Resolvers.Subscription().Typing(ctx, fc.Args["sessionId"].(string))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.TypingEvent) graphql.Marshaler {
-			return ec.marshalNTypingEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTypingEvent(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *realtime.TypingEvent) graphql.Marshaler {
+			return ec.marshalNTypingEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋrealtimeᚐTypingEvent(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4906,8 +4930,8 @@ func (ec *executionContext) _Subscription_presence(ctx context.Context, field gr
 			return ec.Resolvers.Subscription().Presence(ctx, fc.Args["sessionId"].(string))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.PresenceEvent) graphql.Marshaler {
-			return ec.marshalNPresenceEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐPresenceEvent(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.PresenceChange) graphql.Marshaler {
+			return ec.marshalNPresenceEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐPresenceChange(ctx, selections, v)
 		},
 		true,
 		true,
@@ -5138,7 +5162,7 @@ func (ec *executionContext) fieldContext_TextOp_delete(_ context.Context, field 
 	return graphql.NewScalarFieldContext("TextOp", field, false, false, "Int")
 }
 
-func (ec *executionContext) _TypingEvent_sessionId(ctx context.Context, field graphql.CollectedField, obj *model.TypingEvent) (ret graphql.Marshaler) {
+func (ec *executionContext) _TypingEvent_sessionId(ctx context.Context, field graphql.CollectedField, obj *realtime.TypingEvent) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5161,7 +5185,7 @@ func (ec *executionContext) fieldContext_TypingEvent_sessionId(_ context.Context
 	return graphql.NewScalarFieldContext("TypingEvent", field, false, false, "ID")
 }
 
-func (ec *executionContext) _TypingEvent_user(ctx context.Context, field graphql.CollectedField, obj *model.TypingEvent) (ret graphql.Marshaler) {
+func (ec *executionContext) _TypingEvent_user(ctx context.Context, field graphql.CollectedField, obj *realtime.TypingEvent) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5170,7 +5194,7 @@ func (ec *executionContext) _TypingEvent_user(ctx context.Context, field graphql
 			return ec.fieldContext_TypingEvent_user(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.User, nil
+			return ec.Resolvers.TypingEvent().User(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.User) graphql.Marshaler {
@@ -5184,8 +5208,8 @@ func (ec *executionContext) fieldContext_TypingEvent_user(_ context.Context, fie
 	fc = &graphql.FieldContext{
 		Object:     "TypingEvent",
 		Field:      field,
-		IsMethod:   false,
-		IsResolver: false,
+		IsMethod:   true,
+		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_User(ctx, field)
 		},
@@ -5193,7 +5217,7 @@ func (ec *executionContext) fieldContext_TypingEvent_user(_ context.Context, fie
 	return fc, nil
 }
 
-func (ec *executionContext) _TypingEvent_typing(ctx context.Context, field graphql.CollectedField, obj *model.TypingEvent) (ret graphql.Marshaler) {
+func (ec *executionContext) _TypingEvent_typing(ctx context.Context, field graphql.CollectedField, obj *realtime.TypingEvent) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7041,7 +7065,7 @@ func (ec *executionContext) _ExecutionOutput(ctx context.Context, sel ast.Select
 
 var messageImplementors = []string{"Message"}
 
-func (ec *executionContext) _Message(ctx context.Context, sel ast.SelectionSet, obj *model.Message) graphql.Marshaler {
+func (ec *executionContext) _Message(ctx context.Context, sel ast.SelectionSet, obj *codecrafter.Message) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, messageImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -7053,27 +7077,28 @@ func (ec *executionContext) _Message(ctx context.Context, sel ast.SelectionSet, 
 		case "id":
 			out.Values[i] = ec._Message_id(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "sessionId":
 			out.Values[i] = ec._Message_sessionId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "author":
-			out.Values[i] = ec._Message_author(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				out.Invalids++
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Message_author(ctx, field, obj)
+				})
 		case "body":
 			out.Values[i] = ec._Message_body(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "createdAt":
 			out.Values[i] = ec._Message_createdAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -7306,7 +7331,7 @@ func (ec *executionContext) _Participant(ctx context.Context, sel ast.SelectionS
 
 var presenceEventImplementors = []string{"PresenceEvent"}
 
-func (ec *executionContext) _PresenceEvent(ctx context.Context, sel ast.SelectionSet, obj *model.PresenceEvent) graphql.Marshaler {
+func (ec *executionContext) _PresenceEvent(ctx context.Context, sel ast.SelectionSet, obj *codecrafter.PresenceChange) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, presenceEventImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -7318,17 +7343,18 @@ func (ec *executionContext) _PresenceEvent(ctx context.Context, sel ast.Selectio
 		case "sessionId":
 			out.Values[i] = ec._PresenceEvent_sessionId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "user":
-			out.Values[i] = ec._PresenceEvent_user(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				out.Invalids++
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._PresenceEvent_user(ctx, field, obj)
+				})
 		case "online":
 			out.Values[i] = ec._PresenceEvent_online(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -7655,7 +7681,7 @@ func (ec *executionContext) _TextOp(ctx context.Context, sel ast.SelectionSet, o
 
 var typingEventImplementors = []string{"TypingEvent"}
 
-func (ec *executionContext) _TypingEvent(ctx context.Context, sel ast.SelectionSet, obj *model.TypingEvent) graphql.Marshaler {
+func (ec *executionContext) _TypingEvent(ctx context.Context, sel ast.SelectionSet, obj *realtime.TypingEvent) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, typingEventImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -7667,17 +7693,18 @@ func (ec *executionContext) _TypingEvent(ctx context.Context, sel ast.SelectionS
 		case "sessionId":
 			out.Values[i] = ec._TypingEvent_sessionId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "user":
-			out.Values[i] = ec._TypingEvent_user(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				out.Invalids++
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._TypingEvent_user(ctx, field, obj)
+				})
 		case "typing":
 			out.Values[i] = ec._TypingEvent_typing(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -8259,11 +8286,11 @@ func (ec *executionContext) unmarshalNLoginInput2githubᚗcomᚋcodecrafterᚋco
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNMessage2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐMessageᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Message) graphql.Marshaler {
+func (ec *executionContext) marshalNMessage2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐMessageᚄ(ctx context.Context, sel ast.SelectionSet, v []*codecrafter.Message) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐMessage(ctx, sel, v[i])
+		return ec.marshalNMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐMessage(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -8275,7 +8302,7 @@ func (ec *executionContext) marshalNMessage2ᚕᚖgithubᚗcomᚋcodecrafterᚋc
 	return ret
 }
 
-func (ec *executionContext) marshalNMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐMessage(ctx context.Context, sel ast.SelectionSet, v *model.Message) graphql.Marshaler {
+func (ec *executionContext) marshalNMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐMessage(ctx context.Context, sel ast.SelectionSet, v *codecrafter.Message) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Message!")
 		return graphql.Null
@@ -8307,7 +8334,7 @@ func (ec *executionContext) marshalNParticipant2ᚖgithubᚗcomᚋcodecrafterᚋ
 	return ec._Participant(ctx, sel, v)
 }
 
-func (ec *executionContext) marshalNPresenceEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐPresenceEvent(ctx context.Context, sel ast.SelectionSet, v *model.PresenceEvent) graphql.Marshaler {
+func (ec *executionContext) marshalNPresenceEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐPresenceChange(ctx context.Context, sel ast.SelectionSet, v *codecrafter.PresenceChange) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "PresenceEvent!")
 		return graphql.Null
@@ -8496,7 +8523,7 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 	return res
 }
 
-func (ec *executionContext) marshalNTypingEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTypingEvent(ctx context.Context, sel ast.SelectionSet, v *model.TypingEvent) graphql.Marshaler {
+func (ec *executionContext) marshalNTypingEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋrealtimeᚐTypingEvent(ctx context.Context, sel ast.SelectionSet, v *realtime.TypingEvent) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "TypingEvent!")
 		return graphql.Null

@@ -27,3 +27,8 @@ func TestExecutions(t *testing.T) {
 	t.Parallel()
 	storetest.TestExecutions(t, func(t *testing.T) codecrafter.ExecutionStore { return mongotest.New(t) })
 }
+
+func TestMessages(t *testing.T) {
+	t.Parallel()
+	storetest.TestMessages(t, func(t *testing.T) codecrafter.MessageStore { return mongotest.New(t) })
+}

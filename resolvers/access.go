@@ -36,3 +36,11 @@ func (r *Resolver) sessionReadable(sessionID string) func(context.Context) error
 		return err
 	}
 }
+
+// hold makes the caller online in the session for as long as a
+// subscription lasts that the service accepted (err nil).
+func (r *Resolver) hold(ctx context.Context, sessionID string, err error) {
+	if err == nil && r.Realtime != nil && sessionID != "" {
+		r.Realtime.Hold(ctx, sessionID)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/codecrafter/codecrafter/auth"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph/model"
+	"github.com/codecrafter/codecrafter/realtime"
 	"github.com/codecrafter/codecrafter/sessions"
 )
 
@@ -20,6 +21,7 @@ type Resolver struct {
 	Auth     *auth.Service
 	Sessions *sessions.Service
 	Runs     *executions.Service // code executions
+	Realtime *realtime.Service   // chat, typing, presence
 	Users    codecrafter.UserStore
 	Runtimes codecrafter.Runtimes
 	// Access ends subscriptions of participants who lose access (nil: none).

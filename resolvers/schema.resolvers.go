@@ -12,6 +12,7 @@ import (
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph"
 	"github.com/codecrafter/codecrafter/graph/model"
+	"github.com/codecrafter/codecrafter/realtime"
 	"github.com/codecrafter/codecrafter/sessions"
 )
 
@@ -40,6 +41,10 @@ func (r *executionResolver) DurationMs(ctx context.Context, obj *codecrafter.Exe
 }
 
 func (r *executionResolver) RequestedBy(ctx context.Context, obj *codecrafter.Execution) (*codecrafter.User, error) {
+	return r.user(ctx, obj.UserID)
+}
+
+func (r *messageResolver) Author(ctx context.Context, obj *codecrafter.Message) (*codecrafter.User, error) {
 	return r.user(ctx, obj.UserID)
 }
 
@@ -80,7 +85,11 @@ func (r *mutationResolver) LeaveSession(ctx context.Context, id string) (bool, e
 }
 
 func (r *mutationResolver) SetParticipantRole(ctx context.Context, sessionID string, userID string, role codecrafter.Role) (*codecrafter.Participant, error) {
-	return r.Sessions.SetRole(ctx, sessionID, userID, role)
+	p, err := r.Sessions.SetRole(ctx, sessionID, userID, role)
+	if p != nil {
+		p.SessionID = sessionID // for online
+	}
+	return p, err
 }
 
 func (r *mutationResolver) RemoveParticipant(ctx context.Context, sessionID string, userID string) (bool, error) {
@@ -95,12 +104,12 @@ func (r *mutationResolver) SetInviteEnabled(ctx context.Context, sessionID strin
 	return r.Sessions.SetInviteEnabled(ctx, sessionID, enabled)
 }
 
-func (r *mutationResolver) SendMessage(ctx context.Context, sessionID string, body string) (*model.Message, error) {
-	return nil, notYet("chat")
+func (r *mutationResolver) SendMessage(ctx context.Context, sessionID string, body string) (*codecrafter.Message, error) {
+	return r.Realtime.Send(ctx, sessionID, body)
 }
 
 func (r *mutationResolver) SetTyping(ctx context.Context, sessionID string, typing bool) (bool, error) {
-	return false, notYet("typing indicators")
+	return ok(r.Realtime.SetTyping(ctx, sessionID, typing))
 }
 
 func (r *mutationResolver) EditCode(ctx context.Context, sessionID string, input model.EditInput) (*model.CodeEdit, error) {
@@ -123,7 +132,11 @@ func (r *participantResolver) User(ctx context.Context, obj *codecrafter.Partici
 }
 
 func (r *participantResolver) Online(ctx context.Context, obj *codecrafter.Participant) (bool, error) {
-	return false, nil
+	return obj.SessionID != "" && r.Realtime.Online(ctx, obj.SessionID, obj.UserID), nil
+}
+
+func (r *presenceEventResolver) User(ctx context.Context, obj *codecrafter.PresenceChange) (*codecrafter.User, error) {
+	return r.user(ctx, obj.UserID)
 }
 
 func (r *queryResolver) Me(ctx context.Context) (*codecrafter.User, error) {
@@ -142,8 +155,8 @@ func (r *queryResolver) Session(ctx context.Context, id string) (*codecrafter.Se
 	return r.Sessions.Get(ctx, id)
 }
 
-func (r *queryResolver) Messages(ctx context.Context, sessionID string, after *string, limit *int) ([]*model.Message, error) {
-	return nil, notYet("chat")
+func (r *queryResolver) Messages(ctx context.Context, sessionID string, after *string, limit *int) ([]*codecrafter.Message, error) {
+	return r.Realtime.Messages(ctx, sessionID, after, intOr(limit, 50))
 }
 
 func (r *queryResolver) Execution(ctx context.Context, id string) (*codecrafter.Execution, error) {
@@ -170,7 +183,9 @@ func (r *sessionResolver) Owner(ctx context.Context, obj *codecrafter.Session) (
 func (r *sessionResolver) Participants(ctx context.Context, obj *codecrafter.Session) ([]*codecrafter.Participant, error) {
 	out := make([]*codecrafter.Participant, len(obj.Participants))
 	for i := range obj.Participants {
-		out[i] = &obj.Participants[i]
+		p := obj.Participants[i]
+		p.SessionID = obj.ID // for online
+		out[i] = &p
 	}
 	return out, nil
 }
@@ -183,16 +198,25 @@ func (r *sessionResolver) InviteEnabled(ctx context.Context, obj *codecrafter.Se
 	return sessions.InviteEnabled(ctx, obj), nil
 }
 
-func (r *subscriptionResolver) MessageAdded(ctx context.Context, sessionID string) (<-chan *model.Message, error) {
-	return nil, notYet("chat")
+func (r *subscriptionResolver) MessageAdded(ctx context.Context, sessionID string, after *string) (<-chan *codecrafter.Message, error) {
+	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
+	ch, err := r.Realtime.MessageAdded(ctx, sessionID, after)
+	r.hold(ctx, sessionID, err)
+	return ch, err
 }
 
-func (r *subscriptionResolver) Typing(ctx context.Context, sessionID string) (<-chan *model.TypingEvent, error) {
-	return nil, notYet("typing indicators")
+func (r *subscriptionResolver) Typing(ctx context.Context, sessionID string) (<-chan *realtime.TypingEvent, error) {
+	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
+	ch, err := r.Realtime.Typing(ctx, sessionID)
+	r.hold(ctx, sessionID, err)
+	return ch, err
 }
 
-func (r *subscriptionResolver) Presence(ctx context.Context, sessionID string) (<-chan *model.PresenceEvent, error) {
-	return nil, notYet("presence")
+func (r *subscriptionResolver) Presence(ctx context.Context, sessionID string) (<-chan *codecrafter.PresenceChange, error) {
+	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
+	ch, err := r.Realtime.PresenceEvents(ctx, sessionID)
+	r.hold(ctx, sessionID, err)
+	return ch, err
 }
 
 func (r *subscriptionResolver) CodeEdited(ctx context.Context, sessionID string) (<-chan *model.CodeEdit, error) {
@@ -219,7 +243,13 @@ func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID 
 
 func (r *subscriptionResolver) SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
 	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
-	return r.Runs.SessionExecutions(ctx, sessionID)
+	ch, err := r.Runs.SessionExecutions(ctx, sessionID)
+	r.hold(ctx, sessionID, err)
+	return ch, err
+}
+
+func (r *typingEventResolver) User(ctx context.Context, obj *realtime.TypingEvent) (*codecrafter.User, error) {
+	return r.user(ctx, obj.UserID)
 }
 
 func (r *userResolver) Email(ctx context.Context, obj *codecrafter.User) (*string, error) {
@@ -231,9 +261,13 @@ func (r *userResolver) Email(ctx context.Context, obj *codecrafter.User) (*strin
 
 func (r *Resolver) Execution() graph.ExecutionResolver { return &executionResolver{r} }
 
+func (r *Resolver) Message() graph.MessageResolver { return &messageResolver{r} }
+
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }
 
 func (r *Resolver) Participant() graph.ParticipantResolver { return &participantResolver{r} }
+
+func (r *Resolver) PresenceEvent() graph.PresenceEventResolver { return &presenceEventResolver{r} }
 
 func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
 
@@ -241,14 +275,19 @@ func (r *Resolver) Session() graph.SessionResolver { return &sessionResolver{r} 
 
 func (r *Resolver) Subscription() graph.SubscriptionResolver { return &subscriptionResolver{r} }
 
+func (r *Resolver) TypingEvent() graph.TypingEventResolver { return &typingEventResolver{r} }
+
 func (r *Resolver) User() graph.UserResolver { return &userResolver{r} }
 
 type (
-	executionResolver    struct{ *Resolver }
-	mutationResolver     struct{ *Resolver }
-	participantResolver  struct{ *Resolver }
-	queryResolver        struct{ *Resolver }
-	sessionResolver      struct{ *Resolver }
-	subscriptionResolver struct{ *Resolver }
-	userResolver         struct{ *Resolver }
+	executionResolver     struct{ *Resolver }
+	messageResolver       struct{ *Resolver }
+	mutationResolver      struct{ *Resolver }
+	participantResolver   struct{ *Resolver }
+	presenceEventResolver struct{ *Resolver }
+	queryResolver         struct{ *Resolver }
+	sessionResolver       struct{ *Resolver }
+	subscriptionResolver  struct{ *Resolver }
+	typingEventResolver   struct{ *Resolver }
+	userResolver          struct{ *Resolver }
 )

@@ -23,6 +23,7 @@ import (
 	"github.com/codecrafter/codecrafter/inmem"
 	"github.com/codecrafter/codecrafter/mongo"
 	"github.com/codecrafter/codecrafter/rabbitmq"
+	"github.com/codecrafter/codecrafter/realtime"
 	"github.com/codecrafter/codecrafter/redis"
 	"github.com/codecrafter/codecrafter/resolvers"
 	"github.com/codecrafter/codecrafter/sandbox"
@@ -40,12 +41,14 @@ type app struct {
 	db       *mongo.DB
 	mongoURI string
 	bus      codecrafter.Bus
-	queue    codecrafter.Queue
-	runtimes *sandbox.Registry
-	sandbox  *sandbox.Docker // nil unless this process runs the worker
-	worker   *worker.Worker  // nil unless this process runs the worker
-	server   *server.Server  // nil for the worker daemon
-	auth     *auth.Service   // nil for the worker daemon
+	// chatLimit counts chat messages per user.
+	chatLimit codecrafter.Limiter
+	queue     codecrafter.Queue
+	runtimes  *sandbox.Registry
+	sandbox   *sandbox.Docker // nil unless this process runs the worker
+	worker    *worker.Worker  // nil unless this process runs the worker
+	server    *server.Server  // nil for the worker daemon
+	auth      *auth.Service   // nil for the worker daemon
 
 	closers []func() // run in reverse order by close
 }
@@ -82,6 +85,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger, withAPI, withWork
 			Addr:     redis.NewLimiter(rc, cfg.RedisPrefix+"login:addr:", cfg.LoginMaxPerAddr, cfg.LoginWindow),
 			Register: redis.NewLimiter(rc, cfg.RedisPrefix+"register:", cfg.RegisterMaxPerAddr, cfg.RegisterWindow),
 		}
+		a.chatLimit = redis.NewLimiter(rc, cfg.RedisPrefix+"chat:", cfg.ChatPerMinute, time.Minute)
 	} else {
 		a.bus = inmem.NewBus()
 		limiters = auth.Limiters{
@@ -89,6 +93,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger, withAPI, withWork
 			Addr:     inmem.NewLimiter(cfg.LoginMaxPerAddr, cfg.LoginWindow),
 			Register: inmem.NewLimiter(cfg.RegisterMaxPerAddr, cfg.RegisterWindow),
 		}
+		a.chatLimit = inmem.NewLimiter(cfg.ChatPerMinute, time.Minute)
 	}
 	if cfg.AMQPURL != "" {
 		q, err := rabbitmq.New(ctx, cfg.AMQPURL, rabbitmq.Options{Queue: cfg.QueueName, Logger: log.With("component", "queue")})
@@ -226,6 +231,11 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Auth:     authSvc,
 		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")),
 		Runs:     execSvc,
+		// Presence is in process: with several replicas a user online on
+		// one is not seen online by the others' first list (events do go
+		// across on the bus).
+		Realtime: realtime.New(realtime.Config{}, a.db, a.db, a.bus, inmem.NewPresence(a.bus), a.chatLimit,
+			a.log.With("component", "realtime")),
 		Users:    a.db,
 		Runtimes: a.runtimes,
 		Access:   hub,

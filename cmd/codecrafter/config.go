@@ -65,6 +65,7 @@ type config struct {
 	OutputLimitKB    int
 	MaxActiveRuns    int // a user's queued plus running runs
 	RunsPerMinute    int // a user's execute calls per minute, per API replica
+	ChatPerMinute    int // a user's chat messages per minute
 
 	envErrs []error // unparsable environment values, reported by validate
 }
@@ -132,6 +133,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	num(&c.OutputLimitKB, "output-limit-kb", "CODECRAFTER_OUTPUT_LIMIT_KB", 1024, "stdout+stderr a run may print before OUTPUT_LIMIT, KiB")
 	num(&c.MaxActiveRuns, "max-active-runs", "CODECRAFTER_MAX_ACTIVE_RUNS", 64, "queued plus running runs a user may have; more are RATE_LIMITED")
 	num(&c.RunsPerMinute, "runs-per-minute", "CODECRAFTER_RUNS_PER_MINUTE", 120, "runs a user may request per minute on each API replica; more are RATE_LIMITED")
+	num(&c.ChatPerMinute, "chat-per-minute", "CODECRAFTER_CHAT_PER_MINUTE", 60, "chat messages a user may send per minute; more are RATE_LIMITED")
 }
 
 func (c *config) production() bool { return c.Env == "production" }
@@ -219,8 +221,8 @@ func (c *config) validate(cmd string) error {
 		return fmt.Errorf("-time-limit must be in (0, -max-time-limit]")
 	case c.DefaultMemoryMB <= 0 || c.DefaultMemoryMB > c.MaxMemoryMB:
 		return fmt.Errorf("-memory-limit-mb must be in (0, -max-memory-limit-mb]")
-	case c.MaxActiveRuns < 1 || c.RunsPerMinute < 1:
-		return fmt.Errorf("-max-active-runs and -runs-per-minute must be at least 1")
+	case c.MaxActiveRuns < 1 || c.RunsPerMinute < 1 || c.ChatPerMinute < 1:
+		return fmt.Errorf("-max-active-runs, -runs-per-minute and -chat-per-minute must be at least 1")
 	}
 	return nil
 }

@@ -58,21 +58,7 @@ type LoginInput struct {
 	Password string `json:"password"`
 }
 
-type Message struct {
-	ID        string            `json:"id"`
-	SessionID string            `json:"sessionId"`
-	Author    *codecrafter.User `json:"author"`
-	Body      string            `json:"body"`
-	CreatedAt time.Time         `json:"createdAt"`
-}
-
 type Mutation struct {
-}
-
-type PresenceEvent struct {
-	SessionID string            `json:"sessionId"`
-	User      *codecrafter.User `json:"user"`
-	Online    bool              `json:"online"`
 }
 
 type Query struct {
@@ -98,12 +84,6 @@ type TextOpInput struct {
 	Retain *int    `json:"retain,omitempty"`
 	Insert *string `json:"insert,omitempty"`
 	Delete *int    `json:"delete,omitempty"`
-}
-
-type TypingEvent struct {
-	SessionID string            `json:"sessionId"`
-	User      *codecrafter.User `json:"user"`
-	Typing    bool              `json:"typing"`
 }
 
 type UpdateSessionInput struct {

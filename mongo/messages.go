@@ -1,0 +1,164 @@
+package mongo
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/codecrafter/codecrafter"
+)
+
+var _ codecrafter.MessageStore = (*DB)(nil)
+
+// Chat messages live in pages read by _id (see lookup.go for why):
+// chatPages {_id: "<sessionId>/<page>", count, msgs: [...]} holds messages
+// page*chatPageSize+1 .. page*chatPageSize+count of a session, in order.
+// A message is appended by one guarded update of the last page (count
+// still below the page size), so its Seq is its position and every earlier
+// message is stored before it: no gaps, no reordering, across replicas and
+// without a lock. Page p+1 is created only once page p is full.
+const chatPageSize = 32
+
+type chatPage struct {
+	Count int       `bson:"count"`
+	Msgs  []chatMsg `bson:"msgs"`
+}
+
+type chatMsg struct {
+	UserID string    `bson:"userId"`
+	Body   string    `bson:"body"`
+	At     time.Time `bson:"at"`
+}
+
+// notFull is the guard of an append: the page has room. ($in, not $lt:
+// the embedded server's proxy checks $in guards itself, see guard.go.)
+var notFull = func() bson.A {
+	a := make(bson.A, chatPageSize)
+	for i := range a {
+		a[i] = i
+	}
+	return a
+}()
+
+// AppendMessage stores m as the session's next message.
+func (db *DB) AppendMessage(ctx context.Context, m *codecrafter.Message) error {
+	page, err := db.lastChatPage(ctx, m.SessionID)
+	if err != nil {
+		return err
+	}
+	msg := chatMsg{UserID: m.UserID, Body: m.Body, At: m.CreatedAt}
+	for {
+		var after chatPage
+		err := db.chatPages.FindOneAndUpdate(ctx,
+			bson.D{byID(chatPageID(m.SessionID, page)), {Key: "count", Value: bson.D{{Key: "$in", Value: notFull}}}},
+			bson.D{{Key: "$push", Value: bson.D{{Key: "msgs", Value: msg}}}, {Key: "$inc", Value: bson.D{{Key: "count", Value: 1}}}},
+			options.FindOneAndUpdate().SetReturnDocument(options.After), // (FerretDB has no projection here)
+		).Decode(&after)
+		switch {
+		case err == nil:
+			return db.appended(m, page, after.Count)
+		case err != mongo.ErrNoDocuments:
+			return dbErr(err, "message")
+		}
+		// Full, or not there yet.
+		n, err := db.chatPages.CountDocuments(ctx, bson.D{byID(chatPageID(m.SessionID, page))})
+		if err != nil {
+			return dbErr(err, "message")
+		}
+		if n > 0 {
+			page++ // full: the next one
+			continue
+		}
+		_, err = db.chatPages.InsertOne(ctx, bson.D{byID(chatPageID(m.SessionID, page)), {Key: "count", Value: 1}, {Key: "msgs", Value: bson.A{msg}}})
+		if err == nil {
+			return db.appended(m, page, 1)
+		}
+		if !isDuplicate(err) {
+			return dbErr(err, "message")
+		}
+		// Another writer created it: append to it.
+	}
+}
+
+func (db *DB) appended(m *codecrafter.Message, page, count int) error {
+	db.chatHints.Store(m.SessionID, page)
+	m.Seq = page*chatPageSize + count
+	m.ID = codecrafter.MessageID(m.SessionID, m.Seq)
+	return nil
+}
+
+// lastChatPage returns the session's last page, or 0 when it has none: the
+// hint, or a search by _id (pages exist from 0 to the last, contiguously).
+func (db *DB) lastChatPage(ctx context.Context, sessionID string) (int, error) {
+	if p, ok := db.chatHints.Load(sessionID); ok {
+		return p.(int), nil
+	}
+	exists := func(p int) (bool, error) {
+		n, err := db.chatPages.CountDocuments(ctx, bson.D{byID(chatPageID(sessionID, p))})
+		return n > 0, dbErr(err, "message")
+	}
+	ok, err := exists(0)
+	if err != nil || !ok {
+		return 0, err
+	}
+	lo, hi := 0, 1 // page lo exists; find a hi that does not
+	for {
+		if ok, err = exists(hi); err != nil {
+			return 0, err
+		}
+		if !ok {
+			break
+		}
+		lo, hi = hi, hi*2
+	}
+	for hi-lo > 1 { // the last page is in [lo, hi)
+		mid := (lo + hi) / 2
+		if ok, err = exists(mid); err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
+}
+
+// Messages returns up to limit messages with Seq above after, oldest first.
+func (db *DB) Messages(ctx context.Context, sessionID string, after, limit int) ([]*codecrafter.Message, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []*codecrafter.Message
+	for page := after / chatPageSize; len(out) < limit; page++ {
+		var p chatPage
+		err := db.chatPages.FindOne(ctx, bson.D{byID(chatPageID(sessionID, page))}).Decode(&p)
+		if err == mongo.ErrNoDocuments {
+			break
+		}
+		if err != nil {
+			return nil, dbErr(err, "message")
+		}
+		for i, m := range p.Msgs {
+			seq := page*chatPageSize + i + 1
+			if seq <= after || len(out) == limit {
+				continue
+			}
+			out = append(out, &codecrafter.Message{
+				ID: codecrafter.MessageID(sessionID, seq), SessionID: sessionID, Seq: seq,
+				UserID: m.UserID, Body: m.Body, CreatedAt: m.At.UTC(),
+			})
+		}
+		if len(p.Msgs) < chatPageSize {
+			break
+		}
+	}
+	return out, nil
+}
+
+func chatPageID(sessionID string, page int) string { return sessionID + "/" + strconv.Itoa(page) }
