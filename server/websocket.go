@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -61,6 +63,10 @@ var (
 
 func (c *gorillaConn) NextReader() (int, io.Reader, error) {
 	t, r, err := c.Conn.NextReader()
+	var b []byte
+	if err == nil {
+		b, err = io.ReadAll(r) // (bounded by the read limit) to check it first
+	}
 	var ce *websocket.CloseError
 	switch {
 	case errors.As(err, &ce):
@@ -68,10 +74,29 @@ func (c *gorillaConn) NextReader() (int, io.Reader, error) {
 		if ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway || ce.Code == websocket.CloseNoStatusReceived {
 			return t, nil, transport.ErrWebsocketClosed
 		}
+		return t, nil, err
 	case errors.Is(err, websocket.ErrReadLimit):
 		c.st.closed(websocket.CloseMessageTooBig) // gorilla has sent it
+		return t, nil, err
+	case err != nil:
+		return t, nil, err
 	}
-	return t, r, err
+	if code, reason := c.st.incoming(b); code != 0 {
+		_ = c.WriteClose(code, reason)
+		return t, nil, transport.ErrWebsocketClosed
+	}
+	return t, bytes.NewReader(b), nil
+}
+
+// WriteJSON sends v, noting what the protocol checks of incoming
+// messages need: the connection_ack, and operations that ended.
+func (c *gorillaConn) WriteJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c.st.outgoing(b)
+	return c.WriteMessage(websocket.TextMessage, b)
 }
 
 func (c *gorillaConn) WriteClose(code int, message string) error {
@@ -80,10 +105,75 @@ func (c *gorillaConn) WriteClose(code int, message string) error {
 	if fc, fm := c.st.forcedClose(); fc != 0 {
 		code, message = fc, fm
 	}
+	if code == transport.WebsocketCloseProtocolError && message == "connection initialisation timeout" {
+		code = closeInitTimeout // graphql-transport-ws's code for it
+	}
 	// A close frame's payload is at most 125 bytes, 2 of them the code.
 	msg := truncate(message, 123)
 	c.st.closed(code)
 	return c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(time.Second))
+}
+
+// Close codes of the graphql-transport-ws protocol that gqlgen does not
+// send itself (both protocols get them here).
+const (
+	closeInitTimeout  = 4408 // no connection_init in time
+	closeUnauthorized = 4401 // an operation before the connection_ack
+	closeDuplicateID  = 4409 // an operation id already running
+	closeTooManyInits = 4429 // connection_init twice
+)
+
+// wsHeader is the part of a protocol message the checks read.
+type wsHeader struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+// incoming checks a client message against the protocol and returns the
+// close code and reason when it breaks it (0 when it does not).
+func (st *wsState) incoming(b []byte) (int, string) {
+	var h wsHeader
+	if json.Unmarshal(b, &h) != nil {
+		return 0, "" // gqlgen answers malformed messages
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch h.Type {
+	case "subscribe", "start":
+		if !st.acked {
+			return closeUnauthorized, "Unauthorized"
+		}
+		if _, dup := st.ids[h.ID]; dup {
+			return closeDuplicateID, "Subscriber for " + truncate(h.ID, 80) + " already exists"
+		}
+		if st.ids == nil {
+			st.ids = map[string]struct{}{}
+		}
+		st.ids[h.ID] = struct{}{}
+	case "complete", "stop":
+		delete(st.ids, h.ID)
+	case "connection_init":
+		if st.acked {
+			return closeTooManyInits, "Too many initialisation requests"
+		}
+	}
+	return 0, ""
+}
+
+// outgoing notes a server message: the ack, and operations it ended.
+func (st *wsState) outgoing(b []byte) {
+	var h wsHeader
+	if json.Unmarshal(b, &h) != nil {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch h.Type {
+	case "connection_ack":
+		st.acked = true
+	case "complete", "error":
+		delete(st.ids, h.ID)
+	}
 }
 
 // wsState follows one WebSocket request: the middleware that serves it
@@ -95,8 +185,10 @@ type wsState struct {
 	conn        *websocket.Conn
 	start       time.Time
 	closeCode   int
-	userID      string // once connection_init authenticated
-	ops         int    // operations running
+	userID      string              // once connection_init authenticated
+	ops         int                 // operations running
+	acked       bool                // connection_ack sent
+	ids         map[string]struct{} // operations the client started and that have not ended
 	forcedCode  int
 	forcedMsg   string
 	endIdentity func() // stops the expiry timer

@@ -2,9 +2,13 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/server"
@@ -83,5 +87,70 @@ func TestWebsocketConnectRate(t *testing.T) {
 	_, resp, err := dialWS(t, e.URL, transportWS, nil)
 	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("sixth connect in a minute: err %v, response %v; want 429 with Retry-After", err, resp)
+	}
+}
+
+// blockingSchema is the generated schema whose subscriptions send nothing
+// and run until stopped.
+type blockingSchema struct{ graphql.ExecutableSchema }
+
+func (s blockingSchema) Exec(ctx context.Context) graphql.ResponseHandler {
+	if op := graphql.GetOperationContext(ctx).Operation; op != nil && op.Operation == ast.Subscription {
+		return func(ctx context.Context) *graphql.Response {
+			<-ctx.Done()
+			return nil
+		}
+	}
+	return s.ExecutableSchema.Exec(ctx)
+}
+
+// TestWebsocketProtocolCloseCodes: the graphql-transport-ws close codes for
+// a missing connection_init, an operation before the ack, a second init and
+// a duplicate operation id, on both protocols.
+func TestWebsocketProtocolCloseCodes(t *testing.T) {
+	e := newEnv(t, server.Config{WebSocketInitTimeout: 200 * time.Millisecond},
+		server.Deps{Verify: verifyExpiring(time.Hour), Schema: blockingSchema{newEnvSchema()}})
+	const sub = `subscription { messageAdded(sessionId: "s") { id } }`
+	for _, proto := range []string{transportWS, legacyWS} {
+		start := "subscribe"
+		if proto == legacyWS {
+			start = "start"
+		}
+		payload, _ := json.Marshal(map[string]any{"query": sub})
+
+		c := mustDialWS(t, e.URL, proto)
+		if code, _ := c.closeCode(); code != 4408 {
+			t.Errorf("%s, no connection_init: close %d, want 4408", proto, code)
+		}
+
+		c = mustDialWS(t, e.URL, proto)
+		c.send(wsMsg{Type: start, ID: "1", Payload: payload})
+		if code, _ := c.closeCode(); code != 4401 {
+			t.Errorf("%s, operation before the ack: close %d, want 4401", proto, code)
+		}
+
+		c = mustDialWS(t, e.URL, proto)
+		c.init(map[string]any{"authorization": "Bearer a"})
+		c.sendInit(map[string]any{"authorization": "Bearer a"})
+		if code, _ := c.closeCode(); code != 4429 {
+			t.Errorf("%s, second connection_init: close %d, want 4429", proto, code)
+		}
+
+		c = mustDialWS(t, e.URL, proto)
+		c.init(map[string]any{"authorization": "Bearer a"})
+		c.send(wsMsg{Type: start, ID: "1", Payload: payload})
+		c.send(wsMsg{Type: start, ID: "1", Payload: payload})
+		if code, _ := c.closeCode(); code != 4409 {
+			t.Errorf("%s, duplicate id: close %d, want 4409", proto, code)
+		}
+
+		// An id may be used again once its operation ended.
+		c = mustDialWS(t, e.URL, proto)
+		c.init(map[string]any{"authorization": "Bearer a"})
+		for range 3 {
+			if typ, p := c.run("q", `query { languages { language } }`); typ == "error" {
+				t.Fatalf("%s: reusing an ended id: %s", proto, p)
+			}
+		}
 	}
 }
