@@ -27,8 +27,11 @@ type Cost struct {
 	Items int
 }
 
-// Large strings (up to 1 MiB) cost as much as 50 fields.
-const largeStringCost = 50
+// Large strings (up to 1 MiB) cost as much as 10 fields: enough that a
+// long list of them is refused, low enough that a client may list a
+// session's last 20 runs with their output (the response size limit
+// bounds what a few of the largest ones can add up to).
+const largeStringCost = 10
 
 // DefaultCosts are the costs of the fields of CodeCrafter's schema that
 // return much: large strings and lists without a limit argument.
