@@ -10,6 +10,7 @@ import (
 	"github.com/codecrafter/codecrafter/bustest"
 	"github.com/codecrafter/codecrafter/inmem"
 	"github.com/codecrafter/codecrafter/limitertest"
+	"github.com/codecrafter/codecrafter/presencetest"
 	"github.com/codecrafter/codecrafter/queuetest"
 )
 
@@ -30,5 +31,13 @@ func TestQueue(t *testing.T) {
 		q := inmem.NewQueue(inmem.QueueOptions{DeliveryLimit: deliveryLimit})
 		t.Cleanup(func() { q.Close() })
 		return func(*testing.T) queuetest.Queue { return q.Open() }
+	})
+}
+
+func TestPresence(t *testing.T) {
+	presencetest.Test(t, func(t *testing.T, _ time.Duration) presencetest.Deployment {
+		bus := inmem.NewBus()
+		p := inmem.NewPresence(bus)
+		return presencetest.Deployment{Bus: bus, Replica: func(*testing.T) codecrafter.Presence { return p }}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/codecrafter/codecrafter/bustest"
 	"github.com/codecrafter/codecrafter/internal/testenv"
 	"github.com/codecrafter/codecrafter/limitertest"
+	"github.com/codecrafter/codecrafter/presencetest"
 	"github.com/codecrafter/codecrafter/redis"
 )
 
@@ -157,4 +158,25 @@ func pubsubID(t *testing.T, c *goredis.Client, name string) string {
 	}
 	t.Fatalf("no subscribed connection named %s in:\n%s", name, list)
 	return ""
+}
+
+func TestPresence(t *testing.T) {
+	t.Parallel()
+	presencetest.Test(t, func(t *testing.T, ttl time.Duration) presencetest.Deployment {
+		p := prefix()
+		clients := map[codecrafter.Presence]*goredis.Client{}
+		return presencetest.Deployment{
+			Bus: redis.NewBus(client(t), p+"bus:", slog.New(slog.DiscardHandler)),
+			Replica: func(t *testing.T) codecrafter.Presence {
+				c := client(t)
+				bus := redis.NewBus(c, p+"bus:", slog.New(slog.DiscardHandler))
+				r := redis.NewPresence(c, p+"presence:", bus, redis.PresenceOptions{TTL: ttl})
+				t.Cleanup(r.Close)
+				clients[r] = c
+				return r
+			},
+			// A dead replica's connection is gone: no heartbeat, no clean-up.
+			Kill: func(t *testing.T, r codecrafter.Presence) { clients[r].Close() },
+		}
+	})
 }
