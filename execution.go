@@ -2,6 +2,7 @@ package codecrafter
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -219,17 +220,50 @@ type QueueStats struct {
 	Dead    int // in the dead-letter queue
 }
 
-// Bus fans events out to subscribers on every server replica. Delivery is
-// best effort (at most once): a subscriber that falls behind loses events,
-// so consumers that need everything recover from the store.
+// Bus fans events out to subscribers on every server replica. It is only
+// a notification: the store is the truth, and events that are stored carry
+// their order (a message's seq, a chunk's Seq) so a consumer tells a gap
+// from a duplicate.
+//
+// Delivery is at most once, in publish order per topic. A subscriber the
+// bus cannot keep up with is ended, never silently skipped: its channel
+// closes while its ctx still lives, after the events it holds, when it
+// falls its bounded buffer behind, or when the bus's connection drops (then
+// every subscription of that connection ends). The publisher and other
+// subscribers never wait for a slow one. A consumer whose channel closed
+// early resyncs: it subscribes again and re-reads the store, or, with no
+// store behind its events, ends its stream with UNAVAILABLE so its client
+// subscribes again.
 type Bus interface {
 	// Publish sends payload to the topic's current subscribers.
 	Publish(ctx context.Context, topic string, payload []byte) error
 	// Subscribe returns once the subscription is active: events published
-	// after it returns reach the channel, which closes when ctx ends.
+	// after it returns reach the channel, which closes when ctx ends or
+	// the bus ends the subscription (see above).
 	Subscribe(ctx context.Context, topic string) (<-chan []byte, error)
 	// Ping checks the bus is reachable.
 	Ping(ctx context.Context) error
+}
+
+// BusObserver is told of a bus's traffic (metrics). Its methods are called
+// on the publishing and delivering paths: they must be cheap and not block.
+type BusObserver interface {
+	Published(topic string) // an event went out from this replica
+	Delivered(topic string) // an event reached a subscriber's channel
+	Dropped(topic string)   // a subscriber fell behind and was ended
+}
+
+// NopBusObserver observes nothing.
+type NopBusObserver struct{}
+
+func (NopBusObserver) Published(string) {}
+func (NopBusObserver) Delivered(string) {}
+func (NopBusObserver) Dropped(string)   {}
+
+// BusKind is a topic's kind, the part before ':' ("chat", "execution").
+func BusKind(topic string) string {
+	kind, _, _ := strings.Cut(topic, ":")
+	return kind
 }
 
 // Bus topics.

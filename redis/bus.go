@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,26 +16,27 @@ import (
 )
 
 // BusBuffer is how many events a subscriber may fall behind before the
-// bus drops events for it.
+// bus ends its subscription.
 const BusBuffer = 256
 
 // Intervals of the connection's reader.
-const (
-	healthInterval = 15 * time.Second // ping after this long without traffic
-	retryInterval  = time.Second      // wait after a connection error
-)
+const healthInterval = 15 * time.Second // ping after this long without traffic
 
 var _ codecrafter.Bus = (*Bus)(nil)
 
 // Bus fans events out over Redis pub/sub to every replica. All of a Bus's
 // subscriptions share one Redis connection, read by one goroutine that
 // lives while there is at least one subscriber; it hands each event to
-// the subscribers' buffered channels without blocking, dropping it for a
-// subscriber whose buffer is full.
+// the subscribers' buffered channels without blocking, ending a
+// subscriber whose buffer is full. When the connection fails, every one
+// of its subscriptions ends (events published meanwhile are lost to them,
+// and only their consumers know what to re-read); the next Subscribe
+// dials a new one.
 type Bus struct {
 	client  *goredis.Client
 	prefix  string
 	log     *slog.Logger
+	obs     codecrafter.BusObserver
 	dropped atomic.Int64
 
 	mu   sync.Mutex // guards conn and its maps; held while sending (UN)SUBSCRIBE so commands go out in state order
@@ -56,25 +58,30 @@ type topicSubs struct {
 }
 
 type subscriber struct {
-	ch      chan []byte
-	dropped int
+	ch    chan []byte
+	ended bool // ch is closed; guarded by Bus.mu
 }
 
 // NewBus returns a Bus publishing on c, on channels named prefix+topic.
 func NewBus(c *goredis.Client, prefix string, logger *slog.Logger) *Bus {
-	return &Bus{client: c, prefix: prefix, log: logger}
+	return &Bus{client: c, prefix: prefix, log: logger, obs: codecrafter.NopBusObserver{}}
 }
+
+// Observe makes o count the bus's traffic; call it before using the bus.
+func (b *Bus) Observe(o codecrafter.BusObserver) { b.obs = o }
 
 // Publish sends payload to the topic's subscribers on every replica.
 func (b *Bus) Publish(ctx context.Context, topic string, payload []byte) error {
 	if err := b.client.Publish(ctx, b.prefix+topic, payload).Err(); err != nil {
 		return redisErr(err)
 	}
+	b.obs.Published(topic)
 	return nil
 }
 
 // Subscribe returns once Redis confirmed the subscription; the channel
-// closes when ctx ends.
+// closes when ctx ends, or earlier when the subscriber falls behind or the
+// connection fails.
 func (b *Bus) Subscribe(ctx context.Context, topic string) (<-chan []byte, error) {
 	name := b.prefix + topic
 	s := &subscriber{ch: make(chan []byte, BusBuffer)}
@@ -89,14 +96,21 @@ func (b *Bus) Subscribe(ctx context.Context, topic string) (<-chan []byte, error
 	if t == nil {
 		t = &topicSubs{subs: make(map[*subscriber]struct{}), ready: make(chan struct{})}
 		c.topics[name] = t
-		err = c.ps.Subscribe(ctx, name)
 	}
 	t.subs[s] = struct{}{}
+	if len(t.subs) == 1 {
+		if err = c.ps.Subscribe(ctx, name); err != nil {
+			// go-redis would redial and resubscribe behind our back.
+			b.loseLocked(c, err)
+		}
+	}
 	b.mu.Unlock()
 
 	if err == nil {
 		select {
 		case <-t.ready:
+		case <-c.stop:
+			err = codecrafter.Errorf(codecrafter.EUNAVAILABLE, "the event bus connection was lost")
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
@@ -122,67 +136,105 @@ func (b *Bus) open() *conn {
 	return c
 }
 
-// leave removes s, unsubscribing from Redis when it was the channel's last
-// subscriber and closing the connection when it was the last of all, then
-// closes s.ch.
+// leave ends s, unless the bus did already, and waits for the reader when
+// s was the connection's last subscriber.
 func (b *Bus) leave(c *conn, name string, s *subscriber) {
 	b.mu.Lock()
-	t := c.topics[name]
-	delete(t.subs, s)
 	last := false
-	if len(t.subs) == 0 {
-		delete(c.topics, name)
-		if len(c.topics) == 0 {
-			last = true
-			b.conn = nil
-			close(c.stop)
-			c.ps.Close()
-		} else if err := c.ps.Unsubscribe(context.Background(), name); err == nil {
-			c.leaving[name]++
-		}
+	if !s.ended {
+		last = b.removeLocked(c, name, s)
 	}
 	b.mu.Unlock()
-
 	if last {
 		<-c.done
 	}
-	if s.dropped > 0 {
-		b.log.Warn("bus subscriber fell behind; events dropped", "channel", name, "dropped", s.dropped)
-	}
-	close(s.ch)
 }
 
-// read hands the connection's messages out until the connection closes.
+// removeLocked ends s, unsubscribing from Redis when it was the channel's
+// last subscriber and closing the connection when it was the last of all
+// (it reports that); b.mu is held.
+func (b *Bus) removeLocked(c *conn, name string, s *subscriber) (last bool) {
+	s.ended = true
+	close(s.ch)
+	t := c.topics[name]
+	delete(t.subs, s)
+	if len(t.subs) > 0 {
+		return false
+	}
+	delete(c.topics, name)
+	if len(c.topics) == 0 {
+		b.closeLocked(c)
+		return true
+	}
+	if err := c.ps.Unsubscribe(context.Background(), name); err != nil {
+		b.loseLocked(c, err)
+	} else {
+		c.leaving[name]++
+	}
+	return false
+}
+
+// closeLocked stops c's reader and closes its connection; b.mu is held.
+func (b *Bus) closeLocked(c *conn) {
+	if isClosed(c.stop) {
+		return
+	}
+	if b.conn == c {
+		b.conn = nil
+	}
+	close(c.stop)
+	c.ps.Close()
+}
+
+// loseLocked ends every subscription of c after a connection error (what
+// Redis sent meanwhile is gone, so they must resync); b.mu is held.
+func (b *Bus) loseLocked(c *conn, err error) {
+	if isClosed(c.stop) {
+		return
+	}
+	n := 0
+	for _, t := range c.topics {
+		for s := range t.subs {
+			s.ended = true
+			close(s.ch)
+			n++
+		}
+	}
+	clear(c.topics)
+	b.closeLocked(c)
+	b.log.Warn("bus connection lost; its subscriptions ended", "subscriptions", n, "err", err)
+}
+
+// read hands the connection's messages out until the connection closes
+// or fails.
 func (b *Bus) read(c *conn) {
 	defer close(c.done)
 	ctx := context.Background()
+	pinged := false // a ping is out and nothing came since
 	for {
 		msg, err := c.ps.ReceiveTimeout(ctx, healthInterval)
 		var netErr net.Error
 		switch {
 		case err == nil:
+			pinged = false
 		case errors.Is(err, goredis.ErrClosed) || isClosed(c.stop):
 			return
-		case errors.As(err, &netErr) && netErr.Timeout():
-			// Quiet for a while: a ping proves the connection still works
-			// (a failed one makes go-redis redial and resubscribe).
-			pctx, cancel := context.WithTimeout(ctx, retryInterval)
-			c.ps.Ping(pctx)
-			cancel()
-			continue
-		default:
-			// go-redis redials and resubscribes on the next receive; the
-			// old connection's pending confirmations are gone with it.
-			b.log.Warn("bus connection lost; resubscribing", "err", err)
-			b.mu.Lock()
-			clear(c.leaving)
-			b.mu.Unlock()
-			select {
-			case <-c.stop:
-				return
-			case <-time.After(retryInterval):
+		case errors.As(err, &netErr) && netErr.Timeout() && !pinged:
+			// Quiet for a while: the pong (or an error) tells whether the
+			// connection still works.
+			pinged = true
+			if err = c.ps.Ping(ctx); err == nil {
+				continue
 			}
-			continue
+			fallthrough
+		default:
+			// A failed receive or ping, or no pong: go-redis would redial
+			// and resubscribe on the next receive, and what was published
+			// meanwhile would be lost unnoticed. End the subscriptions.
+			b.mu.Lock()
+			b.loseLocked(c, err)
+			b.mu.Unlock()
+			return
 		}
 
 		switch m := msg.(type) {
@@ -232,12 +284,17 @@ func (b *Bus) dispatch(c *conn, name string, payload []byte) {
 	if t == nil {
 		return
 	}
+	topic := strings.TrimPrefix(name, b.prefix)
 	for s := range t.subs {
 		select {
 		case s.ch <- payload:
+			b.obs.Delivered(topic)
 		default:
-			s.dropped++
+			// Fallen behind: end it, so its consumer resyncs instead of
+			// silently missing events.
 			b.dropped.Add(1)
+			b.obs.Dropped(topic)
+			b.removeLocked(c, name, s)
 		}
 	}
 }
@@ -250,5 +307,5 @@ func (b *Bus) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Dropped returns how many events were dropped for slow subscribers.
+// Dropped returns how many subscribers were ended for falling behind.
 func (b *Bus) Dropped() int64 { return b.dropped.Load() }
