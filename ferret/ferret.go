@@ -1,4 +1,9 @@
-package mongo
+// Package ferret is the embedded MongoDB-wire server, the store's default:
+// FerretDB v1 on SQLite in this process, behind a wire proxy that fixes
+// what FerretDB lacks for the store (atomic guarded writes, the _id index
+// of its SQLite tables). Package mongo, the store, talks to it as to any
+// MongoDB server.
+package ferret
 
 import (
 	"context"
@@ -13,7 +18,7 @@ import (
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
 
-// Embedded is a MongoDB-wire server running in this process: FerretDB v1
+// Server is a MongoDB-wire server running in this process: FerretDB v1
 // with its SQLite backend (one file per database under a directory),
 // behind a proxy that makes its writes atomic (see wireProxy). Clients
 // must connect through URI, never to FerretDB directly.
@@ -22,11 +27,11 @@ import (
 // update, so a write costs in proportion to its document's size (an
 // execution's output chunks included: batch output before AppendOutput).
 // A filter other than an _id decodes the whole collection, so the store
-// reads by _id through lookups it keeps (see lookup.go): its reads cost
+// reads by _id through lookups it keeps (see package mongo): its reads cost
 // the same at any size of the data. So the embedded server suits
 // development and small deployments (one SQLite file, writes one at a
 // time); point the store at MongoDB for more.
-type Embedded struct {
+type Server struct {
 	ferret context.CancelFunc
 	done   chan struct{} // closed when FerretDB's Run returns
 	proxy  *wireProxy
@@ -36,10 +41,10 @@ type Embedded struct {
 // newMu serialises ferretdb.New, which writes a package variable.
 var newMu sync.Mutex
 
-// EmbeddedOption configures StartEmbedded.
-type EmbeddedOption func(*embeddedConfig)
+// Option configures Start.
+type Option func(*startConfig)
 
-type embeddedConfig struct {
+type startConfig struct {
 	addr string
 }
 
@@ -47,16 +52,16 @@ type embeddedConfig struct {
 // free port of 127.0.0.1, e.g. so that a worker process can reach it;
 // URI then names the address listened on. There is no authentication:
 // keep it on a private network.
-func WithListenAddr(addr string) EmbeddedOption {
-	return func(c *embeddedConfig) { c.addr = addr }
+func WithListenAddr(addr string) Option {
+	return func(c *startConfig) { c.addr = addr }
 }
 
-// StartEmbedded starts a server that keeps its files under dir (created
+// Start starts a server that keeps its files under dir (created
 // if needed); data survives a restart with the same dir. ctx bounds the
 // start only: the server runs until Close, so that its owner can stop it
 // after the code that uses it.
-func StartEmbedded(ctx context.Context, dir string, logger *slog.Logger, opts ...EmbeddedOption) (*Embedded, error) {
-	cfg := embeddedConfig{addr: "127.0.0.1:0"}
+func Start(ctx context.Context, dir string, logger *slog.Logger, opts ...Option) (*Server, error) {
+	cfg := startConfig{addr: "127.0.0.1:0"}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -89,7 +94,7 @@ func StartEmbedded(ctx context.Context, dir string, logger *slog.Logger, opts ..
 		return nil, fmt.Errorf("embedded mongo: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	e := &Embedded{
+	e := &Server{
 		ferret: cancel,
 		done:   make(chan struct{}),
 		uri:    "mongodb://" + ln.Addr().String() + "/",
@@ -113,12 +118,12 @@ func StartEmbedded(ctx context.Context, dir string, logger *slog.Logger, opts ..
 }
 
 // URI is the connection string of the server.
-func (e *Embedded) URI() string { return e.uri }
+func (e *Server) URI() string { return e.uri }
 
 // Close stops the server and waits until it has. It drops the connections
 // of clients still connected (their operations then fail), so stop those
 // first; it does not wait for them.
-func (e *Embedded) Close() error {
+func (e *Server) Close() error {
 	e.proxy.close()
 	// With the proxy's connections gone FerretDB stops at once; otherwise
 	// it would give them about 3 s.

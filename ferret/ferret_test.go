@@ -1,4 +1,4 @@
-package mongo_test
+package ferret_test
 
 import (
 	"context"
@@ -14,13 +14,14 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/ferret"
 	"github.com/codecrafter/codecrafter/mongo"
 	"github.com/codecrafter/codecrafter/mongo/mongotest"
 )
 
-func start(t *testing.T, dir string) *mongo.Embedded {
+func start(t *testing.T, dir string) *ferret.Server {
 	t.Helper()
-	e, err := mongo.StartEmbedded(context.Background(), dir, slog.New(slog.DiscardHandler))
+	e, err := ferret.Start(context.Background(), dir, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestEmbeddedCloseDropsClients(t *testing.T) {
 
 func TestEmbeddedListenAddr(t *testing.T) {
 	t.Parallel()
-	e, err := mongo.StartEmbedded(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler), mongo.WithListenAddr("localhost:0"))
+	e, err := ferret.Start(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler), ferret.WithListenAddr("localhost:0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func TestEmbeddedListenAddr(t *testing.T) {
 	if err := db.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mongo.StartEmbedded(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler), mongo.WithListenAddr("256.0.0.1:1")); err == nil {
+	if _, err := ferret.Start(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler), ferret.WithListenAddr("256.0.0.1:1")); err == nil {
 		t.Error("StartEmbedded on a bad address: no error")
 	}
 }

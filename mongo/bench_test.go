@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/ferret"
 	"github.com/codecrafter/codecrafter/mongo"
 	"github.com/codecrafter/codecrafter/mongo/mongotest"
 )
@@ -19,7 +20,7 @@ func BenchmarkStartAndOpen(b *testing.B) {
 	ctx := context.Background()
 	logger := slog.New(slog.DiscardHandler)
 	for b.Loop() {
-		e, err := mongo.StartEmbedded(ctx, b.TempDir(), logger)
+		e, err := ferret.Start(ctx, b.TempDir(), logger)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/ferret"
 )
 
 // These tests write the state a crash between two writes leaves, straight
@@ -22,7 +23,7 @@ var ctx = context.Background()
 
 func newTestDB(t *testing.T) (*DB, string) {
 	t.Helper()
-	e, err := StartEmbedded(ctx, t.TempDir(), slog.New(slog.DiscardHandler))
+	e, err := ferret.Start(ctx, t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

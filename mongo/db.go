@@ -1,12 +1,12 @@
 // Package mongo stores users, sessions, refresh tokens and executions in
-// MongoDB, or in the embedded FerretDB server (StartEmbedded) by default.
+// MongoDB, or in the embedded FerretDB server (package ferret) by default.
 //
 // It sticks to what FerretDB v1 supports: single-document updates whose
 // filter is the guard (no transactions, TTL indexes, $expr or positional
 // updates), and explicit expiry fields cleaned up as it goes. Guarded
 // writes are findAndModify commands with an {_id, guards...} query: the
 // embedded server's proxy makes those atomic and spares FerretDB a
-// collection scan for them (see wireProxy).
+// collection scan for them (see package ferret).
 package mongo
 
 import (

@@ -35,7 +35,7 @@ type chatMsg struct {
 }
 
 // notFull is the guard of an append: the page has room. ($in, not $lt:
-// the embedded server's proxy checks $in guards itself, see guard.go.)
+// the embedded server's proxy checks $in guards itself, see ferret/guard.go.)
 var notFull = func() bson.A {
 	a := make(bson.A, chatPageSize)
 	for i := range a {

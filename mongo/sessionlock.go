@@ -9,7 +9,7 @@ import (
 // other. Optimistic concurrency alone makes n racing writers cost O(n²)
 // tries: every round all of them read, one wins, the rest write in vain,
 // each write taking its turn through the embedded store's one-at-a-time
-// proxy (wireProxy). Thirty people joining a class at once then took
+// proxy (package ferret). Thirty people joining a class at once then took
 // longer than any sensible retry bound. Queued, they take n tries; the
 // version check still settles races with other processes.
 var sessionLocks keyLocks

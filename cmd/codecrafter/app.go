@@ -19,6 +19,7 @@ import (
 	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/auth"
 	"github.com/codecrafter/codecrafter/executions"
+	"github.com/codecrafter/codecrafter/ferret"
 	"github.com/codecrafter/codecrafter/graph"
 	"github.com/codecrafter/codecrafter/inmem"
 	"github.com/codecrafter/codecrafter/mongo"
@@ -43,6 +44,7 @@ type app struct {
 	bus      codecrafter.Bus
 	// chatLimit counts chat messages per user.
 	chatLimit codecrafter.Limiter
+	presence  codecrafter.Presence // who is online, on every replica
 	queue     codecrafter.Queue
 	runtimes  *sandbox.Registry
 	sandbox   *sandbox.Docker // nil unless this process runs the worker
@@ -78,7 +80,18 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger, withAPI, withWork
 			return nil, fmt.Errorf("redis: %w", err)
 		}
 		a.onClose(func() { rc.Close() })
-		a.bus = redis.NewBus(rc, cfg.RedisPrefix+"bus:", log.With("component", "bus"))
+		bus := redis.NewBus(rc, cfg.RedisPrefix+"bus:", log.With("component", "bus"))
+		a.bus = bus
+		if withAPI {
+			// Hidden, for tests of a dead replica: a short presence TTL.
+			ttl, err := time.ParseDuration(cmp.Or(os.Getenv("CODECRAFTER_PRESENCE_TTL"), "0s"))
+			if err != nil {
+				return nil, fmt.Errorf("$CODECRAFTER_PRESENCE_TTL: %w", err)
+			}
+			p := redis.NewPresence(rc, cfg.RedisPrefix+"presence:", bus, redis.PresenceOptions{TTL: ttl, Logger: log.With("component", "presence")})
+			a.onClose(p.Close)
+			a.presence = p
+		}
 		refresh = redis.NewRefreshTokenStore(rc, cfg.RedisPrefix+"refresh:")
 		limiters = auth.Limiters{
 			Account:  redis.NewLimiter(rc, cfg.RedisPrefix+"login:acct:", cfg.LoginMaxPerAccount, cfg.LoginWindow),
@@ -88,6 +101,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger, withAPI, withWork
 		a.chatLimit = redis.NewLimiter(rc, cfg.RedisPrefix+"chat:", cfg.ChatPerMinute, time.Minute)
 	} else {
 		a.bus = inmem.NewBus()
+		a.presence = inmem.NewPresence(a.bus)
 		limiters = auth.Limiters{
 			Account:  inmem.NewLimiter(cfg.LoginMaxPerAccount, cfg.LoginWindow),
 			Addr:     inmem.NewLimiter(cfg.LoginMaxPerAddr, cfg.LoginWindow),
@@ -136,7 +150,7 @@ func (a *app) openStore(ctx context.Context) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		emb, err := mongo.StartEmbedded(ctx, dir, a.log.With("component", "ferretdb"), mongo.WithListenAddr(a.cfg.EmbeddedMongoAddr))
+		emb, err := ferret.Start(ctx, dir, a.log.With("component", "ferretdb"), ferret.WithListenAddr(a.cfg.EmbeddedMongoAddr))
 		if err != nil {
 			return fmt.Errorf("embedded store: %w", err)
 		}
@@ -231,10 +245,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Auth:     authSvc,
 		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")),
 		Runs:     execSvc,
-		// Presence is in process: with several replicas a user online on
-		// one is not seen online by the others' first list (events do go
-		// across on the bus).
-		Realtime: realtime.New(realtime.Config{}, a.db, a.db, a.bus, inmem.NewPresence(a.bus), a.chatLimit,
+		Realtime: realtime.New(realtime.Config{}, a.db, a.db, a.bus, a.presence, a.chatLimit,
 			a.log.With("component", "realtime")),
 		Users:    a.db,
 		Runtimes: a.runtimes,

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/codecrafter/codecrafter/mongo"
+	"github.com/codecrafter/codecrafter/ferret"
 )
 
 // storeMain serves the embedded MongoDB-wire store (FerretDB on SQLite,
@@ -31,7 +31,7 @@ func storeMain(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	emb, err := mongo.StartEmbedded(ctx, dir, log, mongo.WithListenAddr(*addr))
+	emb, err := ferret.Start(ctx, dir, log, ferret.WithListenAddr(*addr))
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

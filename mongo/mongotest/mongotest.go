@@ -13,16 +13,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/ferret"
 	"github.com/codecrafter/codecrafter/mongo"
 )
 
 // Start starts an embedded server with its files in t.TempDir(), closed
 // when t ends.
-func Start(t testing.TB) *mongo.Embedded {
+func Start(t testing.TB) *ferret.Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e, err := mongo.StartEmbedded(ctx, t.TempDir(), slog.New(slog.DiscardHandler))
+	e, err := ferret.Start(ctx, t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("mongotest: %v", err)
 	}
@@ -60,7 +61,7 @@ func Main(m *testing.M, uri *string) int {
 	}
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	srv, err := mongo.StartEmbedded(ctx, dir, slog.New(slog.DiscardHandler))
+	srv, err := ferret.Start(ctx, dir, slog.New(slog.DiscardHandler))
 	cancel()
 	if err != nil {
 		panic(err)
