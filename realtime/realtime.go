@@ -22,6 +22,8 @@ type Config struct {
 	// TypingTTL is how long a typing indicator lasts without a refresh
 	// (default 5 s): a client that stops refreshing is shown not typing.
 	TypingTTL time.Duration
+	// Metrics, if set, observes chat delivery latency.
+	Metrics *Metrics
 }
 
 // Defaults.
@@ -29,6 +31,10 @@ const (
 	DefaultTypingTTL = 5 * time.Second
 	MaxPageLimit     = 100 // messages(limit)
 	replayPage       = 100
+	// Waits between attempts to subscribe again after the bus ended a
+	// chat subscription.
+	resubscribeMin = 50 * time.Millisecond
+	resubscribeMax = 5 * time.Second
 )
 
 // Service implements the realtime operations for the caller in ctx.
@@ -126,7 +132,9 @@ func afterSeq(sessionID string, after *string) (int, error) {
 // MessageAdded streams the session's new messages, each once, in order.
 // With after, it first replays the stored messages that came after that
 // one, then goes on live with no gap and no duplicate across the switch.
-// The channel closes when ctx ends.
+// When the bus ends the live subscription (fell behind, connection lost),
+// it subscribes again and catches up from the store. The channel closes
+// when ctx ends.
 func (s *Service) MessageAdded(ctx context.Context, sessionID string, after *string) (<-chan *codecrafter.Message, error) {
 	seq, err := afterSeq(sessionID, after)
 	if err != nil {
@@ -142,19 +150,56 @@ func (s *Service) MessageAdded(ctx context.Context, sessionID string, after *str
 		cancel()
 		return nil, err
 	}
+	if after == nil {
+		// From what is stored now on: a resync after the bus ended the
+		// subscription needs to know where "now" was.
+		if seq, err = s.tail(ctx, sessionID); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	out := make(chan *codecrafter.Message)
 	go func() {
 		defer cancel()
 		defer close(out)
 		f := chatFollower{s: s, sessionID: sessionID, out: out, last: seq}
-		if after == nil {
-			f.last = -1 // from the first live message on
-		} else if !f.catchUp(ctx) {
-			return
+		if f.catchUp(ctx) {
+			f.follow(ctx, live)
 		}
-		f.follow(ctx, live)
 	}()
 	return out, nil
+}
+
+// tail returns the seq of the session's last stored message (0: none). It
+// gallops over the history, then bisects, so a long chat costs a few reads.
+func (s *Service) tail(ctx context.Context, sessionID string) (int, error) {
+	lo, hi := 0, -1 // lo <= tail (lo is stored, or 0); tail <= hi once hi >= 0
+	// probe reads a page above k: the tail if the page is not full.
+	probe := func(k int) (tail int, found bool, err error) {
+		ms, err := s.messages.Messages(ctx, sessionID, k, replayPage)
+		switch {
+		case err != nil:
+			return 0, false, err
+		case len(ms) == 0:
+			hi = k
+		case len(ms) < replayPage:
+			return ms[len(ms)-1].Seq, true, nil
+		default:
+			lo = ms[len(ms)-1].Seq
+		}
+		return 0, false, nil
+	}
+	for step := 0; hi < 0; step = max(2*step, replayPage) {
+		if tail, found, err := probe(lo + step); found || err != nil {
+			return tail, err
+		}
+	}
+	for lo < hi {
+		if tail, found, err := probe(lo + (hi-lo+1)/2 - 1); found || err != nil {
+			return tail, err
+		}
+	}
+	return lo, nil
 }
 
 // chatFollower sends a session's messages to out in seq order, each once.
@@ -162,7 +207,7 @@ type chatFollower struct {
 	s         *Service
 	sessionID string
 	out       chan<- *codecrafter.Message
-	last      int // seq of the last message sent; -1: none yet, start live
+	last      int // seq of the last message sent (or skipped: before the start)
 }
 
 func (f *chatFollower) follow(ctx context.Context, live <-chan []byte) {
@@ -172,7 +217,10 @@ func (f *chatFollower) follow(ctx context.Context, live <-chan []byte) {
 			return
 		case b, ok := <-live:
 			if !ok {
-				return // ctx ended (the bus closes channels only then)
+				if live = f.resubscribe(ctx); live == nil || !f.catchUp(ctx) {
+					return
+				}
+				continue
 			}
 			m, err := decodeMessage(f.sessionID, b)
 			if err != nil {
@@ -180,7 +228,8 @@ func (f *chatFollower) follow(ctx context.Context, live <-chan []byte) {
 				continue
 			}
 			switch {
-			case f.last < 0 || m.Seq == f.last+1:
+			case m.Seq == f.last+1:
+				f.s.cfg.Metrics.observeDelivery(f.s.now().Sub(m.CreatedAt))
 				if !f.send(ctx, m) {
 					return
 				}
@@ -192,6 +241,28 @@ func (f *chatFollower) follow(ctx context.Context, live <-chan []byte) {
 			}
 		}
 	}
+}
+
+// resubscribe subscribes again after the bus ended the subscription,
+// retrying with backoff; nil when ctx ended first. Its caller catches up
+// from the store, which has whatever the bus lost meanwhile.
+func (f *chatFollower) resubscribe(ctx context.Context) <-chan []byte {
+	wait := resubscribeMin
+	for ctx.Err() == nil {
+		live, err := f.s.bus.Subscribe(ctx, codecrafter.ChatTopic(f.sessionID))
+		if err == nil {
+			return live
+		}
+		f.s.log.WarnContext(ctx, "chat resubscribe", "session", f.sessionID, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		wait = min(2*wait, resubscribeMax)
+	}
+	return nil
 }
 
 // catchUp sends what the store holds after the last message sent.
@@ -245,6 +316,9 @@ func (s *Service) publishTyping(ctx context.Context, sessionID, userID string, t
 
 // Typing streams typing changes in the session: each user's true, and a
 // false when they send a message, say so, or let the indicator lapse.
+// Typing is never stored, so when the bus ends the subscription (fell
+// behind, connection lost) the channel closes although ctx lives: the
+// caller reports UNAVAILABLE and its client subscribes again.
 func (s *Service) Typing(ctx context.Context, sessionID string) (<-chan *TypingEvent, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	live, err := s.bus.Subscribe(ctx, codecrafter.TypingTopic(sessionID))
@@ -328,6 +402,8 @@ func (s *Service) followTyping(ctx context.Context, sessionID string, live <-cha
 
 // PresenceEvents streams who is online in the session: first one event per
 // user online now, then each change.
+// As with Typing, the channel closes early when the bus ends the
+// subscription (the client subscribes again for a fresh list).
 func (s *Service) PresenceEvents(ctx context.Context, sessionID string) (<-chan *codecrafter.PresenceChange, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	live, err := s.bus.Subscribe(ctx, codecrafter.PresenceTopic(sessionID))

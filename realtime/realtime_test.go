@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,9 +33,19 @@ type env struct {
 
 func newEnv(t *testing.T, limit codecrafter.Limiter) *env {
 	t.Helper()
+	return newEnvWith(t, limit, inmem.NewBus(), nil)
+}
+
+// newEnvWith makes an env on bus; wrap, if set, stands between the service
+// and bus.
+func newEnvWith(t *testing.T, limit codecrafter.Limiter, bus *inmem.Bus, wrap codecrafter.Bus) *env {
+	t.Helper()
 	db := mongotest.Open(t, mongoURI)
-	bus := inmem.NewBus()
-	svc := realtime.New(realtime.Config{TypingTTL: 300 * time.Millisecond}, db, db, bus, inmem.NewPresence(bus), limit, slog.New(slog.DiscardHandler))
+	var svcBus codecrafter.Bus = bus
+	if wrap != nil {
+		svcBus = wrap
+	}
+	svc := realtime.New(realtime.Config{TypingTTL: 300 * time.Millisecond}, db, db, svcBus, inmem.NewPresence(bus), limit, slog.New(slog.DiscardHandler))
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	s := &codecrafter.Session{ID: codecrafter.NewID(), Title: "t", Language: "python", OwnerID: "owner", InviteCode: codecrafter.NewID(),
 		Participants: []codecrafter.Participant{{UserID: "owner", Role: codecrafter.RoleOwner, JoinedAt: now}, {UserID: "viewer", Role: codecrafter.RoleViewer, JoinedAt: now}},
@@ -181,6 +192,134 @@ func TestMessageAddedFillsBusGaps(t *testing.T) {
 			t.Fatalf("got %q, want %q", m.Body, want)
 		}
 	}
+}
+
+// expectSeqs reads messages from..to, each once, in order.
+func expectSeqs(t *testing.T, ch <-chan *codecrafter.Message, from, to int) {
+	t.Helper()
+	for want := from; want <= to; want++ {
+		if m := next(t, ch); m.Seq != want || m.Body != fmt.Sprint("m", want) {
+			t.Fatalf("got seq %d %q, want %d", m.Seq, m.Body, want)
+		}
+	}
+}
+
+func sendN(t *testing.T, e *env, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		if _, err := e.svc.Send(e.owner, e.session, fmt.Sprint("m", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestMessageAddedSurvivesSlowSubscription: a subscriber that falls behind
+// the bus's buffer has its bus subscription ended; it subscribes again and
+// reads the rest from the store, missing nothing, repeating nothing.
+func TestMessageAddedSurvivesSlowSubscription(t *testing.T) {
+	bus := inmem.NewBusWithBuffer(2)
+	e := newEnvWith(t, nil, bus, nil)
+	sendN(t, e, 1, 3) // before the subscription: not streamed
+	ch, err := e.svc.MessageAdded(e.viewer, e.session, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendN(t, e, 4, 30) // not read meanwhile: far more than the buffer
+	if bus.Dropped() == 0 {
+		t.Fatal("the bus did not end the slow subscription")
+	}
+	expectSeqs(t, ch, 4, 30)
+	sendN(t, e, 31, 31) // live again, and no duplicate came before it
+	expectSeqs(t, ch, 31, 31)
+}
+
+// TestMessageAddedSurvivesConnectionLoss: the bus ends the subscription
+// (its connection dropped) and refuses new ones for a while; messages
+// stored meanwhile come from the store once it is back.
+func TestMessageAddedSurvivesConnectionLoss(t *testing.T) {
+	bus := &flakyBus{Bus: inmem.NewBus(), refused: make(chan struct{}, 1)}
+	e := newEnvWith(t, nil, bus.Bus, bus)
+	ch, err := e.svc.MessageAdded(e.viewer, e.session, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendN(t, e, 1, 1)
+	expectSeqs(t, ch, 1, 1)
+	bus.drop()
+	sendN(t, e, 2, 4)
+	select {
+	case <-bus.refused: // the follower tried to subscribe again
+	case <-time.After(10 * time.Second):
+		t.Fatal("no resubscription")
+	}
+	bus.up()
+	expectSeqs(t, ch, 2, 4)
+	sendN(t, e, 5, 5)
+	expectSeqs(t, ch, 5, 5)
+}
+
+// TestMessageAddedStartsAtTail: without after, the stream starts above
+// the last stored message, found by a search over long histories too.
+func TestMessageAddedStartsAtTail(t *testing.T) {
+	e := newEnv(t, nil)
+	stored := 0
+	for _, n := range []int{0, 1, 99, 100, 101, 200, 345} {
+		for ; stored < n; stored++ {
+			m := &codecrafter.Message{SessionID: e.session, UserID: "owner", Body: fmt.Sprint("m", stored+1), CreatedAt: time.Now()}
+			if err := e.db.AppendMessage(t.Context(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithCancel(e.viewer)
+		ch, err := e.svc.MessageAdded(ctx, e.session, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored++
+		sendN(t, e, stored, stored)
+		expectSeqs(t, ch, stored, stored)
+		cancel()
+	}
+}
+
+// flakyBus ends its subscriptions on drop and refuses new ones until up.
+type flakyBus struct {
+	*inmem.Bus
+	mu      sync.Mutex
+	down    bool
+	cancels []context.CancelFunc
+	refused chan struct{} // signalled when a Subscribe was refused
+}
+
+func (b *flakyBus) Subscribe(ctx context.Context, topic string) (<-chan []byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.down {
+		select {
+		case b.refused <- struct{}{}:
+		default:
+		}
+		return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "bus down")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	b.cancels = append(b.cancels, cancel)
+	return b.Bus.Subscribe(ctx, topic)
+}
+
+func (b *flakyBus) drop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.down = true
+	for _, cancel := range b.cancels {
+		cancel()
+	}
+	b.cancels = nil
+}
+
+func (b *flakyBus) up() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.down = false
 }
 
 func TestTypingLapsesAndClearsOnSend(t *testing.T) {
