@@ -246,13 +246,18 @@ func (p *Presence) heartbeat(ctx context.Context) {
 	if len(p.holds) == 0 {
 		return
 	}
+	// Loaded first (Redis may have restarted), so the pipeline sends hashes.
+	if err := holdScript.Load(ctx, p.client).Err(); err != nil {
+		p.log.Warn("presence heartbeat", "err", err)
+		return
+	}
 	pipe := p.client.Pipeline()
 	for sid, users := range p.holds {
 		fields := make([]any, 0, len(users))
 		for u := range users {
 			fields = append(fields, p.field(u))
 		}
-		holdScript.Eval(ctx, pipe, p.keys(sid), p.args(sid, fields...)...)
+		holdScript.EvalSha(ctx, pipe, p.keys(sid), p.args(sid, fields...)...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		p.log.Warn("presence heartbeat", "err", err)
@@ -271,9 +276,13 @@ func (p *Presence) sweep(ctx context.Context) {
 		p.log.Warn("presence sweep", "err", err)
 		return
 	}
+	if err := sweepScript.Load(ctx, p.client).Err(); err != nil {
+		p.log.Warn("presence sweep", "err", err)
+		return
+	}
 	pipe := p.client.Pipeline()
 	for _, sid := range sessions {
-		sweepScript.Eval(ctx, pipe, p.keys(sid), p.args(sid)...)
+		sweepScript.EvalSha(ctx, pipe, p.keys(sid), p.args(sid)...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		p.log.Warn("presence sweep", "err", err)

@@ -159,3 +159,35 @@ func TestPresence(t *testing.T) {
 		}
 	})
 }
+
+// TestPresenceHeartbeatRestores: a live replica's hold that was swept
+// (the replica was too slow to heartbeat in time) comes back with its
+// next heartbeat, announced online again.
+func TestPresenceHeartbeatRestores(t *testing.T) {
+	t.Parallel()
+	p, c := prefix(), client(t)
+	bus := redis.NewBus(c, p+"bus:", slog.New(slog.DiscardHandler))
+	r := redis.NewPresence(c, p+"presence:", bus, redis.PresenceOptions{TTL: 2 * time.Second})
+	t.Cleanup(r.Close)
+	ctx := testenv.Context(t, time.Minute)
+	events, err := bus.Subscribe(ctx, codecrafter.PresenceTopic("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Hold(ctx, "s", "u"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // held, then restored
+		select {
+		case b := <-events:
+			if got, err := codecrafter.DecodePresenceChange(b); err != nil || got.UserID != "u" || !got.Online {
+				t.Fatalf("got %s, %v; want u online", b, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no online event")
+		}
+		if err := c.Del(ctx, p+"presence:s:s").Err(); err != nil { // as a sweep would
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/internal/testenv"
+)
+
+// startReplicas starts two API replicas sharing one Redis prefix, one JWT
+// secret and one store: b runs the embedded store, a uses it by MONGO_URI
+// (so a can restart while b stays up).
+func startReplicas(t *testing.T) (a, b *testApp) {
+	t.Helper()
+	redisURL := testenv.RedisURL(t)
+	prefix := "cmdtest:" + codecrafter.RandomToken(6) + ":"
+	b = startApp(t, func(c *config) { c.RedisURL, c.RedisPrefix = redisURL, prefix })
+	a = startApp(t, func(c *config) {
+		c.RedisURL, c.RedisPrefix = redisURL, prefix
+		c.MongoURI, c.MongoDB, c.JWTSecret = b.app.mongoURI, b.cfg.MongoDB, b.cfg.JWTSecret
+	})
+	return a, b
+}
+
+// awaitFor is await with a deadline of d.
+func (s *rawSocket) awaitFor(id string, d time.Duration, match func(map[string]json.RawMessage) bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		m, err := s.read(time.Until(deadline))
+		if err != nil {
+			s.t.Fatalf("waiting on operation %s for %v: %v", id, d, err)
+		}
+		if m.ID != id || (m.Type != "next" && m.Type != "data") {
+			if m.ID == id && m.Type == "error" {
+				s.t.Fatalf("operation %s: error %s", id, m.Payload)
+			}
+			continue
+		}
+		var p struct{ Data map[string]json.RawMessage }
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			s.t.Fatal(err)
+		}
+		if match(p.Data) {
+			return
+		}
+	}
+}
+
+// presenceOf matches a presence event of userID going on (or off).
+func presenceOf(t *testing.T, userID string, on bool) func(map[string]json.RawMessage) bool {
+	return func(d map[string]json.RawMessage) bool {
+		f := field[userFlag](t, d, "presence")
+		return f.User.ID == userID && *f.Online == on
+	}
+}
+
+// TestTwoReplicasBehaveAsOne subscribes on replica A and acts on replica
+// B: chat, typing, presence (first list and changes, Participant.online)
+// and sessionExecutions all arrive, and messageAdded(after:) resumes with
+// nothing missed after A restarts.
+func TestTwoReplicasBehaveAsOne(t *testing.T) {
+	t.Parallel()
+	a, b := startReplicas(t)
+	ada := b.register(t, "ada")
+	bob := b.register(t, "bob")
+	bob.Client = a.client().With(bob.Access) // bob talks to A only
+	s := createSession(t, ada, "two replicas")
+	join(t, bob, *s.InviteCode)
+	vars := map[string]any{"s": s.ID}
+
+	bobSock := openSocket(t, a, "graphql-transport-ws", bob.Access)
+	bobSock.subscribe("presence", presenceQ, vars)
+	bobSock.await("presence", presenceOf(t, bob.ID, true))
+	bobSock.subscribe("chat", messageAddedQ, vars)
+	bobSock.subscribe("typing", typingQ, vars)
+	bobSock.subscribe("runs", sessionExecutionsQ, vars)
+
+	adaSock := openSocket(t, b, "graphql-ws", ada.Access)
+	adaSock.subscribe("chat", messageAddedQ, vars)
+	bobSock.await("presence", presenceOf(t, ada.ID, true)) // held on B, seen on A
+	// A's first list and Participant.online know who B holds.
+	bobSock.subscribe("presence2", presenceQ, vars)
+	bobSock.await("presence2", presenceOf(t, ada.ID, true))
+	var got struct{ Session sessionOut }
+	bob.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
+	for _, p := range got.Session.Participants {
+		if !p.Online {
+			t.Fatalf("on A, participant %s is not online: %+v", p.User.ID, got.Session.Participants)
+		}
+	}
+
+	ada.Do(t, `mutation($s: ID!) { setTyping(sessionId: $s, typing: true) }`, vars, nil)
+	bobSock.await("typing", func(d map[string]json.RawMessage) bool {
+		f := field[userFlag](t, d, "typing")
+		return f.User.ID == ada.ID && *f.Typing
+	})
+	ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": "first"}, nil)
+	first := field[chatEvent](t, bobSock.await("chat", func(map[string]json.RawMessage) bool { return true }), "messageAdded")
+	if first.Body != "first" || first.Author.ID != ada.ID {
+		t.Fatalf("bob got %+v", first)
+	}
+	run := execute(t, ada.Client, map[string]any{"language": "python", "code": "print(1)", "sessionId": s.ID})
+	bobSock.await("runs", func(d map[string]json.RawMessage) bool {
+		e := field[struct{ ID, Status string }](t, d, "sessionExecutions")
+		return e.ID == run.ID && e.Status == "QUEUED"
+	})
+
+	adaSock.conn.Close()
+	bobSock.await("presence", presenceOf(t, ada.ID, false))
+
+	// A restarts; meanwhile B takes messages; bob resumes after "first".
+	bobSock.conn.Close()
+	a.stop()
+	for i := range 3 {
+		ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": fmt.Sprint("m", i)}, nil)
+	}
+	again := &testApp{cfg: a.cfg}
+	again.start(t)
+	bobSock = openSocket(t, again, "graphql-transport-ws", bob.Access)
+	bobSock.subscribe("resume", messageAddedQ, map[string]any{"s": s.ID, "a": first.ID})
+	ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": "live"}, nil)
+	for _, w := range []string{"m0", "m1", "m2", "live"} {
+		m := field[chatEvent](t, bobSock.await("resume", func(map[string]json.RawMessage) bool { return true }), "messageAdded")
+		if m.Body != w {
+			t.Fatalf("resumed on the restarted A: got %q, want %q", m.Body, w)
+		}
+	}
+}
+
+// TestReplicaKilledGoesOffline kills (SIGKILL) a serve process while a
+// user holds a subscription through it: the other replica sees them go
+// offline once the dead replica's presence expires.
+func TestReplicaKilledGoesOffline(t *testing.T) {
+	t.Parallel()
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startApp(t, func(c *config) {
+		c.RedisURL, c.RedisPrefix = testenv.RedisURL(t), "cmdtest:"+codecrafter.RandomToken(6)+":"
+	})
+	ada, bob := b.register(t, "ada"), b.register(t, "bob")
+	s := createSession(t, ada, "doomed replica")
+	join(t, bob, *s.InviteCode)
+	vars := map[string]any{"s": s.ID}
+
+	proc, url := startServeProcess(t, bin, b, "doomed")
+	bobSock := openSocket(t, &testApp{URL: url}, "graphql-transport-ws", bob.Access)
+	bobSock.subscribe("runs", sessionExecutionsQ, vars)
+
+	adaSock := openSocket(t, b, "graphql-transport-ws", ada.Access)
+	adaSock.subscribe("presence", presenceQ, vars)
+	adaSock.await("presence", presenceOf(t, bob.ID, true))
+
+	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The process cannot say goodbye: its hold expires (TTL 2 s here), and
+	// a sweep on B announces it.
+	adaSock.awaitFor("presence", 90*time.Second, presenceOf(t, bob.ID, false))
+	var got struct{ Session sessionOut }
+	ada.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
+	for _, p := range got.Session.Participants {
+		if p.User.ID == bob.ID && p.Online {
+			t.Fatalf("bob still online after his replica died: %+v", got.Session.Participants)
+		}
+	}
+}
+
+// startServeProcess runs `codecrafter serve` (no worker, presence TTL 2 s)
+// on ta's store, Redis prefix and JWT secret, and returns the process
+// (killed at cleanup) and its /graphql URL once it serves.
+func startServeProcess(t *testing.T, bin string, ta *testApp, name string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "-addr", "127.0.0.1:0", "-metrics-addr", "", "-worker", "off",
+		"-data-dir", t.TempDir(), "-log-format", "json", "-log-level", "info")
+	cmd.Env = append(os.Environ(),
+		"MONGO_URI="+ta.app.mongoURI, "CODECRAFTER_MONGO_DB="+ta.cfg.MongoDB,
+		"REDIS_URL="+ta.cfg.RedisURL, "CODECRAFTER_REDIS_PREFIX="+ta.cfg.RedisPrefix,
+		"CODECRAFTER_JWT_SECRET="+ta.cfg.JWTSecret, "CODECRAFTER_PRESENCE_TTL=2s", "AMQP_URL=",
+	)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	logs := newTestLog(t)
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			fmt.Fprintf(logs, "[%s] %s", name, sc.Text())
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving" {
+				select {
+				case addr <- line.Addr:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return cmd, a + "/graphql"
+	case <-exited:
+		t.Fatalf("%s exited before serving", name)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s not serving within 60s", name)
+	}
+	return nil, ""
+}
