@@ -14,8 +14,8 @@ import (
 //
 // It subscribes to the bus before reading the store, so no chunk falls
 // between the two; chunks the best-effort bus loses (a Seq gap, or no
-// event for a while) are re-read from the store, which writers fill
-// before they publish.
+// event for a while, or the bus ending the subscription) are re-read from
+// the store, which writers fill before they publish.
 //
 // A retried run (a worker died, the job was handed out again) has one
 // RUNNING status chunk per attempt. What Output replays from the store
@@ -81,7 +81,13 @@ func (f *follower) run(ctx context.Context, stored []codecrafter.OutputChunk, li
 			continue
 		case b, ok := <-live:
 			if !ok {
-				live = nil // the bus gave up: the recheck timer polls the store
+				// The bus ended the subscription (fell behind, connection
+				// lost): subscribe again, or else let the recheck timer
+				// poll, and re-read what it lost.
+				live, _ = f.s.bus.Subscribe(ctx, codecrafter.ExecutionTopic(f.id))
+				if f.reread(ctx) {
+					return
+				}
 				break
 			}
 			c, err := events.DecodeChunk(b)
@@ -144,7 +150,10 @@ func (f *follower) reread(ctx context.Context) (over bool) {
 }
 
 // SessionExecutions streams each status change of any run in a session to
-// its participants, until ctx ends.
+// its participants, until ctx ends. Status changes are not replayed, so
+// when the bus ends the subscription (fell behind, connection lost) the
+// channel closes although ctx lives: the caller reports UNAVAILABLE and
+// its client subscribes again (and re-reads the runs).
 func (s *Service) SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
 	userID, err := codecrafter.RequireUser(ctx)
 	if err != nil {

@@ -2,6 +2,7 @@ package executions_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/codecrafter/codecrafter/events"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/executions/exectest"
+	"github.com/codecrafter/codecrafter/inmem"
 )
 
 // runner plays a worker: it writes chunks to the store, then the bus.
@@ -249,6 +251,34 @@ func TestOutputRecoversLostFinalEvent(t *testing.T) {
 		r.finish()
 		chunks := exectest.Collect(t, live) // would hang without the recheck
 		exectest.WantChunks(t, chunks, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+	})
+}
+
+// TestOutputResubscribesWhenEnded: a subscriber that falls behind has its
+// bus subscription ended; it subscribes again and re-reads the store, so
+// it gets every chunk without waiting for the (hourly) recheck.
+func TestOutputResubscribesWhenEnded(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s store) {
+		e := setup(t, s, executions.Config{RecheckInterval: time.Hour})
+		e.bus = exectest.NewLossyBus(inmem.NewBusWithBuffer(4))
+		e.svc = e.service(executions.Config{RecheckInterval: time.Hour}, e.queue)
+		x := queued(t, e, bob, false)
+		live, err := e.svc.Output(as(t, bob), x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := start(t, e, x)
+		const n = 20 // unread meanwhile: the bus ends the subscription
+		for range n {
+			r.write("x")
+		}
+		r.finish()
+		chunks := exectest.Collect(t, live)
+		exectest.WantChunks(t, chunks, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusSucceeded)
+		if got := exectest.Text(chunks, ""); got != strings.Repeat("x", n) {
+			t.Fatalf("output has %d chunks' worth, want %d", len(got), n)
+		}
 	})
 }
 
