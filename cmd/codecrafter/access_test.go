@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,14 @@ type rawSocket struct {
 	t     testing.TB
 	conn  *websocket.Conn
 	proto string
+	msgs  chan rawRead        // filled by one reader goroutine, so a wait can time out and go on
+	wmu   sync.Mutex          // one writer at a time (the reader answers pings)
+	held  map[string][]rawMsg // read while waiting for another operation (await)
+}
+
+type rawRead struct {
+	m   rawMsg
+	err error
 }
 
 type rawMsg struct {
@@ -43,12 +53,42 @@ func dialSocket(t testing.TB, ta *testApp, proto string) *rawSocket {
 	if err != nil {
 		t.Fatalf("dial: %v (%v)", err, resp)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return &rawSocket{t: t, conn: conn, proto: proto}
+	s := &rawSocket{t: t, conn: conn, proto: proto, msgs: make(chan rawRead, 4096), held: map[string][]rawMsg{}}
+	done := make(chan struct{})
+	go s.reader(done)
+	t.Cleanup(func() { conn.Close(); <-done })
+	return s
+}
+
+// reader hands every message but keep-alives to msgs, then the error that
+// ended the connection.
+func (s *rawSocket) reader(done chan<- struct{}) {
+	defer close(done)
+	for {
+		var m rawMsg
+		if err := s.conn.ReadJSON(&m); err != nil {
+			select {
+			case s.msgs <- rawRead{err: err}:
+			default: // nobody reads a full buffer any more
+			}
+			return
+		}
+		switch m.Type {
+		case "ka", "pong":
+		case "ping":
+			s.wmu.Lock()
+			_ = s.conn.WriteJSON(rawMsg{Type: "pong"})
+			s.wmu.Unlock()
+		default:
+			s.msgs <- rawRead{m: m}
+		}
+	}
 }
 
 func (s *rawSocket) send(m rawMsg) {
 	s.t.Helper()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	if err := s.conn.WriteJSON(m); err != nil {
 		s.t.Fatalf("write %s: %v", m.Type, err)
 	}
@@ -78,23 +118,18 @@ func (s *rawSocket) next() rawMsg {
 }
 
 func (s *rawSocket) read(timeout time.Duration) (rawMsg, error) {
-	// One deadline for the whole wait: keep-alives do not extend it.
-	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		var m rawMsg
-		if err := s.conn.ReadJSON(&m); err != nil {
-			return m, err
+	select {
+	case r := <-s.msgs:
+		if r.err != nil {
+			s.msgs <- r // the connection stays ended for later reads
 		}
-		switch m.Type {
-		case "ka", "pong":
-			continue
-		case "ping":
-			s.send(rawMsg{Type: "pong"})
-			continue
-		}
-		return m, nil
+		return r.m, r.err
+	case <-time.After(timeout):
+		return rawMsg{}, errTimeout
 	}
 }
+
+var errTimeout = errors.New("timed out")
 
 // closeCode reads until the server closes the socket and returns the code.
 func (s *rawSocket) closeCode() (int, string) {
@@ -204,30 +239,41 @@ func TestOperationsPerSocketCapped(t *testing.T) {
 	s := createSession(t, u, "many")
 	sock := openSocket(t, ta, "graphql-transport-ws", u.Access)
 	const limit = 100 // server.DefaultWebSocketOperations
-	for i := range limit {
-		sock.subscribe(string(rune('a'+i%26))+strings.Repeat("x", i/26), sessionExecutionsQ, map[string]any{"s": s.ID})
+	// One more than the cap. gqlgen starts each operation on its own
+	// goroutine, so which one is refused is not known in advance.
+	for i := range limit + 1 {
+		sock.subscribe(fmt.Sprint("op", i), sessionExecutionsQ, map[string]any{"s": s.ID})
 	}
-	sock.subscribe("over", sessionExecutionsQ, map[string]any{"s": s.ID})
 	m := sock.next()
-	if m.ID != "over" || !strings.Contains(string(m.Payload), "RATE_LIMITED") {
+	if !strings.Contains(string(m.Payload), "RATE_LIMITED") {
 		t.Fatalf("operation over the cap: got %s %s %s", m.ID, m.Type, m.Payload)
 	}
-	sock.send(rawMsg{Type: "complete", ID: "a"})
-	// Room again, once the stop is processed (asynchronously).
+	refused := m.ID
+	if m := sock.next(); m.ID != refused || m.Type != "complete" {
+		t.Fatalf("after the refusal: %s %s %s", m.ID, m.Type, m.Payload)
+	}
+	stop := "op0"
+	if refused == stop {
+		stop = "op1"
+	}
+	sock.send(rawMsg{Type: "complete", ID: stop})
+	// Room again, once the stop is processed (asynchronously). Nothing
+	// else may have been refused meanwhile: the marker's answer is next.
 	deadline := time.Now().Add(20 * time.Second)
 	for n := 0; ; n++ {
-		id := "retry-" + strings.Repeat("y", n)
+		id := fmt.Sprint("retry", n)
 		sock.subscribe(id, `query { me { id } }`, nil)
-		for {
-			m := sock.next()
-			if m.ID != id || m.Type == "complete" {
-				continue // the end of an earlier operation
+		m := sock.next()
+		for m.ID != id { // the stopped operation may still answer
+			if m.ID != stop {
+				t.Fatalf("waiting for %s: got %s %s %s", id, m.ID, m.Type, m.Payload)
 			}
-			if !strings.Contains(string(m.Payload), "RATE_LIMITED") {
-				return
-			}
-			break
+			m = sock.next()
 		}
+		if !strings.Contains(string(m.Payload), "RATE_LIMITED") {
+			return
+		}
+		sock.next() // its complete
 		if time.Now().After(deadline) {
 			t.Fatal("no room after stopping an operation")
 		}

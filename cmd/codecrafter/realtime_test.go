@@ -12,13 +12,32 @@ import (
 // id, or after 20 s.
 func (s *rawSocket) await(id string, match func(data map[string]json.RawMessage) bool) map[string]json.RawMessage {
 	s.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	d, err := s.awaitWithin(id, match, 20*time.Second)
+	if err != nil {
+		s.t.Fatalf("waiting on operation %s: %v", id, err)
+	}
+	return d
+}
+
+// awaitWithin is await that returns the read error (a timeout) instead of
+// failing.
+func (s *rawSocket) awaitWithin(id string, match func(data map[string]json.RawMessage) bool, d time.Duration) (map[string]json.RawMessage, error) {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
 	for {
-		m, err := s.read(time.Until(deadline))
-		if err != nil {
-			s.t.Fatalf("waiting on operation %s: %v", id, err)
+		var m rawMsg
+		if q := s.held[id]; len(q) > 0 {
+			m, s.held[id] = q[0], q[1:]
+		} else {
+			var err error
+			if m, err = s.read(time.Until(deadline)); err != nil {
+				return nil, err
+			}
 		}
 		if m.ID != id {
+			if m.ID != "" { // another operation's: keep it for its own wait
+				s.held[m.ID] = append(s.held[m.ID], m)
+			}
 			continue
 		}
 		if m.Type == "error" {
@@ -35,9 +54,23 @@ func (s *rawSocket) await(id string, match func(data map[string]json.RawMessage)
 			s.t.Fatalf("operation %s: %s (%v)", id, m.Payload, err)
 		}
 		if match(p.Data) {
-			return p.Data
+			return p.Data, nil
 		}
 	}
+}
+
+// seen repeats act until s's operation id sends data that match holds
+// for: a subscription just sent may not be live yet, and an event has no
+// replay (typing).
+func (s *rawSocket) seen(id string, act func(), match func(data map[string]json.RawMessage) bool) {
+	s.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		act()
+		if _, err := s.awaitWithin(id, match, time.Second); err == nil {
+			return
+		}
+	}
+	s.t.Fatalf("operation %s never saw the event", id)
 }
 
 type chatEvent struct {
@@ -80,17 +113,23 @@ func TestRealtimeBetweenProtocols(t *testing.T) {
 	ada.Do(t, `mutation($s: ID!, $u: ID!) { setParticipantRole(sessionId: $s, userId: $u, role: VIEWER) { role } }`, map[string]any{"s": s.ID, "u": bob.ID}, nil)
 	vars := map[string]any{"s": s.ID}
 
+	// A first message, so that the chat subscriptions can start after it:
+	// with after, nothing sent once they are live or before is missed.
+	var first struct{ SendMessage chatEvent }
+	ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": "first"}, &first)
+	chatVars := map[string]any{"s": s.ID, "a": first.SendMessage.ID}
+
 	bobSock := openSocket(t, ta, "graphql-ws", bob.Access)
 	bobSock.subscribe("presence", presenceQ, vars)
 	bobSock.await("presence", func(d map[string]json.RawMessage) bool { // bob holds a subscription: he is online
 		f := field[userFlag](t, d, "presence")
 		return f.User.ID == bob.ID && *f.Online
 	})
-	bobSock.subscribe("chat", messageAddedQ, vars)
+	bobSock.subscribe("chat", messageAddedQ, chatVars)
 	bobSock.subscribe("typing", typingQ, vars)
 
 	adaSock := openSocket(t, ta, "graphql-transport-ws", ada.Access)
-	adaSock.subscribe("chat", messageAddedQ, vars)
+	adaSock.subscribe("chat", messageAddedQ, chatVars)
 	adaSock.subscribe("typing", typingQ, vars)
 	bobSock.await("presence", func(d map[string]json.RawMessage) bool {
 		f := field[userFlag](t, d, "presence")
@@ -113,18 +152,19 @@ func TestRealtimeBetweenProtocols(t *testing.T) {
 		}
 	}
 
-	// Typing both ways, cleared by sending.
-	bob.Do(t, `mutation($s: ID!) { setTyping(sessionId: $s, typing: true) }`, vars, nil)
-	adaSock.await("typing", func(d map[string]json.RawMessage) bool {
-		f := field[userFlag](t, d, "typing")
-		return f.User.ID == bob.ID && *f.Typing
-	})
+	// Typing both ways (repeated until the just-started subscription is
+	// live: typing has no replay), then cleared by sending.
+	typing := func(user string, on bool) func(map[string]json.RawMessage) bool {
+		return func(d map[string]json.RawMessage) bool {
+			f := field[userFlag](t, d, "typing")
+			return f.User.ID == user && *f.Typing == on
+		}
+	}
+	adaSock.seen("typing", func() { bob.Do(t, `mutation($s: ID!) { setTyping(sessionId: $s, typing: true) }`, vars, nil) }, typing(bob.ID, true))
+	bobSock.seen("typing", func() { ada.Do(t, `mutation($s: ID!) { setTyping(sessionId: $s, typing: true) }`, vars, nil) }, typing(ada.ID, true))
 	// Chat both ways (bob is a VIEWER: viewers chat).
 	bob.Do(t, sendQ, map[string]any{"s": s.ID, "b": "hello from bob"}, nil)
-	adaSock.await("typing", func(d map[string]json.RawMessage) bool {
-		f := field[userFlag](t, d, "typing")
-		return f.User.ID == bob.ID && !*f.Typing
-	})
+	adaSock.await("typing", typing(bob.ID, false))
 	var ids []string
 	for _, sock := range []*rawSocket{adaSock, bobSock} {
 		m := field[chatEvent](t, sock.await("chat", func(map[string]json.RawMessage) bool { return true }), "messageAdded")
@@ -137,6 +177,7 @@ func TestRealtimeBetweenProtocols(t *testing.T) {
 	if m := field[chatEvent](t, bobSock.await("chat", func(map[string]json.RawMessage) bool { return true }), "messageAdded"); m.Body != "hi bob" {
 		t.Fatalf("bob got %+v", m)
 	}
+	bobSock.await("typing", typing(ada.ID, false))
 
 	// Ada goes away: bob sees her offline.
 	adaSock.conn.Close()
