@@ -66,23 +66,36 @@ func (s *Service) WatchRevocations(ctx context.Context) (stop func(), err error)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			for payload := range events { // closes when wctx ends
-				c, err := codecrafter.DecodeAccessChange(payload)
-				if err != nil {
-					s.logger.WarnContext(wctx, "undecodable access change", "err", err)
-					continue
-				}
-				if c.FamilyID != "" {
-					now := s.now()
-					s.revoked.add(c.FamilyID, now.Add(s.accessLife()), now)
-					if s.onRevoked != nil {
-						s.onRevoked(c.FamilyID)
+			for events != nil {
+				for payload := range events { // closes when wctx ends, or the bus ends it
+					c, err := codecrafter.DecodeAccessChange(payload)
+					if err != nil {
+						s.logger.WarnContext(wctx, "undecodable access change", "err", err)
+						continue
 					}
+					if c.FamilyID != "" {
+						now := s.now()
+						s.revoked.add(c.FamilyID, now.Add(s.accessLife()), now)
+						if s.onRevoked != nil {
+							s.onRevoked(c.FamilyID)
+						}
+					}
+				}
+				// The bus ended the subscription (fell behind, connection
+				// lost): take it up again, then read what was missed.
+				if events = s.resubscribe(wctx); events != nil {
+					s.loadRevoked(wctx)
 				}
 			}
 		}()
 		stop = func() { cancel(); <-done }
 	}
+	s.loadRevoked(ctx)
+	return stop, nil
+}
+
+// loadRevoked adds the logins the store says were revoked recently.
+func (s *Service) loadRevoked(ctx context.Context) {
 	now := s.now()
 	families, err := s.tokens.RevokedFamiliesSince(ctx, now.Add(-s.accessLife()))
 	if err != nil {
@@ -91,6 +104,27 @@ func (s *Service) WatchRevocations(ctx context.Context) (stop func(), err error)
 	}
 	for _, f := range families {
 		s.revoked.add(f, now.Add(s.accessLife()), now)
+		if s.onRevoked != nil {
+			s.onRevoked(f)
+		}
 	}
-	return stop, nil
+}
+
+// resubscribe subscribes to access changes again, with backoff; nil once
+// ctx ended.
+func (s *Service) resubscribe(ctx context.Context) <-chan []byte {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		events, err := s.cfg.Bus.Subscribe(ctx, codecrafter.AccessTopic)
+		if err == nil {
+			return events
+		}
+		s.logger.WarnContext(ctx, "access changes: re-subscribe", "err", err)
+	}
 }
