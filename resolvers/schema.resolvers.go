@@ -209,14 +209,14 @@ func (r *subscriptionResolver) Typing(ctx context.Context, sessionID string) (<-
 	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
 	ch, err := r.Realtime.Typing(ctx, sessionID)
 	r.hold(ctx, sessionID, err)
-	return ch, err
+	return endsUnavailable(ctx, ch, err, r.subscriptionError(ctx))
 }
 
 func (r *subscriptionResolver) Presence(ctx context.Context, sessionID string) (<-chan *codecrafter.PresenceChange, error) {
 	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
 	ch, err := r.Realtime.PresenceEvents(ctx, sessionID)
 	r.hold(ctx, sessionID, err)
-	return ch, err
+	return endsUnavailable(ctx, ch, err, r.subscriptionError(ctx))
 }
 
 func (r *subscriptionResolver) CodeEdited(ctx context.Context, sessionID string) (<-chan *model.CodeEdit, error) {
@@ -245,7 +245,7 @@ func (r *subscriptionResolver) SessionExecutions(ctx context.Context, sessionID 
 	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
 	ch, err := r.Runs.SessionExecutions(ctx, sessionID)
 	r.hold(ctx, sessionID, err)
-	return ch, err
+	return endsUnavailable(ctx, ch, err, r.subscriptionError(ctx))
 }
 
 func (r *typingEventResolver) User(ctx context.Context, obj *realtime.TypingEvent) (*codecrafter.User, error) {
