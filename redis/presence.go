@@ -111,6 +111,9 @@ local function put(f)
   local u = user(f)
   local was = live(u)
   redis.call('HSET', KEYS[1], f, now + tonumber(ARGV[3]))
+  -- Should every replica be gone for good, the hash goes too.
+  local keep = 3 * tonumber(ARGV[3])
+  if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
   redis.call('SADD', KEYS[2], ARGV[2])
   if not was then announce(u, true) end
 end

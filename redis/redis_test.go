@@ -191,3 +191,19 @@ func TestPresenceHeartbeatRestores(t *testing.T) {
 		}
 	}
 }
+
+// TestPresenceKeysExpire: a session's presence hash expires by itself
+// (three TTLs after the last heartbeat) should every replica die for good.
+func TestPresenceKeysExpire(t *testing.T) {
+	t.Parallel()
+	p, c := prefix(), client(t)
+	r := redis.NewPresence(c, p+"presence:", redis.NewBus(c, p+"bus:", slog.New(slog.DiscardHandler)), redis.PresenceOptions{TTL: time.Minute})
+	t.Cleanup(r.Close)
+	ctx := testenv.Context(t, time.Minute)
+	if _, err := r.Hold(ctx, "s", "u"); err != nil {
+		t.Fatal(err)
+	}
+	if ttl, err := c.PTTL(ctx, p+"presence:s:s").Result(); err != nil || ttl <= 2*time.Minute || ttl > 3*time.Minute {
+		t.Fatalf("PTTL = %v, %v; want about 3m", ttl, err)
+	}
+}
