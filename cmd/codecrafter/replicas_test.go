@@ -29,31 +29,6 @@ func startReplicas(t *testing.T) (a, b *testApp) {
 	return a, b
 }
 
-// awaitFor is await with a deadline of d.
-func (s *rawSocket) awaitFor(id string, d time.Duration, match func(map[string]json.RawMessage) bool) {
-	s.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		m, err := s.read(time.Until(deadline))
-		if err != nil {
-			s.t.Fatalf("waiting on operation %s for %v: %v", id, d, err)
-		}
-		if m.ID != id || (m.Type != "next" && m.Type != "data") {
-			if m.ID == id && m.Type == "error" {
-				s.t.Fatalf("operation %s: error %s", id, m.Payload)
-			}
-			continue
-		}
-		var p struct{ Data map[string]json.RawMessage }
-		if err := json.Unmarshal(m.Payload, &p); err != nil {
-			s.t.Fatal(err)
-		}
-		if match(p.Data) {
-			return
-		}
-	}
-}
-
 // presenceOf matches a presence event of userID going on (or off).
 func presenceOf(t *testing.T, userID string, on bool) func(map[string]json.RawMessage) bool {
 	return func(d map[string]json.RawMessage) bool {
@@ -181,7 +156,9 @@ func TestReplicaKilledGoesOffline(t *testing.T) {
 	}
 	// The process cannot say goodbye: its hold expires (TTL 2 s here), and
 	// a sweep on B announces it.
-	adaSock.awaitFor("presence", 90*time.Second, presenceOf(t, bob.ID, false))
+	if _, err := adaSock.awaitWithin("presence", presenceOf(t, bob.ID, false), 90*time.Second); err != nil {
+		t.Fatalf("bob not offline after his replica died: %v", err)
+	}
 	var got struct{ Session sessionOut }
 	ada.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
 	for _, p := range got.Session.Participants {
