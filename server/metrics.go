@@ -25,6 +25,7 @@ type metrics struct {
 	operations     *prometheus.CounterVec
 	opDuration     *prometheus.HistogramVec
 	wsActive       prometheus.Gauge
+	subscriptions  *prometheus.GaugeVec
 	operationNames nameSet
 }
 
@@ -52,9 +53,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "codecrafter_websocket_connections",
 			Help: "Open GraphQL WebSocket connections.",
 		}),
+		subscriptions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "codecrafter_ws_subscriptions",
+			Help: "Live GraphQL subscriptions by root field.",
+		}, []string{"field"}),
 		operationNames: nameSet{names: map[string]bool{}},
 	}
-	for _, c := range []prometheus.Collector{m.httpRequests, m.httpDuration, m.operations, m.opDuration, m.wsActive} {
+	for _, c := range []prometheus.Collector{m.httpRequests, m.httpDuration, m.operations, m.opDuration, m.wsActive, m.subscriptions} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -83,6 +88,13 @@ func (m *metrics) InterceptOperation(ctx context.Context, next graphql.Operation
 	start := opCtx.Stats.OperationStart
 	if start.IsZero() {
 		start = time.Now()
+	}
+	if typ == string(ast.Subscription) {
+		// Live from here until its context ends (the transport ends it
+		// when the subscription completes, fails or the socket closes).
+		g := m.subscriptions.WithLabelValues(rootField(opCtx))
+		g.Inc()
+		context.AfterFunc(ctx, g.Dec)
 	}
 	responses := next(context.WithValue(ctx, countedKey{}, true))
 	done := false
@@ -116,6 +128,29 @@ func (m *metrics) labels(opCtx *graphql.OperationContext) (name, typ string) {
 		return "anonymous", "unknown"
 	}
 	return m.operationNames.label(opCtx.Operation.Name), string(opCtx.Operation.Operation)
+}
+
+// rootField names an operation's first root field; validation bounds the
+// names to the schema's.
+func rootField(opCtx *graphql.OperationContext) string {
+	set := opCtx.Operation.SelectionSet
+	for len(set) > 0 {
+		switch sel := set[0].(type) {
+		case *ast.Field:
+			return sel.Name
+		case *ast.InlineFragment:
+			set = sel.SelectionSet
+		case *ast.FragmentSpread:
+			f := opCtx.Doc.Fragments.ForName(sel.Name)
+			if f == nil {
+				return "unknown"
+			}
+			set = f.SelectionSet
+		default:
+			return "unknown"
+		}
+	}
+	return "unknown"
 }
 
 // responseCode is the first error's extensions.code, or "OK".
