@@ -53,6 +53,8 @@ type app struct {
 	auth      *auth.Service   // nil for the worker daemon
 
 	closers []func() // run in reverse order by close
+
+	busMetrics *realtime.Metrics // bus traffic, chat delivery latency
 }
 
 // newApp connects the adapters the config names (starting the embedded
@@ -108,6 +110,12 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger, withAPI, withWork
 			Register: inmem.NewLimiter(cfg.RegisterMaxPerAddr, cfg.RegisterWindow),
 		}
 		a.chatLimit = inmem.NewLimiter(cfg.ChatPerMinute, time.Minute)
+	}
+	if a.busMetrics, err = realtime.NewMetrics(a.registry); err != nil {
+		return nil, err
+	}
+	if o, ok := a.bus.(interface{ Observe(codecrafter.BusObserver) }); ok {
+		o.Observe(a.busMetrics)
 	}
 	if cfg.AMQPURL != "" {
 		q, err := rabbitmq.New(ctx, cfg.AMQPURL, rabbitmq.Options{Queue: cfg.QueueName, Logger: log.With("component", "queue")})
@@ -245,7 +253,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Auth:     authSvc,
 		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")),
 		Runs:     execSvc,
-		Realtime: realtime.New(realtime.Config{}, a.db, a.db, a.bus, a.presence, a.chatLimit,
+		Realtime: realtime.New(realtime.Config{Metrics: a.busMetrics}, a.db, a.db, a.bus, a.presence, a.chatLimit,
 			a.log.With("component", "realtime")),
 		Users:    a.db,
 		Runtimes: a.runtimes,
