@@ -266,6 +266,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Suggestions:    a.cfg.introspection(),
 		GraphiQL:       a.cfg.graphiql(),
 		TrustedProxies: a.cfg.trustedProxies(),
+		WebSocket:      server.WebSocketLimits{ConnectsPerMinute: a.cfg.WSConnectsPerMin},
 	}, server.Deps{
 		Schema: schema,
 		Authenticate: func(_ context.Context, token string) (string, error) {

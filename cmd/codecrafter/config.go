@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter/auth"
+	"github.com/codecrafter/codecrafter/server"
 )
 
 // config is every setting of serve and worker. Each is a flag with an
@@ -66,6 +67,7 @@ type config struct {
 	MaxActiveRuns    int // a user's queued plus running runs
 	RunsPerMinute    int // a user's execute calls per minute, per API replica
 	ChatPerMinute    int // a user's chat messages per minute
+	WSConnectsPerMin int // new WebSockets per client address per minute
 
 	envErrs []error // unparsable environment values, reported by validate
 }
@@ -134,6 +136,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	num(&c.MaxActiveRuns, "max-active-runs", "CODECRAFTER_MAX_ACTIVE_RUNS", 64, "queued plus running runs a user may have; more are RATE_LIMITED")
 	num(&c.RunsPerMinute, "runs-per-minute", "CODECRAFTER_RUNS_PER_MINUTE", 120, "runs a user may request per minute on each API replica; more are RATE_LIMITED")
 	num(&c.ChatPerMinute, "chat-per-minute", "CODECRAFTER_CHAT_PER_MINUTE", 60, "chat messages a user may send per minute; more are RATE_LIMITED")
+	num(&c.WSConnectsPerMin, "ws-connects-per-minute", "CODECRAFTER_WS_CONNECTS_PER_MINUTE", server.DefaultWebSocketConnectsPerMinute, "new WebSockets a client address may open per minute on each replica; more get HTTP 429")
 }
 
 func (c *config) production() bool { return c.Env == "production" }
@@ -221,8 +224,8 @@ func (c *config) validate(cmd string) error {
 		return fmt.Errorf("-time-limit must be in (0, -max-time-limit]")
 	case c.DefaultMemoryMB <= 0 || c.DefaultMemoryMB > c.MaxMemoryMB:
 		return fmt.Errorf("-memory-limit-mb must be in (0, -max-memory-limit-mb]")
-	case c.MaxActiveRuns < 1 || c.RunsPerMinute < 1 || c.ChatPerMinute < 1:
-		return fmt.Errorf("-max-active-runs, -runs-per-minute and -chat-per-minute must be at least 1")
+	case c.MaxActiveRuns < 1 || c.RunsPerMinute < 1 || c.ChatPerMinute < 1 || c.WSConnectsPerMin < 1:
+		return fmt.Errorf("-max-active-runs, -runs-per-minute, -chat-per-minute and -ws-connects-per-minute must be at least 1")
 	}
 	return nil
 }

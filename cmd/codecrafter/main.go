@@ -28,6 +28,7 @@ Usage:
   codecrafter store [flags]         the embedded MongoDB-wire store alone, on TCP
                                     (for serve and worker processes to share)
   codecrafter health [-url URL]     exit 0 when a server's /readyz answers 200
+  codecrafter bench fanout [flags]  chat fan-out benchmark against a raw broadcast
 
 Settings (flags, each with an environment fallback in brackets):
 `
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return health(ctx, rest, stderr)
 	case "store":
 		return storeMain(ctx, rest, stderr)
+	case "bench":
+		return bench(ctx, rest, stdout, stderr)
 	default:
 		printUsage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)

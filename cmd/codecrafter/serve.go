@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"sync"
 	"time"
 
@@ -32,6 +34,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	if cfg.MetricsAddr != "" {
 		stop, err := serveMetrics(cfg.MetricsAddr, a.server.MetricsHandler(), log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
+	// An undocumented profiling listener, for benchmarks (bench fanout).
+	if addr := os.Getenv("CODECRAFTER_PPROF_ADDR"); addr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		stop, err := serveMetrics(addr, mux, log)
 		if err != nil {
 			ln.Close()
 			return err
