@@ -55,6 +55,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&o.Payload, "payload", 100, "characters of each message body")
 		fs.DurationVar(&o.Idle, "idle", 3*time.Second, "how long the subscribed sockets stay idle before the RSS is read")
 		fs.StringVar(&o.Profile, "profile", "", "directory for pprof heap and goroutine profiles of serve at the idle point")
+		fs.IntVar(&o.Senders, "senders", 64, "sends in flight at most (1: each waits for the previous one's answer, so the order is kept but the rate may fall behind)")
 		fs.StringVar(&o.Targets, "targets", "raw,platform", "what to measure: raw, platform or both")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -92,6 +93,7 @@ type fanoutOpts struct {
 	Idle               time.Duration
 	Profile            string
 	Targets            string
+	Senders            int
 }
 
 // fanoutResults is one run: raw and platform, each at every rate.
@@ -113,6 +115,7 @@ func (t *targetResult) rssPerConn(n int) float64 { return float64(t.RSSAfter-t.R
 type roundResult struct {
 	Rate                      float64
 	Sent, SendErrors          int
+	SentPerSec                float64 // the publisher's achieved rate: a slow send is late, not skipped
 	Expected, Delivered, Dups int64
 	Lost                      int64
 	PerSec                    float64 // unique deliveries / (last delivery - first send)
@@ -186,6 +189,7 @@ type fanoutTarget interface {
 	dial(ctx context.Context, i int) (*websocket.Conn, error)
 	publish(ctx context.Context, body string) error
 	profile(dir string) error
+	cpuProfile(dir string, d time.Duration) error
 	stop()
 }
 
@@ -279,11 +283,20 @@ func measure(ctx context.Context, exe string, tgt fanoutTarget, o fanoutOpts, lo
 	base := 0
 	type span struct{ base, n int }
 	var spans []span
-	for _, rate := range o.Rates {
+	var profiling sync.WaitGroup
+	defer profiling.Wait()
+	for round, rate := range o.Rates {
 		n := roundMessages(rate, o.Duration)
 		rr := roundResult{Rate: rate}
+		if o.Profile != "" && round == 0 { // the first rate, while it is sent
+			profiling.Go(func() {
+				if err := tgt.cpuProfile(o.Profile, o.Duration*8/10); err != nil {
+					fmt.Fprintln(log, "bench: cpu profile:", err)
+				}
+			})
+		}
 		before := recv.Load()
-		rr.Sent, rr.SendErrors = publishRound(ctx, tgt, base, n, rate, o.Payload, sendAt)
+		rr.Sent, rr.SendErrors = publishRound(ctx, tgt, base, n, rate, o.Payload, max(o.Senders, 1), sendAt)
 		rr.Expected = int64(rr.Sent) * int64(o.Subscribers)
 		drain(&recv, before+rr.Expected)
 		res.Rounds = append(res.Rounds, rr)
@@ -309,10 +322,10 @@ func roundMessages(rate float64, d time.Duration) int {
 // publishRound sends n messages at rate, each at its time on the
 // schedule (a late one does not delay the next), each body carrying its
 // seq and send time; it returns when every send has answered.
-func publishRound(ctx context.Context, tgt fanoutTarget, base, n int, rate float64, payload int, sendAt []int64) (sent, failed int) {
+func publishRound(ctx context.Context, tgt fanoutTarget, base, n int, rate float64, payload, senders int, sendAt []int64) (sent, failed int) {
 	var wg sync.WaitGroup
 	var ok, bad atomic.Int64
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, senders)
 	start := time.Now()
 	interval := time.Duration(float64(time.Second) / rate)
 	for i := range n {
@@ -360,11 +373,14 @@ func drain(recv *atomic.Int64, want int64) {
 // tally sums what the clients recorded of the round's seqs.
 func (r *roundResult) tally(clients []*fanoutClient, sendAt []int64, base int) {
 	var lats []int32
-	var first, last int64 = math.MaxInt64, 0
+	var first, last, lastSent int64 = math.MaxInt64, 0, 0
 	for _, at := range sendAt {
 		if at != 0 {
-			first = min(first, at)
+			first, lastSent = min(first, at), max(lastSent, at)
 		}
+	}
+	if lastSent > first {
+		r.SentPerSec = float64(r.Sent-1) / (float64(lastSent-first) / 1e9)
 	}
 	for _, c := range clients {
 		for i, at := range sendAt {
@@ -762,6 +778,7 @@ func (p *platformTarget) profile(dir string) error {
 		"heap.pb.gz":      "/debug/pprof/heap?gc=1",
 		"goroutine.pb.gz": "/debug/pprof/goroutine",
 		"goroutine.txt":   "/debug/pprof/goroutine?debug=1",
+		"heap.txt":        "/debug/pprof/heap?debug=1", // ends with runtime.MemStats
 	} {
 		resp, err := http.Get("http://" + p.pprofAddr + path)
 		if err != nil {
@@ -777,6 +794,20 @@ func (p *platformTarget) profile(dir string) error {
 		}
 	}
 	return nil
+}
+
+// cpuProfile saves a CPU profile of serve over the next d into dir.
+func (p *platformTarget) cpuProfile(dir string, d time.Duration) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprofAddr, max(1, int(d.Seconds()))))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "cpu.pb.gz"), b, 0o644)
 }
 
 // rawTarget is the baseline: a bench rawserver child.
@@ -841,7 +872,8 @@ func (r *rawTarget) publish(ctx context.Context, body string) error {
 	return nil
 }
 
-func (r *rawTarget) profile(string) error { return nil }
+func (r *rawTarget) profile(string) error                   { return nil }
+func (r *rawTarget) cpuProfile(string, time.Duration) error { return nil }
 
 func (r *rawTarget) stop() {
 	if r.child != nil {
@@ -915,15 +947,15 @@ func rawServer(ctx context.Context, stdout io.Writer) error {
 
 func (res *fanoutResults) print(w io.Writer) {
 	o := res.Opts
-	fmt.Fprintf(w, "fan-out: %d subscribers (%d users), payload %d, %v per rate\n\n", o.Subscribers, o.Users, o.Payload, o.Duration)
+	fmt.Fprintf(w, "fan-out: %d subscribers (%d users), payload %d, %v per rate, %d senders\n\n", o.Subscribers, o.Users, o.Payload, o.Duration, o.Senders)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\trate/s\tsent\texpected\tdelivered\tlost\tdups\tdelivered/s\tp50\tp99\tmax\t")
+	fmt.Fprintln(tw, "target\trate/s\tsent\tsent/s\texpected\tdelivered\tlost\tdups\tdelivered/s\tp50\tp99\tmax\t")
 	for _, t := range []*targetResult{res.Raw, res.Platform} {
 		if t == nil {
 			continue
 		}
 		for _, r := range t.Rounds {
-			fmt.Fprintf(tw, "%s\t%g\t%d\t%d\t%d\t%d\t%d\t%.0f\t%v\t%v\t%v\t\n", t.Name, r.Rate, r.Sent, r.Expected, r.Delivered, r.Lost, r.Dups, r.PerSec,
+			fmt.Fprintf(tw, "%s\t%g\t%d\t%.1f\t%d\t%d\t%d\t%d\t%.0f\t%v\t%v\t%v\t\n", t.Name, r.Rate, r.Sent, r.SentPerSec, r.Expected, r.Delivered, r.Lost, r.Dups, r.PerSec,
 				r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond))
 		}
 	}

@@ -44,6 +44,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if addr := os.Getenv("CODECRAFTER_PPROF_ADDR"); addr != "" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		stop, err := serveMetrics(addr, mux, log)
 		if err != nil {
 			ln.Close()
