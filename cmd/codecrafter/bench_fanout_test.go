@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/codecrafter/codecrafter/server"
 )
 
 // The fan-out bench re-executes its own binary as children; under go test
@@ -54,5 +57,27 @@ func TestBenchFanout(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// The bench lifts the connect rate of its serve child with this flag.
+func TestWSConnectsPerMinuteFlag(t *testing.T) {
+	parse := func(args ...string) (config, error) {
+		var c config
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		c.bind(fs)
+		if err := fs.Parse(args); err != nil {
+			return c, err
+		}
+		return c, c.validate("serve")
+	}
+	if c, err := parse(); err != nil || c.WSConnectsPerMin != server.DefaultWebSocketConnectsPerMinute {
+		t.Errorf("default: %d, %v", c.WSConnectsPerMin, err)
+	}
+	if c, err := parse("-ws-connects-per-minute", "100000"); err != nil || c.WSConnectsPerMin != 100000 {
+		t.Errorf("set: %d, %v", c.WSConnectsPerMin, err)
+	}
+	if _, err := parse("-ws-connects-per-minute", "0"); err == nil || !strings.Contains(err.Error(), "ws-connects-per-minute") {
+		t.Errorf("0: %v", err)
 	}
 }
