@@ -210,14 +210,47 @@ type chatFollower struct {
 	last      int // seq of the last message sent (or skipped: before the start)
 }
 
+// Concurrent senders can reach the bus out of order: a message ahead of
+// the next one expected is held for up to reorderWait (at most maxEarly of
+// them) for the ones between to arrive, before the store is read. Without
+// it every subscriber of the session re-reads the store at once.
+const (
+	reorderWait = 100 * time.Millisecond
+	maxEarly    = 64
+)
+
 func (f *chatFollower) follow(ctx context.Context, live <-chan []byte) {
+	early := map[int]*codecrafter.Message{}
+	gap := time.NewTimer(time.Hour)
+	gap.Stop()
+	defer gap.Stop()
+	waiting := false
+	wait := func(on bool) {
+		switch {
+		case on && !waiting:
+			gap.Reset(reorderWait)
+		case !on && waiting:
+			gap.Stop()
+		}
+		waiting = on
+	}
+	catchUp := func() bool {
+		clear(early) // the store has them
+		wait(false)
+		return f.catchUp(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-gap.C:
+			waiting = false
+			if !catchUp() {
+				return
+			}
 		case b, ok := <-live:
 			if !ok {
-				if live = f.resubscribe(ctx); live == nil || !f.catchUp(ctx) {
+				if live = f.resubscribe(ctx); live == nil || !catchUp() {
 					return
 				}
 				continue
@@ -228,14 +261,22 @@ func (f *chatFollower) follow(ctx context.Context, live <-chan []byte) {
 				continue
 			}
 			switch {
-			case m.Seq == f.last+1:
-				f.s.cfg.Metrics.observeDelivery(f.s.now().Sub(m.CreatedAt))
-				if !f.send(ctx, m) {
-					return
-				}
 			case m.Seq <= f.last: // already sent (read from the store)
-			default: // the bus lost some: the store has them, and m
-				if !f.catchUp(ctx) {
+			case m.Seq == f.last+1:
+				for m != nil { // m, then any held that follow it
+					f.s.cfg.Metrics.observeDelivery(f.s.now().Sub(m.CreatedAt))
+					if !f.send(ctx, m) {
+						return
+					}
+					m = early[f.last+1]
+					delete(early, f.last)
+				}
+				wait(len(early) > 0)
+			case len(early) < maxEarly:
+				early[m.Seq] = m
+				wait(true)
+			default: // too far behind for a late arrival: the store has them
+				if !catchUp() {
 					return
 				}
 			}

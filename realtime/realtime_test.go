@@ -2,11 +2,13 @@ package realtime_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -388,4 +390,65 @@ func asErr(err error, target **codecrafter.Error) bool {
 	e, ok := err.(*codecrafter.Error)
 	*target = e
 	return ok
+}
+
+// countingMessages counts store reads of messages.
+type countingMessages struct {
+	codecrafter.MessageStore
+	reads atomic.Int32
+}
+
+func (c *countingMessages) Messages(ctx context.Context, sessionID string, after, limit int) ([]*codecrafter.Message, error) {
+	c.reads.Add(1)
+	return c.MessageStore.Messages(ctx, sessionID, after, limit)
+}
+
+// TestMessageAddedWaitsForReorderedEvents: two messages whose events reach
+// the bus in the wrong order (concurrent senders) are delivered in order
+// without a store read; one whose predecessor never comes is read from the
+// store.
+func TestMessageAddedWaitsForReorderedEvents(t *testing.T) {
+	e := newEnv(t, nil)
+	store := &countingMessages{MessageStore: e.db}
+	svc := realtime.New(realtime.Config{}, e.db, store, e.bus, inmem.NewPresence(e.bus), nil, slog.New(slog.DiscardHandler))
+	ch, err := svc.MessageAdded(e.viewer, e.session, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	event := func(m *codecrafter.Message) {
+		b, _ := json.Marshal(map[string]any{"seq": m.Seq, "userId": m.UserID, "body": m.Body, "at": m.CreatedAt})
+		if err := e.bus.Publish(t.Context(), codecrafter.ChatTopic(e.session), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ms []*codecrafter.Message
+	for i := range 3 {
+		m := &codecrafter.Message{SessionID: e.session, UserID: "owner", Body: fmt.Sprint("m", i+1), CreatedAt: time.Now()}
+		if err := e.db.AppendMessage(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	before := store.reads.Load()
+	event(ms[1])
+	event(ms[0])
+	for _, want := range []int{1, 2} {
+		if m := next(t, ch); m.Seq != want {
+			t.Fatalf("got seq %d, want %d", m.Seq, want)
+		}
+	}
+	if n := store.reads.Load() - before; n != 0 {
+		t.Fatalf("%d store reads for a reordered pair", n)
+	}
+	// A message whose predecessor's event is lost: read from the store.
+	m4 := &codecrafter.Message{SessionID: e.session, UserID: "owner", Body: "m4", CreatedAt: time.Now()}
+	if err := e.db.AppendMessage(t.Context(), m4); err != nil {
+		t.Fatal(err)
+	}
+	event(m4)
+	for _, want := range []int{3, 4} {
+		if m := next(t, ch); m.Seq != want {
+			t.Fatalf("got seq %d, want %d", m.Seq, want)
+		}
+	}
 }
