@@ -163,9 +163,7 @@ func (s *Service) MessageAdded(ctx context.Context, sessionID string, after *str
 		defer cancel()
 		defer close(out)
 		f := chatFollower{s: s, sessionID: sessionID, out: out, last: seq}
-		if f.catchUp(ctx) {
-			f.follow(ctx, live)
-		}
+		f.follow(ctx, live)
 	}()
 	return out, nil
 }
@@ -234,10 +232,23 @@ func (f *chatFollower) follow(ctx context.Context, live <-chan []byte) {
 		}
 		waiting = on
 	}
+	// catchUp sends what the store has; when the store fails it tries
+	// again shortly, since no later event may come to trigger it.
 	catchUp := func() bool {
 		clear(early) // the store has them
 		wait(false)
-		return f.catchUp(ctx)
+		err := f.catchUp(ctx)
+		if ctx.Err() != nil {
+			return false
+		}
+		if err != nil {
+			f.s.log.WarnContext(ctx, "chat catch-up; retrying", "session", f.sessionID, "err", err)
+			wait(true)
+		}
+		return true
+	}
+	if !catchUp() { // what came after the start (the replay of after:)
+		return
 	}
 	for {
 		select {
@@ -307,22 +318,19 @@ func (f *chatFollower) resubscribe(ctx context.Context) <-chan []byte {
 }
 
 // catchUp sends what the store holds after the last message sent.
-func (f *chatFollower) catchUp(ctx context.Context) bool {
+func (f *chatFollower) catchUp(ctx context.Context) error {
 	for {
 		ms, err := f.s.messages.Messages(ctx, f.sessionID, f.last, replayPage)
 		if err != nil {
-			if ctx.Err() == nil {
-				f.s.log.WarnContext(ctx, "chat catch-up", "session", f.sessionID, "err", err)
-			}
-			return ctx.Err() == nil // the next live message retries
+			return err
 		}
 		for _, m := range ms {
 			if !f.send(ctx, m) {
-				return false
+				return ctx.Err()
 			}
 		}
 		if len(ms) < replayPage {
-			return true
+			return nil
 		}
 	}
 }

@@ -452,3 +452,44 @@ func TestMessageAddedWaitsForReorderedEvents(t *testing.T) {
 		}
 	}
 }
+
+// flakyMessages fails the first fails reads.
+type flakyMessages struct {
+	codecrafter.MessageStore
+	fails atomic.Int32
+}
+
+func (f *flakyMessages) Messages(ctx context.Context, sessionID string, after, limit int) ([]*codecrafter.Message, error) {
+	if f.fails.Add(-1) >= 0 {
+		return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "the database is unavailable")
+	}
+	return f.MessageStore.Messages(ctx, sessionID, after, limit)
+}
+
+// TestMessageAddedRetriesTheStore: a replay the store fails is tried
+// again by itself, with no later message to trigger it.
+func TestMessageAddedRetriesTheStore(t *testing.T) {
+	e := newEnv(t, nil)
+	var first string
+	for i := range 3 {
+		m, err := e.svc.Send(e.owner, e.session, fmt.Sprint("m", i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = m.ID
+		}
+	}
+	store := &flakyMessages{MessageStore: e.db}
+	store.fails.Store(2)
+	svc := realtime.New(realtime.Config{}, e.db, store, e.bus, inmem.NewPresence(e.bus), nil, slog.New(slog.DiscardHandler))
+	ch, err := svc.MessageAdded(e.viewer, e.session, &first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []int{2, 3} {
+		if m := next(t, ch); m.Seq != want {
+			t.Fatalf("got seq %d, want %d", m.Seq, want)
+		}
+	}
+}
