@@ -46,6 +46,10 @@ type DB struct {
 	// append usually takes one update; a stale hint costs a few reads.
 	chatHints sync.Map // session id -> int
 
+	editPages *mongo.Collection // see edits.go
+	// editHints remembers each session's last edit page (a lower bound).
+	editHints sync.Map // session id -> int
+
 	// beforeSessionWrite, when set by a test, runs between the writes
 	// that come before a session write and the write itself.
 	beforeSessionWrite func(sessionID string)
@@ -86,6 +90,7 @@ func Open(ctx context.Context, uri, database string, logger *slog.Logger) (*DB, 
 		active:        d.Collection("activeExecutions"),
 		meta:          d.Collection("storeMeta"),
 		chatPages:     d.Collection("chatPages"),
+		editPages:     d.Collection("editPages"),
 	}
 	if err := db.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
@@ -109,7 +114,7 @@ func (db *DB) createCollections(ctx context.Context) error {
 	if err != nil {
 		return dbErr(err, "")
 	}
-	for _, c := range []*mongo.Collection{db.emails.coll, db.invites.coll, db.memberships, db.execLists, db.execPages, db.active, db.meta, db.chatPages} {
+	for _, c := range []*mongo.Collection{db.emails.coll, db.invites.coll, db.memberships, db.execLists, db.execPages, db.active, db.meta, db.chatPages, db.editPages} {
 		if slices.Contains(have, c.Name()) {
 			continue
 		}

@@ -32,3 +32,8 @@ func TestMessages(t *testing.T) {
 	t.Parallel()
 	storetest.TestMessages(t, func(t *testing.T) codecrafter.MessageStore { return mongotest.New(t) })
 }
+
+func TestEdits(t *testing.T) {
+	t.Parallel()
+	storetest.TestEdits(t, func(t *testing.T) codecrafter.EditStore { return mongotest.New(t) })
+}

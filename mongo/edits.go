@@ -1,0 +1,196 @@
+package mongo
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/codecrafter/codecrafter"
+)
+
+var _ codecrafter.EditStore = (*DB)(nil)
+
+// A session's edit log lives in pages read by _id, like the chat (see
+// messages.go): editPages {_id: "<sessionId>/<page>", count, base,
+// edits: [...]} holds revisions page*editPageSize+1 ..
+// page*editPageSize+count, and base is the code at revision
+// page*editPageSize, so a load reads a snapshot and at most a page's
+// worth of edits more than it needs. Storing revision n is a
+// compare-and-set on the page's count (n-1 stored, n not), lock-free
+// across replicas; a page is created only once the one before is full.
+const editPageSize = 32
+
+type editPage struct {
+	Count int       `bson:"count"`
+	Base  string    `bson:"base"`
+	Edits []editDoc `bson:"edits"`
+}
+
+// editDoc is an edit in its page; its position gives its revision.
+type editDoc struct {
+	UserID    string    `bson:"userId"`
+	ClientID  string    `bson:"clientId,omitempty"`
+	ClientSeq int       `bson:"clientSeq,omitempty"`
+	Ops       []textOp  `bson:"ops"`
+	At        time.Time `bson:"at"`
+}
+
+type textOp struct {
+	Retain int    `bson:"r,omitempty"`
+	Insert string `bson:"i,omitempty"`
+	Delete int    `bson:"d,omitempty"`
+}
+
+// AppendEdit stores e as revision e.Revision of its session; CONFLICT when
+// that revision is taken or revision e.Revision-1 is not stored.
+func (db *DB) AppendEdit(ctx context.Context, e *codecrafter.Edit, before string) error {
+	if e.Revision < 1 { // no revision 0 to follow
+		return revisionConflict(e.Revision)
+	}
+	page, i := (e.Revision-1)/editPageSize, (e.Revision-1)%editPageSize
+	id := editPageID(e.SessionID, page)
+	doc := newEditDoc(e)
+	if i > 0 {
+		// The guard is the compare-and-set: the page holds exactly the
+		// revisions before this one.
+		err := db.editPages.FindOneAndUpdate(ctx,
+			bson.D{byID(id), {Key: "count", Value: i}},
+			bson.D{{Key: "$push", Value: bson.D{{Key: "edits", Value: doc}}}, {Key: "$inc", Value: bson.D{{Key: "count", Value: 1}}}},
+		).Err()
+		if err == mongo.ErrNoDocuments {
+			return revisionConflict(e.Revision)
+		}
+		if err != nil {
+			return dbErr(err, "edit")
+		}
+		db.editStored(e.SessionID, page)
+		return nil
+	}
+	if page > 0 {
+		// Revision e.Revision-1 is the last of the page before.
+		n, err := db.editPages.CountDocuments(ctx, bson.D{byID(editPageID(e.SessionID, page-1)), {Key: "count", Value: editPageSize}})
+		if err != nil {
+			return dbErr(err, "edit")
+		}
+		if n == 0 {
+			return revisionConflict(e.Revision)
+		}
+	}
+	_, err := db.editPages.InsertOne(ctx, bson.D{byID(id), {Key: "count", Value: 1}, {Key: "base", Value: before}, {Key: "edits", Value: bson.A{doc}}})
+	if isDuplicate(err) {
+		return revisionConflict(e.Revision)
+	}
+	if err != nil {
+		return dbErr(err, "edit")
+	}
+	db.editStored(e.SessionID, page)
+	return nil
+}
+
+func newEditDoc(e *codecrafter.Edit) editDoc {
+	ops := make([]textOp, len(e.Ops))
+	for i, op := range e.Ops {
+		ops[i] = textOp{Retain: op.Retain, Insert: op.Insert, Delete: op.Delete}
+	}
+	return editDoc{UserID: e.UserID, ClientID: e.ClientID, ClientSeq: e.ClientSeq, Ops: ops, At: e.CreatedAt}
+}
+
+func revisionConflict(rev int) error {
+	return codecrafter.Errorf(codecrafter.ECONFLICT, "revision %d is taken, or the one before is missing", rev)
+}
+
+// editStored raises the session's last-page hint to page. (A racing
+// writer may lower it again: a low hint only costs reads.)
+func (db *DB) editStored(sessionID string, page int) {
+	if p, ok := db.editHints.Load(sessionID); !ok || p.(int) < page {
+		db.editHints.Store(sessionID, page)
+	}
+}
+
+// EditsSince returns the snapshot of the page holding revision after+1
+// (or of the last page) and every edit from there to the newest.
+func (db *DB) EditsSince(ctx context.Context, sessionID string, after int) (base int, code string, edits []*codecrafter.Edit, ok bool, err error) {
+	last, ok, err := db.lastEditPage(ctx, sessionID)
+	if err != nil || !ok {
+		return 0, "", nil, false, err
+	}
+	q := min(max(after, 0)/editPageSize, last)
+	// Read on until a page is missing or not full: pages appended since
+	// lastEditPage looked are read too.
+	for page := q; ; page++ {
+		var p editPage
+		err := db.editPages.FindOne(ctx, bson.D{byID(editPageID(sessionID, page))}).Decode(&p)
+		if err == mongo.ErrNoDocuments && page > q {
+			break
+		}
+		if err != nil {
+			return 0, "", nil, false, dbErr(err, "edit page")
+		}
+		if page == q {
+			code = p.Base
+		}
+		for i, d := range p.Edits {
+			ops := make([]codecrafter.TextOp, len(d.Ops))
+			for j, op := range d.Ops {
+				ops[j] = codecrafter.TextOp{Retain: op.Retain, Insert: op.Insert, Delete: op.Delete}
+			}
+			edits = append(edits, &codecrafter.Edit{
+				SessionID: sessionID, Revision: page*editPageSize + i + 1,
+				UserID: d.UserID, ClientID: d.ClientID, ClientSeq: d.ClientSeq,
+				Ops: ops, CreatedAt: d.At.UTC(),
+			})
+		}
+		if len(p.Edits) < editPageSize {
+			break
+		}
+	}
+	db.editStored(sessionID, q+(len(edits)-1)/editPageSize)
+	return q * editPageSize, code, edits, true, nil
+}
+
+// lastEditPage returns the session's last page (ok false when it has
+// none): a galloping search by _id from the hint, or from page 0 (pages
+// exist from 0 to the last, contiguously).
+func (db *DB) lastEditPage(ctx context.Context, sessionID string) (int, bool, error) {
+	exists := func(p int) (bool, error) {
+		n, err := db.editPages.CountDocuments(ctx, bson.D{byID(editPageID(sessionID, p))})
+		return n > 0, dbErr(err, "edit page")
+	}
+	lo := 0 // a page that exists
+	if p, ok := db.editHints.Load(sessionID); ok {
+		lo = p.(int)
+	} else if ok, err := exists(0); err != nil || !ok {
+		return 0, false, err
+	}
+	step := 1
+	hi := lo + step // find a hi that does not exist
+	for {
+		ok, err := exists(hi)
+		if err != nil {
+			return 0, false, err
+		}
+		if !ok {
+			break
+		}
+		lo, step = hi, step*2
+		hi = lo + step
+	}
+	for hi-lo > 1 { // the last page is in [lo, hi)
+		mid := (lo + hi) / 2
+		ok, err := exists(mid)
+		if err != nil {
+			return 0, false, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo, true, nil
+}
+
+func editPageID(sessionID string, page int) string { return sessionID + "/" + strconv.Itoa(page) }
