@@ -31,6 +31,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	CodeEdit() CodeEditResolver
 	Execution() ExecutionResolver
 	Message() MessageResolver
 	Mutation() MutationResolver
@@ -162,7 +163,7 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		CodeEdited        func(childComplexity int, sessionID string) int
+		CodeEdited        func(childComplexity int, sessionID string, sinceRevision *int) int
 		ExecutionOutput   func(childComplexity int, executionID string) int
 		MessageAdded      func(childComplexity int, sessionID string, after *string) int
 		Presence          func(childComplexity int, sessionID string) int
@@ -194,6 +195,10 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type CodeEditResolver interface {
+	Ops(ctx context.Context, obj *codecrafter.Edit) ([]*model.TextOp, error)
+	Author(ctx context.Context, obj *codecrafter.Edit) (*codecrafter.User, error)
+}
 type ExecutionResolver interface {
 	SessionID(ctx context.Context, obj *codecrafter.Execution) (*string, error)
 
@@ -224,7 +229,7 @@ type MutationResolver interface {
 	SetInviteEnabled(ctx context.Context, sessionID string, enabled bool) (*codecrafter.Session, error)
 	SendMessage(ctx context.Context, sessionID string, body string) (*codecrafter.Message, error)
 	SetTyping(ctx context.Context, sessionID string, typing bool) (bool, error)
-	EditCode(ctx context.Context, sessionID string, input model.EditInput) (*model.CodeEdit, error)
+	EditCode(ctx context.Context, sessionID string, input model.EditInput) (*codecrafter.Edit, error)
 	Execute(ctx context.Context, input model.ExecuteInput) (*codecrafter.Execution, error)
 	CancelExecution(ctx context.Context, id string) (*codecrafter.Execution, error)
 }
@@ -247,6 +252,8 @@ type QueryResolver interface {
 	Languages(ctx context.Context) ([]*codecrafter.Runtime, error)
 }
 type SessionResolver interface {
+	Code(ctx context.Context, obj *codecrafter.Session) (string, error)
+	Revision(ctx context.Context, obj *codecrafter.Session) (int, error)
 	Owner(ctx context.Context, obj *codecrafter.Session) (*codecrafter.User, error)
 	Participants(ctx context.Context, obj *codecrafter.Session) ([]*codecrafter.Participant, error)
 	InviteCode(ctx context.Context, obj *codecrafter.Session) (*string, error)
@@ -256,7 +263,7 @@ type SubscriptionResolver interface {
 	MessageAdded(ctx context.Context, sessionID string, after *string) (<-chan *codecrafter.Message, error)
 	Typing(ctx context.Context, sessionID string) (<-chan *realtime.TypingEvent, error)
 	Presence(ctx context.Context, sessionID string) (<-chan *codecrafter.PresenceChange, error)
-	CodeEdited(ctx context.Context, sessionID string) (<-chan *model.CodeEdit, error)
+	CodeEdited(ctx context.Context, sessionID string, sinceRevision *int) (<-chan *codecrafter.Edit, error)
 	ExecutionOutput(ctx context.Context, executionID string) (<-chan *model.ExecutionOutput, error)
 	SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error)
 }
@@ -908,7 +915,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Subscription.CodeEdited(childComplexity, args["sessionId"].(string)), true
+		return e.ComplexityRoot.Subscription.CodeEdited(childComplexity, args["sessionId"].(string), args["sinceRevision"].(*int)), true
 	case "Subscription.executionOutput":
 		if e.ComplexityRoot.Subscription.ExecutionOutput == nil {
 			break
@@ -1200,7 +1207,8 @@ type Subscription {
   typing(sessionId: ID!): TypingEvent!
   "Who is online in the session: first one event per user online now, then each change. Holding any subscription to a session makes you online in it."
   presence(sessionId: ID!): PresenceEvent!
-  codeEdited(sessionId: ID!): CodeEdit!
+  "Edits of the session's code as applied, in revision order. With sinceRevision, first every edit after that revision from the log, then live: no gap, no duplicate. Without, from the current revision on."
+  codeEdited(sessionId: ID!, sinceRevision: Int): CodeEdit!
   "Every output chunk and status change of one execution in order, starting from its first chunk even when the subscriber comes late; completes after the final status."
   executionOutput(executionId: ID!): ExecutionOutput!
   "Each status change of any execution in the session."
@@ -1239,6 +1247,9 @@ input TextOpInput {
 input EditInput {
   baseRevision: Int!
   ops: [TextOpInput!]!
+  "With seq, identifies the submission: a resent edit (same clientId and seq) returns the edit as first applied and is not applied twice. Use one clientId per editor tab and count seq up from 1."
+  clientId: String
+  seq: Int
 }
 
 input ExecuteInput {
@@ -2144,6 +2155,14 @@ func (ec *executionContext) field_Subscription_codeEdited_args(ctx context.Conte
 		return nil, err
 	}
 	args["sessionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "sinceRevision",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sinceRevision"] = arg1
 	return args, nil
 }
 
@@ -2400,7 +2419,7 @@ func (ec *executionContext) fieldContext_AuthPayload_user(_ context.Context, fie
 	return fc, nil
 }
 
-func (ec *executionContext) _CodeEdit_sessionId(ctx context.Context, field graphql.CollectedField, obj *model.CodeEdit) (ret graphql.Marshaler) {
+func (ec *executionContext) _CodeEdit_sessionId(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Edit) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2423,7 +2442,7 @@ func (ec *executionContext) fieldContext_CodeEdit_sessionId(_ context.Context, f
 	return graphql.NewScalarFieldContext("CodeEdit", field, false, false, "ID")
 }
 
-func (ec *executionContext) _CodeEdit_revision(ctx context.Context, field graphql.CollectedField, obj *model.CodeEdit) (ret graphql.Marshaler) {
+func (ec *executionContext) _CodeEdit_revision(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Edit) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2446,7 +2465,7 @@ func (ec *executionContext) fieldContext_CodeEdit_revision(_ context.Context, fi
 	return graphql.NewScalarFieldContext("CodeEdit", field, false, false, "Int")
 }
 
-func (ec *executionContext) _CodeEdit_ops(ctx context.Context, field graphql.CollectedField, obj *model.CodeEdit) (ret graphql.Marshaler) {
+func (ec *executionContext) _CodeEdit_ops(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Edit) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2455,7 +2474,7 @@ func (ec *executionContext) _CodeEdit_ops(ctx context.Context, field graphql.Col
 			return ec.fieldContext_CodeEdit_ops(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Ops, nil
+			return ec.Resolvers.CodeEdit().Ops(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.TextOp) graphql.Marshaler {
@@ -2469,8 +2488,8 @@ func (ec *executionContext) fieldContext_CodeEdit_ops(_ context.Context, field g
 	fc = &graphql.FieldContext{
 		Object:     "CodeEdit",
 		Field:      field,
-		IsMethod:   false,
-		IsResolver: false,
+		IsMethod:   true,
+		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_TextOp(ctx, field)
 		},
@@ -2478,7 +2497,7 @@ func (ec *executionContext) fieldContext_CodeEdit_ops(_ context.Context, field g
 	return fc, nil
 }
 
-func (ec *executionContext) _CodeEdit_author(ctx context.Context, field graphql.CollectedField, obj *model.CodeEdit) (ret graphql.Marshaler) {
+func (ec *executionContext) _CodeEdit_author(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Edit) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2487,7 +2506,7 @@ func (ec *executionContext) _CodeEdit_author(ctx context.Context, field graphql.
 			return ec.fieldContext_CodeEdit_author(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Author, nil
+			return ec.Resolvers.CodeEdit().Author(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.User) graphql.Marshaler {
@@ -2501,8 +2520,8 @@ func (ec *executionContext) fieldContext_CodeEdit_author(_ context.Context, fiel
 	fc = &graphql.FieldContext{
 		Object:     "CodeEdit",
 		Field:      field,
-		IsMethod:   false,
-		IsResolver: false,
+		IsMethod:   true,
+		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_User(ctx, field)
 		},
@@ -3776,8 +3795,8 @@ func (ec *executionContext) _Mutation_editCode(ctx context.Context, field graphq
 			return ec.Resolvers.Mutation().EditCode(ctx, fc.Args["sessionId"].(string), fc.Args["input"].(model.EditInput))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.CodeEdit) graphql.Marshaler {
-			return ec.marshalNCodeEdit2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐCodeEdit(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Edit) graphql.Marshaler {
+			return ec.marshalNCodeEdit2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐEdit(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4636,7 +4655,7 @@ func (ec *executionContext) _Session_code(ctx context.Context, field graphql.Col
 			return ec.fieldContext_Session_code(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Code, nil
+			return ec.Resolvers.Session().Code(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
@@ -4647,7 +4666,7 @@ func (ec *executionContext) _Session_code(ctx context.Context, field graphql.Col
 	)
 }
 func (ec *executionContext) fieldContext_Session_code(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Session", field, false, false, "String")
+	return graphql.NewScalarFieldContext("Session", field, true, true, "String")
 }
 
 func (ec *executionContext) _Session_revision(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Session) (ret graphql.Marshaler) {
@@ -4659,7 +4678,7 @@ func (ec *executionContext) _Session_revision(ctx context.Context, field graphql
 			return ec.fieldContext_Session_revision(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Revision, nil
+			return ec.Resolvers.Session().Revision(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
@@ -4670,7 +4689,7 @@ func (ec *executionContext) _Session_revision(ctx context.Context, field graphql
 	)
 }
 func (ec *executionContext) fieldContext_Session_revision(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Session", field, false, false, "Int")
+	return graphql.NewScalarFieldContext("Session", field, true, true, "Int")
 }
 
 func (ec *executionContext) _Session_owner(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Session) (ret graphql.Marshaler) {
@@ -4971,11 +4990,11 @@ func (ec *executionContext) _Subscription_codeEdited(ctx context.Context, field 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Subscription().CodeEdited(ctx, fc.Args["sessionId"].(string))
+			return ec.Resolvers.Subscription().CodeEdited(ctx, fc.Args["sessionId"].(string), fc.Args["sinceRevision"].(*int))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.CodeEdit) graphql.Marshaler {
-			return ec.marshalNCodeEdit2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐCodeEdit(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Edit) graphql.Marshaler {
+			return ec.marshalNCodeEdit2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐEdit(ctx, selections, v)
 		},
 		true,
 		true,
@@ -6472,7 +6491,7 @@ func (ec *executionContext) unmarshalInputEditInput(ctx context.Context, obj any
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"baseRevision", "ops"}
+	fieldsInOrder := [...]string{"baseRevision", "ops", "clientId", "seq"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -6493,6 +6512,20 @@ func (ec *executionContext) unmarshalInputEditInput(ctx context.Context, obj any
 				return it, err
 			}
 			it.Ops = data
+		case "clientId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientID = data
+		case "seq":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("seq"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Seq = data
 		}
 	}
 	return it, nil
@@ -6855,7 +6888,7 @@ func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionS
 
 var codeEditImplementors = []string{"CodeEdit"}
 
-func (ec *executionContext) _CodeEdit(ctx context.Context, sel ast.SelectionSet, obj *model.CodeEdit) graphql.Marshaler {
+func (ec *executionContext) _CodeEdit(ctx context.Context, sel ast.SelectionSet, obj *codecrafter.Edit) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, codeEditImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -6867,23 +6900,25 @@ func (ec *executionContext) _CodeEdit(ctx context.Context, sel ast.SelectionSet,
 		case "sessionId":
 			out.Values[i] = ec._CodeEdit_sessionId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "revision":
 			out.Values[i] = ec._CodeEdit_revision(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "ops":
-			out.Values[i] = ec._CodeEdit_ops(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				out.Invalids++
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CodeEdit_ops(ctx, field, obj)
+				})
 		case "author":
-			out.Values[i] = ec._CodeEdit_author(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				out.Invalids++
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CodeEdit_author(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -7546,15 +7581,17 @@ func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, 
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "code":
-			out.Values[i] = ec._Session_code(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Session_code(ctx, field, obj)
+				})
 		case "revision":
-			out.Values[i] = ec._Session_revision(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Session_revision(ctx, field, obj)
+				})
 		case "owner":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -8156,7 +8193,7 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
-func (ec *executionContext) marshalNCodeEdit2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐCodeEdit(ctx context.Context, sel ast.SelectionSet, v *model.CodeEdit) graphql.Marshaler {
+func (ec *executionContext) marshalNCodeEdit2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐEdit(ctx context.Context, sel ast.SelectionSet, v *codecrafter.Edit) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "CodeEdit!")
 		return graphql.Null

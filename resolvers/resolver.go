@@ -10,6 +10,7 @@ import (
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/auth"
+	"github.com/codecrafter/codecrafter/editing"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph/model"
 	"github.com/codecrafter/codecrafter/realtime"
@@ -22,6 +23,7 @@ type Resolver struct {
 	Sessions *sessions.Service
 	Runs     *executions.Service // code executions
 	Realtime *realtime.Service   // chat, typing, presence
+	Editing  *editing.Service    // the code's edit log
 	Users    codecrafter.UserStore
 	Runtimes codecrafter.Runtimes
 	// Access ends subscriptions of participants who lose access (nil: none).
@@ -41,10 +43,6 @@ func payload(p *auth.Payload, err error) (*model.AuthPayload, error) {
 // user loads a user referenced by another object (owner, author...).
 func (r *Resolver) user(ctx context.Context, id string) (*codecrafter.User, error) {
 	return r.Users.User(ctx, id)
-}
-
-func notYet(what string) error {
-	return codecrafter.Errorf(codecrafter.EUNAVAILABLE, "%s is not available in this deployment yet", what)
 }
 
 func strPtr(s string) *string {
@@ -115,4 +113,27 @@ func intOr(p *int, def int) int {
 func viaAuthPayload(ctx context.Context) bool {
 	fc := graphql.GetFieldContext(ctx)
 	return fc != nil && fc.Parent != nil && fc.Parent.Object == "AuthPayload"
+}
+
+func editInput(in model.EditInput) editing.Input {
+	ops := make([]editing.OpInput, len(in.Ops))
+	for i, o := range in.Ops {
+		ops[i] = editing.OpInput{Retain: o.Retain, Insert: o.Insert, Delete: o.Delete}
+	}
+	return editing.Input{BaseRevision: in.BaseRevision, Ops: ops, ClientID: in.ClientID, Seq: in.Seq}
+}
+
+func textOps(ops []codecrafter.TextOp) []*model.TextOp {
+	out := make([]*model.TextOp, len(ops))
+	for i, o := range ops {
+		switch {
+		case o.Retain > 0:
+			out[i] = &model.TextOp{Retain: &o.Retain}
+		case o.Delete > 0:
+			out[i] = &model.TextOp{Delete: &o.Delete}
+		default:
+			out[i] = &model.TextOp{Insert: &o.Insert}
+		}
+	}
+	return out
 }

@@ -16,6 +16,14 @@ import (
 	"github.com/codecrafter/codecrafter/sessions"
 )
 
+func (r *codeEditResolver) Ops(ctx context.Context, obj *codecrafter.Edit) ([]*model.TextOp, error) {
+	return textOps(obj.Ops), nil
+}
+
+func (r *codeEditResolver) Author(ctx context.Context, obj *codecrafter.Edit) (*codecrafter.User, error) {
+	return r.user(ctx, obj.UserID)
+}
+
 func (r *executionResolver) SessionID(ctx context.Context, obj *codecrafter.Execution) (*string, error) {
 	return strPtr(obj.SessionID), nil
 }
@@ -112,8 +120,8 @@ func (r *mutationResolver) SetTyping(ctx context.Context, sessionID string, typi
 	return ok(r.Realtime.SetTyping(ctx, sessionID, typing))
 }
 
-func (r *mutationResolver) EditCode(ctx context.Context, sessionID string, input model.EditInput) (*model.CodeEdit, error) {
-	return nil, notYet("collaborative editing")
+func (r *mutationResolver) EditCode(ctx context.Context, sessionID string, input model.EditInput) (*codecrafter.Edit, error) {
+	return r.Editing.Edit(ctx, sessionID, editInput(input))
 }
 
 func (r *mutationResolver) Execute(ctx context.Context, input model.ExecuteInput) (*codecrafter.Execution, error) {
@@ -176,6 +184,16 @@ func (r *queryResolver) Languages(ctx context.Context) ([]*codecrafter.Runtime, 
 	return out, nil
 }
 
+func (r *sessionResolver) Code(ctx context.Context, obj *codecrafter.Session) (string, error) {
+	_, code, err := r.Editing.Head(ctx, obj)
+	return code, err
+}
+
+func (r *sessionResolver) Revision(ctx context.Context, obj *codecrafter.Session) (int, error) {
+	rev, _, err := r.Editing.Head(ctx, obj)
+	return rev, err
+}
+
 func (r *sessionResolver) Owner(ctx context.Context, obj *codecrafter.Session) (*codecrafter.User, error) {
 	return r.user(ctx, obj.OwnerID)
 }
@@ -219,8 +237,11 @@ func (r *subscriptionResolver) Presence(ctx context.Context, sessionID string) (
 	return endsUnavailable(ctx, ch, err, r.subscriptionError(ctx))
 }
 
-func (r *subscriptionResolver) CodeEdited(ctx context.Context, sessionID string) (<-chan *model.CodeEdit, error) {
-	return nil, notYet("collaborative editing")
+func (r *subscriptionResolver) CodeEdited(ctx context.Context, sessionID string, sinceRevision *int) (<-chan *codecrafter.Edit, error) {
+	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
+	ch, err := r.Editing.CodeEdited(ctx, sessionID, sinceRevision)
+	r.hold(ctx, sessionID, err)
+	return ch, err
 }
 
 func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID string) (<-chan *model.ExecutionOutput, error) {
@@ -259,6 +280,8 @@ func (r *userResolver) Email(ctx context.Context, obj *codecrafter.User) (*strin
 	return nil, nil
 }
 
+func (r *Resolver) CodeEdit() graph.CodeEditResolver { return &codeEditResolver{r} }
+
 func (r *Resolver) Execution() graph.ExecutionResolver { return &executionResolver{r} }
 
 func (r *Resolver) Message() graph.MessageResolver { return &messageResolver{r} }
@@ -280,6 +303,7 @@ func (r *Resolver) TypingEvent() graph.TypingEventResolver { return &typingEvent
 func (r *Resolver) User() graph.UserResolver { return &userResolver{r} }
 
 type (
+	codeEditResolver      struct{ *Resolver }
 	executionResolver     struct{ *Resolver }
 	messageResolver       struct{ *Resolver }
 	mutationResolver      struct{ *Resolver }

@@ -18,6 +18,7 @@ import (
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/auth"
+	"github.com/codecrafter/codecrafter/editing"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/ferret"
 	"github.com/codecrafter/codecrafter/graph"
@@ -255,6 +256,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Runs:     execSvc,
 		Realtime: realtime.New(realtime.Config{Metrics: a.busMetrics}, a.db, a.db, a.bus, a.presence, a.chatLimit,
 			a.log.With("component", "realtime")),
+		Editing:  editing.New(a.db, a.db, a.bus, a.log.With("component", "editing")),
 		Users:    a.db,
 		Runtimes: a.runtimes,
 		Access:   hub,

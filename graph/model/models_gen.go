@@ -16,13 +16,6 @@ type AuthPayload struct {
 	User      *codecrafter.User `json:"user"`
 }
 
-type CodeEdit struct {
-	SessionID string            `json:"sessionId"`
-	Revision  int               `json:"revision"`
-	Ops       []*TextOp         `json:"ops"`
-	Author    *codecrafter.User `json:"author"`
-}
-
 type CreateSessionInput struct {
 	Title    string  `json:"title"`
 	Language string  `json:"language"`
@@ -32,6 +25,9 @@ type CreateSessionInput struct {
 type EditInput struct {
 	BaseRevision int            `json:"baseRevision"`
 	Ops          []*TextOpInput `json:"ops"`
+	// With seq, identifies the submission: a resent edit (same clientId and seq) returns the edit as first applied and is not applied twice. Use one clientId per editor tab and count seq up from 1.
+	ClientID *string `json:"clientId,omitempty"`
+	Seq      *int    `json:"seq,omitempty"`
 }
 
 type ExecuteInput struct {

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"encoding/json"
+	"testing"
+	"unicode/utf8"
+)
+
+const (
+	editQ       = `mutation($s: ID!, $in: EditInput!) { editCode(sessionId: $s, input: $in) { revision ops { retain insert delete } author { id } } }`
+	codeEditedQ = `subscription($s: ID!, $since: Int) { codeEdited(sessionId: $s, sinceRevision: $since) { revision ops { retain insert delete } author { id } } }`
+)
+
+type codeEdit struct {
+	Revision int
+	Ops      []struct {
+		Retain *int
+		Insert *string
+		Delete *int
+	}
+	Author struct{ ID string }
+}
+
+// TestEditingThroughGraphQL: edits made against a stale revision are
+// transformed (the applied one first at a tie); session.code and revision
+// follow; a resent edit lands once; a viewer cannot edit; subscribers of
+// both protocols catch up from a revision, then get the next edit live.
+func TestEditingThroughGraphQL(t *testing.T) {
+	ta := startApp(t)
+	ada, bob := ta.register(t, "ada"), ta.register(t, "bob")
+	s := createSession(t, ada, "edit") // code "print(1)"
+	join(t, bob, *s.InviteCode)
+	edit := func(u *user, base int, ops []map[string]any, extra map[string]any) codeEdit {
+		in := map[string]any{"baseRevision": base, "ops": ops}
+		for k, v := range extra {
+			in[k] = v
+		}
+		var out struct{ EditCode codeEdit }
+		u.Do(t, editQ, map[string]any{"s": s.ID, "in": in}, &out)
+		return out.EditCode
+	}
+	// Both at revision 0, inserting at 6 (inside the parentheses).
+	a := edit(ada, 0, []map[string]any{{"retain": 6}, {"insert": "2"}, {"retain": 2}}, map[string]any{"clientId": "ada-1", "seq": 1})
+	b := edit(bob, 0, []map[string]any{{"retain": 6}, {"insert": "3"}, {"retain": 2}}, nil)
+	if a.Revision != 1 || b.Revision != 2 || b.Author.ID != bob.ID {
+		t.Fatalf("revisions %d %d, author %s", a.Revision, b.Revision, b.Author.ID)
+	}
+	if b.Ops[0].Retain == nil || *b.Ops[0].Retain != 7 {
+		t.Fatalf("bob's edit not transformed over ada's: %+v", b.Ops)
+	}
+	// A resend (the answer was lost) lands once.
+	if again := edit(ada, 0, []map[string]any{{"retain": 6}, {"insert": "2"}, {"retain": 2}}, map[string]any{"clientId": "ada-1", "seq": 1}); again.Revision != 1 {
+		t.Fatalf("resend got revision %d", again.Revision)
+	}
+	var got struct {
+		Session struct {
+			Code     string
+			Revision int
+		}
+	}
+	bob.Do(t, `query($s: ID!) { session(id: $s) { code revision } }`, map[string]any{"s": s.ID}, &got)
+	if got.Session.Code != "print(231)" || got.Session.Revision != 2 {
+		t.Fatalf("session %+v, want print(231) at revision 2", got.Session)
+	}
+	// Errors.
+	ada.Fail(t, "BAD_USER_INPUT", editQ, map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": 2, "ops": []map[string]any{{"retain": 3}}}})
+	ada.Fail(t, "CONFLICT", editQ, map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": 9, "ops": []map[string]any{{"retain": 10}}}})
+	ada.Do(t, `mutation($s: ID!, $u: ID!) { setParticipantRole(sessionId: $s, userId: $u, role: VIEWER) { role } }`, map[string]any{"s": s.ID, "u": bob.ID}, nil)
+	bob.Fail(t, "FORBIDDEN", editQ, map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": 2, "ops": []map[string]any{{"retain": 10}}}})
+
+	// Late subscribers of both protocols catch up from revision 1, then live.
+	for _, proto := range []string{"graphql-transport-ws", "graphql-ws"} {
+		sock := openSocket(t, ta, proto, bob.Access)
+		sock.subscribe("edits", codeEditedQ, map[string]any{"s": s.ID, "since": 1})
+		next := func() codeEdit {
+			return field[codeEdit](t, sock.await("edits", func(map[string]json.RawMessage) bool { return true }), "codeEdited")
+		}
+		if e := next(); e.Revision != 2 {
+			t.Fatalf("%s: caught up with revision %d, want 2", proto, e.Revision)
+		}
+		var head struct {
+			Session struct {
+				Code     string
+				Revision int
+			}
+		}
+		ada.Do(t, `query($s: ID!) { session(id: $s) { code revision } }`, map[string]any{"s": s.ID}, &head)
+		e := edit(ada, head.Session.Revision, []map[string]any{{"retain": utf8.RuneCountInString(head.Session.Code)}, {"insert": "\n"}}, nil)
+		for want := 3; want <= e.Revision; want++ { // the rest of the log, then the new edit live
+			if got := next(); got.Revision != want {
+				t.Fatalf("%s: revision %d, want %d", proto, got.Revision, want)
+			}
+		}
+	}
+}

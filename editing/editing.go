@@ -1,0 +1,397 @@
+// Package editing is the authority of a session's code: an edit made
+// against a base revision is transformed over every edit applied since
+// (package ot, the applied edit's insert first on a tie), appended to the
+// log as the next revision by a compare-and-set, and published. The log
+// is the truth: the code at any revision is its snapshot plus the edits
+// after it. codeEdited subscribers replay from the log, then go on live.
+package editing
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/ot"
+)
+
+// Service runs the editing use cases for the caller in ctx.
+type Service struct {
+	sessions codecrafter.SessionStore
+	edits    codecrafter.EditStore
+	bus      codecrafter.Bus
+	log      *slog.Logger
+	now      func() time.Time
+
+	locks sync.Map // session id -> *sync.Mutex: one writer per session per process
+}
+
+// New returns a Service.
+func New(sessions codecrafter.SessionStore, edits codecrafter.EditStore, bus codecrafter.Bus, logger *slog.Logger) *Service {
+	return &Service{sessions: sessions, edits: edits, bus: bus, log: logger, now: time.Now}
+}
+
+// OpInput is one component as a client sent it: exactly one field set.
+type OpInput struct {
+	Retain *int
+	Insert *string
+	Delete *int
+}
+
+// Input is an edit as a client sent it.
+type Input struct {
+	BaseRevision int
+	Ops          []OpInput
+	ClientID     *string // with Seq: the submission's identity, for resends
+	Seq          *int
+}
+
+// maxAttempts bounds the compare-and-set retries of one edit; within a
+// process edits of a session take turns, so only other replicas' edits
+// make an attempt fail.
+const maxAttempts = 20
+
+// Edit applies the caller's edit and returns it as applied. A resent edit
+// (same clientId and seq) returns the edit as first applied.
+func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecrafter.Edit, error) {
+	sess, userID, err := s.authorize(ctx, sessionID, codecrafter.ActionEdit)
+	if err != nil {
+		return nil, err
+	}
+	op, err := parseOps(in.Ops)
+	if err != nil {
+		return nil, err
+	}
+	var clientID string
+	var seq int
+	if in.ClientID != nil {
+		clientID = *in.ClientID
+		if clientID == "" || len(clientID) > 100 || in.Seq == nil || *in.Seq < 1 {
+			return nil, codecrafter.Errorf(codecrafter.EINVALID, "clientId: 1 to 100 characters, with a positive seq")
+		}
+		seq = *in.Seq
+	}
+	if in.BaseRevision < 0 {
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "baseRevision: must not be negative")
+	}
+
+	mu, _ := s.locks.LoadOrStore(sessionID, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+
+	for range maxAttempts {
+		h, err := s.load(ctx, sess, in.BaseRevision)
+		if err != nil {
+			return nil, err
+		}
+		if in.BaseRevision > h.head() {
+			return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "baseRevision %d is newer than the document (revision %d): reload the session", in.BaseRevision, h.head())
+		}
+		if clientID != "" {
+			if e := h.find(in.BaseRevision, clientID, seq); e != nil {
+				return e, nil // a resend: applied once already
+			}
+		}
+		atBase, err := h.codeAt(in.BaseRevision)
+		if err != nil {
+			return nil, err
+		}
+		if n := utf8.RuneCountInString(atBase); op.BaseLen() != n {
+			return nil, codecrafter.Errorf(codecrafter.EINVALID, "ops: the edit spans %d code points, the code at revision %d has %d (retains + deletes must cover it)", op.BaseLen(), in.BaseRevision, n)
+		}
+		applied := op
+		for _, e := range h.edits {
+			if e.Revision > in.BaseRevision {
+				if _, applied, err = ot.Transform(toOT(e.Ops), applied); err != nil {
+					return nil, fmt.Errorf("transform over revision %d: %w", e.Revision, err)
+				}
+			}
+		}
+		headCode, err := h.codeAt(h.head())
+		if err != nil {
+			return nil, err
+		}
+		next, err := ot.Apply(headCode, applied)
+		if err != nil {
+			return nil, fmt.Errorf("apply at revision %d: %w", h.head(), err)
+		}
+		if len(next) > codecrafter.MaxCodeLen {
+			return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: at most %d bytes after the edit, would be %d", codecrafter.MaxCodeLen, len(next))
+		}
+		e := &codecrafter.Edit{
+			SessionID: sessionID, Revision: h.head() + 1, UserID: userID,
+			ClientID: clientID, ClientSeq: seq, Ops: fromOT(applied),
+			CreatedAt: s.now().UTC().Truncate(time.Millisecond),
+		}
+		err = s.edits.AppendEdit(ctx, e, headCode)
+		if codecrafter.IsCode(err, codecrafter.ECONFLICT) {
+			continue // another replica took the revision: transform over it too
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := s.bus.Publish(context.WithoutCancel(ctx), codecrafter.EditsTopic(sessionID), encodeEdit(e)); err != nil {
+			s.log.WarnContext(ctx, "publish edit", "session", sessionID, "err", err)
+		}
+		return e, nil
+	}
+	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the code is changing too fast; resend the edit")
+}
+
+// Head returns the session's current revision and code.
+func (s *Service) Head(ctx context.Context, sess *codecrafter.Session) (int, string, error) {
+	h, err := s.load(ctx, sess, -1)
+	if err != nil {
+		return 0, "", err
+	}
+	code, err := h.codeAt(h.head())
+	return h.head(), code, err
+}
+
+// history is a snapshot and the edits after it, up to the head.
+type history struct {
+	base  int
+	code  string // at base
+	edits []*codecrafter.Edit
+}
+
+func (h *history) head() int { return h.base + len(h.edits) }
+
+// load reads the log from a snapshot at or before rev (-1: the newest).
+func (s *Service) load(ctx context.Context, sess *codecrafter.Session, rev int) (*history, error) {
+	after := rev
+	if after < 0 {
+		after = int(^uint(0) >> 1)
+	}
+	base, code, edits, ok, err := s.edits.EditsSince(ctx, sess.ID, after)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return &history{code: sess.Code}, nil
+	}
+	return &history{base: base, code: code, edits: edits}, nil
+}
+
+// codeAt rebuilds the code at rev (base <= rev <= head).
+func (h *history) codeAt(rev int) (string, error) {
+	code := h.code
+	for _, e := range h.edits {
+		if e.Revision > rev {
+			break
+		}
+		var err error
+		if code, err = ot.Apply(code, toOT(e.Ops)); err != nil {
+			return "", fmt.Errorf("replay revision %d: %w", e.Revision, err)
+		}
+	}
+	return code, nil
+}
+
+// find returns the edit that clientID submitted as seq after rev, if any.
+func (h *history) find(rev int, clientID string, seq int) *codecrafter.Edit {
+	for _, e := range h.edits {
+		if e.Revision > rev && e.ClientID == clientID && e.ClientSeq == seq {
+			return e
+		}
+	}
+	return nil
+}
+
+// CodeEdited streams the session's applied edits in revision order, each
+// once. With sinceRevision it first replays the log after that revision,
+// then goes on live; without, it starts at the current revision. A
+// revision older than the kept history or newer than the head is CONFLICT.
+func (s *Service) CodeEdited(ctx context.Context, sessionID string, sinceRevision *int) (<-chan *codecrafter.Edit, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	live, err := s.bus.Subscribe(ctx, codecrafter.EditsTopic(sessionID))
+	if err != nil {
+		cancel()
+		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "live edits are unavailable; try again shortly")
+	}
+	sess, _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	h, err := s.load(ctx, sess, -1)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	last := h.head()
+	if sinceRevision != nil {
+		if *sinceRevision < 0 || *sinceRevision > h.head() {
+			cancel()
+			return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "sinceRevision %d is outside the history (0 to %d): reload the session", *sinceRevision, h.head())
+		}
+		last = *sinceRevision
+	}
+	out := make(chan *codecrafter.Edit)
+	go func() {
+		defer cancel()
+		defer close(out)
+		f := follower{s: s, sess: sess, out: out, last: last}
+		if f.catchUp(ctx) {
+			f.follow(ctx, live)
+		}
+	}()
+	return out, nil
+}
+
+type follower struct {
+	s    *Service
+	sess *codecrafter.Session
+	out  chan<- *codecrafter.Edit
+	last int
+}
+
+func (f *follower) follow(ctx context.Context, live <-chan []byte) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b, ok := <-live:
+			if !ok { // the bus ended the subscription: take it up again
+				var err error
+				if live, err = f.s.bus.Subscribe(ctx, codecrafter.EditsTopic(f.sess.ID)); err != nil || !f.catchUp(ctx) {
+					return
+				}
+				continue
+			}
+			e, err := decodeEdit(f.sess.ID, b)
+			if err != nil {
+				f.s.log.WarnContext(ctx, "bad edit event", "session", f.sess.ID, "err", err)
+				continue
+			}
+			switch {
+			case e.Revision <= f.last:
+			case e.Revision == f.last+1:
+				if !f.send(ctx, e) {
+					return
+				}
+			default: // a gap: the log has it
+				if !f.catchUp(ctx) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// catchUp sends what the log holds after the last revision sent.
+func (f *follower) catchUp(ctx context.Context) bool {
+	h, err := f.s.load(ctx, f.sess, f.last)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.s.log.WarnContext(ctx, "edits catch-up", "session", f.sess.ID, "err", err)
+		}
+		return ctx.Err() == nil
+	}
+	for _, e := range h.edits {
+		if e.Revision > f.last && !f.send(ctx, e) {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *follower) send(ctx context.Context, e *codecrafter.Edit) bool {
+	select {
+	case f.out <- e:
+		f.last = e.Revision
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *Service) authorize(ctx context.Context, sessionID string, action codecrafter.Action) (*codecrafter.Session, string, error) {
+	userID, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	sess, err := s.sessions.Session(ctx, sessionID)
+	if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
+		return nil, "", codecrafter.Errorf(codecrafter.ENOTFOUND, "session not found")
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := sess.Authorize(userID, action); err != nil {
+		return nil, "", err
+	}
+	return sess, userID, nil
+}
+
+func parseOps(in []OpInput) (ot.Operation, error) {
+	ops := make([]ot.Op, 0, len(in))
+	for i, o := range in {
+		set := 0
+		var op ot.Op
+		if o.Retain != nil {
+			set++
+			op.Retain = *o.Retain
+		}
+		if o.Insert != nil {
+			set++
+			op.Insert = *o.Insert
+		}
+		if o.Delete != nil {
+			set++
+			op.Delete = *o.Delete
+		}
+		if set != 1 {
+			return nil, codecrafter.Errorf(codecrafter.EINVALID, "ops[%d]: set exactly one of retain, insert, delete", i)
+		}
+		if op == (ot.Op{}) {
+			continue // an empty component: nothing to do
+		}
+		ops = append(ops, op)
+	}
+	return ot.Normalize(ops)
+}
+
+func toOT(ops []codecrafter.TextOp) ot.Operation {
+	out := make(ot.Operation, len(ops))
+	for i, o := range ops {
+		out[i] = ot.Op{Retain: o.Retain, Insert: o.Insert, Delete: o.Delete}
+	}
+	return out
+}
+
+func fromOT(op ot.Operation) []codecrafter.TextOp {
+	out := make([]codecrafter.TextOp, len(op))
+	for i, o := range op {
+		out[i] = codecrafter.TextOp{Retain: o.Retain, Insert: o.Insert, Delete: o.Delete}
+	}
+	return out
+}
+
+// editEvent is the EditsTopic payload.
+type editEvent struct {
+	Rev       int                  `json:"rev"`
+	UserID    string               `json:"userId"`
+	ClientID  string               `json:"clientId,omitempty"`
+	ClientSeq int                  `json:"clientSeq,omitempty"`
+	Ops       []codecrafter.TextOp `json:"ops"`
+	At        time.Time            `json:"at"`
+}
+
+func encodeEdit(e *codecrafter.Edit) []byte {
+	b, _ := json.Marshal(editEvent{Rev: e.Revision, UserID: e.UserID, ClientID: e.ClientID, ClientSeq: e.ClientSeq, Ops: e.Ops, At: e.CreatedAt})
+	return b
+}
+
+func decodeEdit(sessionID string, b []byte) (*codecrafter.Edit, error) {
+	var ev editEvent
+	if err := json.Unmarshal(b, &ev); err != nil || ev.Rev < 1 {
+		return nil, fmt.Errorf("decode edit event %q: %v", b, err)
+	}
+	return &codecrafter.Edit{SessionID: sessionID, Revision: ev.Rev, UserID: ev.UserID, ClientID: ev.ClientID,
+		ClientSeq: ev.ClientSeq, Ops: ev.Ops, CreatedAt: ev.At}, nil
+}

@@ -1,0 +1,255 @@
+package editing_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/editing"
+	"github.com/codecrafter/codecrafter/inmem"
+	"github.com/codecrafter/codecrafter/mongo/mongotest"
+	"github.com/codecrafter/codecrafter/ot"
+)
+
+var mongoURI string
+
+func TestMain(m *testing.M) { os.Exit(mongotest.Main(m, &mongoURI)) }
+
+type env struct {
+	svc    *editing.Service
+	sess   *codecrafter.Session
+	owner  context.Context
+	viewer context.Context
+}
+
+func newEnv(t *testing.T, code string) *env {
+	t.Helper()
+	db := mongotest.Open(t, mongoURI)
+	svc := editing.New(db, db, inmem.NewBus(), slog.New(slog.DiscardHandler))
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	s := &codecrafter.Session{ID: codecrafter.NewID(), Title: "t", Language: "python", Code: code, OwnerID: "owner", InviteCode: codecrafter.NewID(),
+		Participants: []codecrafter.Participant{{UserID: "owner", Role: codecrafter.RoleOwner, JoinedAt: now}, {UserID: "viewer", Role: codecrafter.RoleViewer, JoinedAt: now}},
+		CreatedAt:    now, UpdatedAt: now}
+	if err := db.CreateSession(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	return &env{svc: svc, sess: s, owner: codecrafter.WithUserID(t.Context(), "owner"), viewer: codecrafter.WithUserID(t.Context(), "viewer")}
+}
+
+func ip(n int) *int       { return &n }
+func sp(s string) *string { return &s }
+
+// insertAt is an edit inserting text at pos of a document of n code points.
+func insertAt(pos, n int, text string) []editing.OpInput {
+	var ops []editing.OpInput
+	if pos > 0 {
+		ops = append(ops, editing.OpInput{Retain: ip(pos)})
+	}
+	ops = append(ops, editing.OpInput{Insert: sp(text)})
+	if n-pos > 0 {
+		ops = append(ops, editing.OpInput{Retain: ip(n - pos)})
+	}
+	return ops
+}
+
+func head(t *testing.T, e *env) (int, string) {
+	t.Helper()
+	rev, code, err := e.svc.Head(e.owner, e.sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev, code
+}
+
+// TestConcurrentEditsAtOnePosition: two edits made against revision 0 at
+// the same position; the one applied first goes first (the tie-break).
+func TestConcurrentEditsAtOnePosition(t *testing.T) {
+	e := newEnv(t, "ab")
+	first, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: 0, Ops: insertAt(1, 2, "X")})
+	if err != nil || first.Revision != 1 {
+		t.Fatalf("first: %+v, %v", first, err)
+	}
+	second, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: 0, Ops: insertAt(1, 2, "Y")})
+	if err != nil || second.Revision != 2 {
+		t.Fatalf("second: %+v, %v", second, err)
+	}
+	if rev, code := head(t, e); rev != 2 || code != "aXYb" {
+		t.Fatalf("head %d %q, want 2 aXYb", rev, code)
+	}
+}
+
+func TestEditErrors(t *testing.T) {
+	e := newEnv(t, "héllo 😀")
+	cases := []struct {
+		name string
+		ctx  context.Context
+		in   editing.Input
+		code string
+	}{
+		{"too short", e.owner, editing.Input{Ops: []editing.OpInput{{Retain: ip(3)}}}, codecrafter.EINVALID},
+		{"counted in bytes", e.owner, editing.Input{Ops: []editing.OpInput{{Retain: ip(len("héllo 😀"))}}}, codecrafter.EINVALID},
+		{"two fields", e.owner, editing.Input{Ops: []editing.OpInput{{Retain: ip(7), Insert: sp("x")}}}, codecrafter.EINVALID},
+		{"negative", e.owner, editing.Input{Ops: []editing.OpInput{{Retain: ip(-1)}}}, codecrafter.EINVALID},
+		{"future base", e.owner, editing.Input{BaseRevision: 5, Ops: []editing.OpInput{{Retain: ip(7)}}}, codecrafter.ECONFLICT},
+		{"viewer", e.viewer, editing.Input{Ops: []editing.OpInput{{Retain: ip(7)}}}, codecrafter.EFORBIDDEN},
+		{"outsider", codecrafter.WithUserID(t.Context(), "eve"), editing.Input{Ops: []editing.OpInput{{Retain: ip(7)}}}, codecrafter.ENOTFOUND},
+		{"seq without clientId is fine, clientId without seq is not", e.owner, editing.Input{ClientID: sp("c"), Ops: []editing.OpInput{{Retain: ip(7)}}}, codecrafter.EINVALID},
+	}
+	for _, c := range cases {
+		if _, err := e.svc.Edit(c.ctx, e.sess.ID, c.in); !codecrafter.IsCode(err, c.code) {
+			t.Errorf("%s: %v, want %s", c.name, err, c.code)
+		}
+	}
+	// Code points: "😀" is one.
+	if _, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{Ops: insertAt(7, 7, "!")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, code := head(t, e); code != "héllo 😀!" {
+		t.Fatalf("code %q", code)
+	}
+}
+
+// TestResentEditLandsOnce: the same clientId and seq again returns the edit
+// as first applied, even when other edits landed in between.
+func TestResentEditLandsOnce(t *testing.T) {
+	e := newEnv(t, "")
+	in := editing.Input{Ops: insertAt(0, 0, "x"), ClientID: sp("tab-1"), Seq: ip(1)}
+	first, err := e.svc.Edit(e.owner, e.sess.ID, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: 1, Ops: insertAt(1, 1, "y")}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.svc.Edit(e.owner, e.sess.ID, in)
+	if err != nil || again.Revision != first.Revision {
+		t.Fatalf("resend: %+v, %v; want revision %d", again, err, first.Revision)
+	}
+	if rev, code := head(t, e); rev != 2 || code != "xy" {
+		t.Fatalf("head %d %q, want 2 xy", rev, code)
+	}
+}
+
+// randomEdit makes a valid edit of doc.
+func randomEdit(r *rand.Rand, doc string, who int) []editing.OpInput {
+	n := utf8.RuneCountInString(doc)
+	pos := r.IntN(n + 1)
+	if n > 0 && r.IntN(3) == 0 { // a delete
+		k := 1 + r.IntN(min(3, n-pos+1))
+		if pos+k > n {
+			pos = n - k
+		}
+		var ops []editing.OpInput
+		if pos > 0 {
+			ops = append(ops, editing.OpInput{Retain: ip(pos)})
+		}
+		ops = append(ops, editing.OpInput{Delete: ip(k)})
+		if n-pos-k > 0 {
+			ops = append(ops, editing.OpInput{Retain: ip(n - pos - k)})
+		}
+		return ops
+	}
+	return insertAt(pos, n, []string{"a", "😀", "é", "\n", fmt.Sprint(who)}[r.IntN(5)])
+}
+
+// TestRandomConcurrentEditsConverge: several clients edit at once, each
+// against the revision it last saw; the server's code is what replaying
+// the log gives, and a late subscriber replaying from revision 0 rebuilds
+// it exactly.
+func TestRandomConcurrentEditsConverge(t *testing.T) {
+	const initial = "def f():\n    return 1\n"
+	e := newEnv(t, initial)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for c := range 4 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(c), 7))
+			for range 15 {
+				rev, doc, err := e.svc.Head(e.owner, e.sess) // what this client saw last
+				if err != nil {
+					errs <- err
+					return
+				}
+				for range r.IntN(3) { // and it may be behind by then
+					runtime.Gosched()
+				}
+				if _, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: rev, Ops: randomEdit(r, doc, c)}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	rev, code := head(t, e)
+	if rev != 60 {
+		t.Fatalf("head revision %d, want 60", rev)
+	}
+	zero := 0
+	ch, err := e.svc.CodeEdited(e.viewer, e.sess.ID, &zero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := initial
+	for want := 1; want <= rev; want++ {
+		select {
+		case ed := <-ch:
+			if ed.Revision != want {
+				t.Fatalf("replayed revision %d, want %d", ed.Revision, want)
+			}
+			op := make(ot.Operation, len(ed.Ops))
+			for i, o := range ed.Ops {
+				op[i] = ot.Op{Retain: o.Retain, Insert: o.Insert, Delete: o.Delete}
+			}
+			if doc, err = ot.Apply(doc, op); err != nil {
+				t.Fatalf("revision %d: %v", want, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no revision %d", want)
+		}
+	}
+	if doc != code {
+		t.Fatalf("replay gives %q, server has %q", doc, code)
+	}
+}
+
+// TestCodeEditedGoesLive: a subscriber from the current revision gets the
+// next edits live, in order.
+func TestCodeEditedGoesLive(t *testing.T) {
+	e := newEnv(t, "")
+	ch, err := e.svc.CodeEdited(e.viewer, e.sess.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: i, Ops: insertAt(i, i, "x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for want := 1; want <= 3; want++ {
+		select {
+		case ed := <-ch:
+			if ed.Revision != want || ed.UserID != "owner" {
+				t.Fatalf("got %+v, want revision %d", ed, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no revision %d", want)
+		}
+	}
+	late := 9
+	if _, err := e.svc.CodeEdited(e.viewer, e.sess.ID, &late); !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
+		t.Fatalf("sinceRevision past the head: %v, want CONFLICT", err)
+	}
+}
