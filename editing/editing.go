@@ -152,6 +152,143 @@ func (s *Service) Head(ctx context.Context, sess *codecrafter.Session) (int, str
 	return h.head(), code, err
 }
 
+// CodeAt returns the session's code at revision rev.
+func (s *Service) CodeAt(ctx context.Context, sessionID string, rev int) (string, error) {
+	sess, _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead)
+	if err != nil {
+		return "", err
+	}
+	if rev < 0 {
+		return "", codecrafter.Errorf(codecrafter.EINVALID, "revision: must not be negative")
+	}
+	h, err := s.load(ctx, sess, rev)
+	if err != nil {
+		return "", err
+	}
+	if rev > h.head() {
+		return "", codecrafter.Errorf(codecrafter.EINVALID, "revision: the session has revisions 0 to %d, not %d", h.head(), rev)
+	}
+	return h.codeAt(rev)
+}
+
+// SetSelection shows the caller's cursors and selections (code points) to
+// the session's selections subscribers. Ranges made at an older revision
+// are moved over the edits applied since, so they are sent at the head.
+func (s *Service) SetSelection(ctx context.Context, sessionID string, rev int, ranges []ot.Selection) (*Selection, error) {
+	sess, userID, err := s.authorize(ctx, sessionID, codecrafter.ActionRead)
+	if err != nil {
+		return nil, err
+	}
+	if len(ranges) > MaxRanges {
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "ranges: at most %d", MaxRanges)
+	}
+	if rev < 0 {
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "revision: must not be negative")
+	}
+	h, err := s.load(ctx, sess, rev)
+	if err != nil {
+		return nil, err
+	}
+	if rev > h.head() {
+		return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "revision %d is newer than the document (revision %d): reload the session", rev, h.head())
+	}
+	atRev, err := h.codeAt(rev)
+	if err != nil {
+		return nil, err
+	}
+	n := utf8.RuneCountInString(atRev)
+	for i, r := range ranges {
+		if r.Anchor < 0 || r.Head < 0 || r.Anchor > n || r.Head > n {
+			return nil, codecrafter.Errorf(codecrafter.EINVALID, "ranges[%d]: positions must be within 0 to %d at revision %d", i, n, rev)
+		}
+	}
+	moved := append([]ot.Selection(nil), ranges...)
+	for _, e := range h.edits {
+		if e.Revision <= rev {
+			continue
+		}
+		for i := range moved {
+			moved[i] = ot.TransformSelection(toOT(e.Ops), moved[i])
+		}
+	}
+	sel := &Selection{SessionID: sessionID, UserID: userID, Revision: h.head(), Ranges: moved}
+	b, _ := json.Marshal(sel)
+	if err := s.bus.Publish(ctx, selectionsTopic(sessionID), b); err != nil {
+		s.log.WarnContext(ctx, "publish selection", "session", sessionID, "err", err)
+	}
+	return sel, nil
+}
+
+// MaxRanges bounds the ranges of one selection.
+const MaxRanges = 100
+
+// Selection is a user's cursors and selections at a revision.
+type Selection struct {
+	SessionID string         `json:"sessionId"`
+	UserID    string         `json:"userId"`
+	Revision  int            `json:"revision"`
+	Ranges    []ot.Selection `json:"ranges"`
+}
+
+func selectionsTopic(sessionID string) string { return "selections:" + sessionID }
+
+// Selections streams the session's selections as users set them, and an
+// empty one for a user who goes offline (selections are ephemeral: they
+// last while their user is online). When the bus ends the subscription the
+// channel closes early (nothing is stored to resync from).
+func (s *Service) Selections(ctx context.Context, sessionID string) (<-chan *Selection, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	sels, err := s.bus.Subscribe(ctx, selectionsTopic(sessionID))
+	if err != nil {
+		cancel()
+		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "live selections are unavailable; try again shortly")
+	}
+	pres, err := s.bus.Subscribe(ctx, codecrafter.PresenceTopic(sessionID))
+	if err != nil {
+		cancel()
+		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "live selections are unavailable; try again shortly")
+	}
+	if _, _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead); err != nil {
+		cancel()
+		return nil, err
+	}
+	out := make(chan *Selection)
+	go func() {
+		defer cancel()
+		defer close(out)
+		for {
+			var sel *Selection
+			select {
+			case <-ctx.Done():
+				return
+			case b, ok := <-sels:
+				if !ok {
+					return
+				}
+				sel = &Selection{}
+				if err := json.Unmarshal(b, sel); err != nil || sel.UserID == "" {
+					continue
+				}
+			case b, ok := <-pres:
+				if !ok {
+					return
+				}
+				c, err := codecrafter.DecodePresenceChange(b)
+				if err != nil || c.Online {
+					continue
+				}
+				sel = &Selection{SessionID: sessionID, UserID: c.UserID, Ranges: []ot.Selection{}}
+			}
+			select {
+			case out <- sel:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
 // history is a snapshot and the edits after it, up to the head.
 type history struct {
 	base  int

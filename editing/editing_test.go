@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -251,5 +253,63 @@ func TestCodeEditedGoesLive(t *testing.T) {
 	late := 9
 	if _, err := e.svc.CodeEdited(e.viewer, e.sess.ID, &late); !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
 		t.Fatalf("sinceRevision past the head: %v, want CONFLICT", err)
+	}
+}
+
+func TestCodeAt(t *testing.T) {
+	e := newEnv(t, "ab")
+	for i := range 40 { // across a page of the log
+		if _, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: i, Ops: insertAt(2+i, 2+i, "x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rev := range []int{0, 1, 31, 32, 33, 40} {
+		code, err := e.svc.CodeAt(e.viewer, e.sess.ID, rev)
+		if want := "ab" + strings.Repeat("x", rev); err != nil || code != want {
+			t.Fatalf("revision %d: %q, %v; want %q", rev, code, err, want)
+		}
+	}
+	if _, err := e.svc.CodeAt(e.viewer, e.sess.ID, 41); !codecrafter.IsCode(err, codecrafter.EINVALID) {
+		t.Fatalf("past the head: %v", err)
+	}
+	if _, err := e.svc.CodeAt(codecrafter.WithUserID(t.Context(), "eve"), e.sess.ID, 0); !codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
+		t.Fatalf("outsider: %v", err)
+	}
+}
+
+// TestSelectionsMoveWithTheText: a cursor set at an older revision is sent
+// moved over the edits since; a user going offline clears theirs.
+func TestSelectionsMoveWithTheText(t *testing.T) {
+	e := newEnv(t, "hello")
+	ch, err := e.svc.Selections(e.viewer, e.sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone inserts "😀 " at 0 (revision 1); the viewer's cursor at 5
+	// (the end of "hello", seen at revision 0) moves to 7.
+	if _, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{Ops: insertAt(0, 5, "😀 ")}); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := e.svc.SetSelection(e.viewer, e.sess.ID, 0, []ot.Selection{{Anchor: 5, Head: 5}, {Anchor: 0, Head: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ot.Selection{{Anchor: 7, Head: 7}, {Anchor: 2, Head: 4}}
+	if sel.Revision != 1 || !slices.Equal(sel.Ranges, want) {
+		t.Fatalf("selection %+v, want %v at revision 1", sel, want)
+	}
+	select {
+	case got := <-ch:
+		if got.UserID != "viewer" || !slices.Equal(got.Ranges, want) {
+			t.Fatalf("subscriber got %+v", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no selection event")
+	}
+	if _, err := e.svc.SetSelection(e.viewer, e.sess.ID, 0, []ot.Selection{{Anchor: 9, Head: 9}}); !codecrafter.IsCode(err, codecrafter.EINVALID) {
+		t.Fatalf("a cursor past the end: %v", err)
+	}
+	if _, err := e.svc.SetSelection(e.viewer, e.sess.ID, 5, nil); !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
+		t.Fatalf("a future revision: %v", err)
 	}
 }

@@ -15,7 +15,9 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/editing"
 	"github.com/codecrafter/codecrafter/graph/model"
+	"github.com/codecrafter/codecrafter/ot"
 	"github.com/codecrafter/codecrafter/realtime"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -38,6 +40,7 @@ type ResolverRoot interface {
 	Participant() ParticipantResolver
 	PresenceEvent() PresenceEventResolver
 	Query() QueryResolver
+	SelectionEvent() SelectionEventResolver
 	Session() SessionResolver
 	Subscription() SubscriptionResolver
 	TypingEvent() TypingEventResolver
@@ -113,6 +116,7 @@ type ComplexityRoot struct {
 		SendMessage        func(childComplexity int, sessionID string, body string) int
 		SetInviteEnabled   func(childComplexity int, sessionID string, enabled bool) int
 		SetParticipantRole func(childComplexity int, sessionID string, userID string, role codecrafter.Role) int
+		SetSelection       func(childComplexity int, sessionID string, revision int, ranges []*ot.Selection) int
 		SetTyping          func(childComplexity int, sessionID string, typing bool) int
 		UpdateSession      func(childComplexity int, id string, input model.UpdateSessionInput) int
 	}
@@ -131,6 +135,7 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
+		CodeAt     func(childComplexity int, sessionID string, revision int) int
 		Execution  func(childComplexity int, id string) int
 		Executions func(childComplexity int, sessionID string, limit *int) int
 		Languages  func(childComplexity int) int
@@ -146,6 +151,18 @@ type ComplexityRoot struct {
 		Language func(childComplexity int) int
 		Name     func(childComplexity int) int
 		Version  func(childComplexity int) int
+	}
+
+	SelectionEvent struct {
+		Ranges    func(childComplexity int) int
+		Revision  func(childComplexity int) int
+		SessionID func(childComplexity int) int
+		User      func(childComplexity int) int
+	}
+
+	SelectionRange struct {
+		Anchor func(childComplexity int) int
+		Head   func(childComplexity int) int
 	}
 
 	Session struct {
@@ -167,6 +184,7 @@ type ComplexityRoot struct {
 		ExecutionOutput   func(childComplexity int, executionID string) int
 		MessageAdded      func(childComplexity int, sessionID string, after *string) int
 		Presence          func(childComplexity int, sessionID string) int
+		Selections        func(childComplexity int, sessionID string) int
 		SessionExecutions func(childComplexity int, sessionID string) int
 		Typing            func(childComplexity int, sessionID string) int
 	}
@@ -230,6 +248,7 @@ type MutationResolver interface {
 	SendMessage(ctx context.Context, sessionID string, body string) (*codecrafter.Message, error)
 	SetTyping(ctx context.Context, sessionID string, typing bool) (bool, error)
 	EditCode(ctx context.Context, sessionID string, input model.EditInput) (*codecrafter.Edit, error)
+	SetSelection(ctx context.Context, sessionID string, revision int, ranges []*ot.Selection) (*editing.Selection, error)
 	Execute(ctx context.Context, input model.ExecuteInput) (*codecrafter.Execution, error)
 	CancelExecution(ctx context.Context, id string) (*codecrafter.Execution, error)
 }
@@ -250,6 +269,10 @@ type QueryResolver interface {
 	Execution(ctx context.Context, id string) (*codecrafter.Execution, error)
 	Executions(ctx context.Context, sessionID string, limit *int) ([]*codecrafter.Execution, error)
 	Languages(ctx context.Context) ([]*codecrafter.Runtime, error)
+	CodeAt(ctx context.Context, sessionID string, revision int) (string, error)
+}
+type SelectionEventResolver interface {
+	User(ctx context.Context, obj *editing.Selection) (*codecrafter.User, error)
 }
 type SessionResolver interface {
 	Code(ctx context.Context, obj *codecrafter.Session) (string, error)
@@ -264,6 +287,7 @@ type SubscriptionResolver interface {
 	Typing(ctx context.Context, sessionID string) (<-chan *realtime.TypingEvent, error)
 	Presence(ctx context.Context, sessionID string) (<-chan *codecrafter.PresenceChange, error)
 	CodeEdited(ctx context.Context, sessionID string, sinceRevision *int) (<-chan *codecrafter.Edit, error)
+	Selections(ctx context.Context, sessionID string) (<-chan *editing.Selection, error)
 	ExecutionOutput(ctx context.Context, executionID string) (<-chan *model.ExecutionOutput, error)
 	SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error)
 }
@@ -671,6 +695,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetParticipantRole(childComplexity, args["sessionId"].(string), args["userId"].(string), args["role"].(codecrafter.Role)), true
+	case "Mutation.setSelection":
+		if e.ComplexityRoot.Mutation.SetSelection == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setSelection_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetSelection(childComplexity, args["sessionId"].(string), args["revision"].(int), args["ranges"].([]*ot.Selection)), true
 	case "Mutation.setTyping":
 		if e.ComplexityRoot.Mutation.SetTyping == nil {
 			break
@@ -738,6 +773,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PresenceEvent.User(childComplexity), true
 
+	case "Query.codeAt":
+		if e.ComplexityRoot.Query.CodeAt == nil {
+			break
+		}
+
+		args, err := ec.field_Query_codeAt_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CodeAt(childComplexity, args["sessionId"].(string), args["revision"].(int)), true
 	case "Query.execution":
 		if e.ComplexityRoot.Query.Execution == nil {
 			break
@@ -837,6 +883,44 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Runtime.Version(childComplexity), true
+
+	case "SelectionEvent.ranges":
+		if e.ComplexityRoot.SelectionEvent.Ranges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SelectionEvent.Ranges(childComplexity), true
+	case "SelectionEvent.revision":
+		if e.ComplexityRoot.SelectionEvent.Revision == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SelectionEvent.Revision(childComplexity), true
+	case "SelectionEvent.sessionId":
+		if e.ComplexityRoot.SelectionEvent.SessionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SelectionEvent.SessionID(childComplexity), true
+	case "SelectionEvent.user":
+		if e.ComplexityRoot.SelectionEvent.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SelectionEvent.User(childComplexity), true
+
+	case "SelectionRange.anchor":
+		if e.ComplexityRoot.SelectionRange.Anchor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SelectionRange.Anchor(childComplexity), true
+	case "SelectionRange.head":
+		if e.ComplexityRoot.SelectionRange.Head == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SelectionRange.Head(childComplexity), true
 
 	case "Session.code":
 		if e.ComplexityRoot.Session.Code == nil {
@@ -949,6 +1033,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Subscription.Presence(childComplexity, args["sessionId"].(string)), true
+	case "Subscription.selections":
+		if e.ComplexityRoot.Subscription.Selections == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_selections_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.Selections(childComplexity, args["sessionId"].(string)), true
 	case "Subscription.sessionExecutions":
 		if e.ComplexityRoot.Subscription.SessionExecutions == nil {
 			break
@@ -1049,6 +1144,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("ExecuteInput", ec.unmarshalInputExecuteInput),
 			graphql.NewInputUnmarshaler("LoginInput", ec.unmarshalInputLoginInput),
 			graphql.NewInputUnmarshaler("RegisterInput", ec.unmarshalInputRegisterInput),
+			graphql.NewInputUnmarshaler("SelectionRangeInput", ec.unmarshalInputSelectionRangeInput),
 			graphql.NewInputUnmarshaler("TextOpInput", ec.unmarshalInputTextOpInput),
 			graphql.NewInputUnmarshaler("UpdateSessionInput", ec.unmarshalInputUpdateSessionInput),
 		)
@@ -1168,6 +1264,8 @@ type Query {
   executions(sessionId: ID!, limit: Int = 20): [Execution!]!
   "The runtimes this deployment can run."
   languages: [Runtime!]!
+  "The session's code as it was at revision (0: as created). BAD_USER_INPUT beyond the current revision."
+  codeAt(sessionId: ID!, revision: Int!): String!
 }
 
 type Mutation {
@@ -1194,6 +1292,8 @@ type Mutation {
   setTyping(sessionId: ID!, typing: Boolean!): Boolean!
   "Applies an edit made against baseRevision; the server transforms it over edits that landed since and returns it as applied."
   editCode(sessionId: ID!, input: EditInput!): CodeEdit!
+  "Shows your cursors and selections (code points, made at revision) to the others; ranges made at an older revision are moved over the edits since and sent at the current one. Ephemeral: nothing is stored, and they go when you go offline."
+  setSelection(sessionId: ID!, revision: Int!, ranges: [SelectionRangeInput!]!): SelectionEvent!
 
   "Queues a run. With sessionId, every participant sees it; without, it is the caller's alone."
   execute(input: ExecuteInput!): Execution!
@@ -1209,6 +1309,8 @@ type Subscription {
   presence(sessionId: ID!): PresenceEvent!
   "Edits of the session's code as applied, in revision order. With sinceRevision, first every edit after that revision from the log, then live: no gap, no duplicate. Without, from the current revision on."
   codeEdited(sessionId: ID!, sinceRevision: Int): CodeEdit!
+  "Participants' cursors and selections as they set them; an empty ranges list when a user goes offline."
+  selections(sessionId: ID!): SelectionEvent!
   "Every output chunk and status change of one execution in order, starting from its first chunk even when the subscriber comes late; completes after the final status."
   executionOutput(executionId: ID!): ExecutionOutput!
   "Each status change of any execution in the session."
@@ -1394,6 +1496,25 @@ type Runtime {
   version: String!
   aliases: [String!]!
 }
+
+"A cursor (anchor = head) or a selection, in code points."
+input SelectionRangeInput {
+  anchor: Int!
+  head: Int!
+}
+
+type SelectionRange {
+  anchor: Int!
+  head: Int!
+}
+
+type SelectionEvent {
+  sessionId: ID!
+  user: User!
+  "The revision the ranges are at."
+  revision: Int!
+  ranges: [SelectionRange!]!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1536,6 +1657,30 @@ func (ec *executionContext) childFields_Runtime(ctx context.Context, field graph
 		return ec.fieldContext_Runtime_aliases(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Runtime", field.Name)
+}
+
+func (ec *executionContext) childFields_SelectionEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "sessionId":
+		return ec.fieldContext_SelectionEvent_sessionId(ctx, field)
+	case "user":
+		return ec.fieldContext_SelectionEvent_user(ctx, field)
+	case "revision":
+		return ec.fieldContext_SelectionEvent_revision(ctx, field)
+	case "ranges":
+		return ec.fieldContext_SelectionEvent_ranges(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SelectionEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_SelectionRange(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "anchor":
+		return ec.fieldContext_SelectionRange_anchor(ctx, field)
+	case "head":
+		return ec.fieldContext_SelectionRange_head(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SelectionRange", field.Name)
 }
 
 func (ec *executionContext) childFields_Session(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1992,6 +2137,36 @@ func (ec *executionContext) field_Mutation_setParticipantRole_args(ctx context.C
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_setSelection_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sessionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "revision",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["revision"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "ranges",
+		func(ctx context.Context, v any) ([]*ot.Selection, error) {
+			return ec.unmarshalNSelectionRangeInput2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋotᚐSelectionᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["ranges"] = arg2
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setTyping_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2047,6 +2222,28 @@ func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs
 		return nil, err
 	}
 	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_codeAt_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sessionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "revision",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["revision"] = arg1
 	return args, nil
 }
 
@@ -2203,6 +2400,20 @@ func (ec *executionContext) field_Subscription_messageAdded_args(ctx context.Con
 }
 
 func (ec *executionContext) field_Subscription_presence_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sessionId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_selections_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
@@ -3826,6 +4037,50 @@ func (ec *executionContext) fieldContext_Mutation_editCode(ctx context.Context, 
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_setSelection(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setSelection(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetSelection(ctx, fc.Args["sessionId"].(string), fc.Args["revision"].(int), fc.Args["ranges"].([]*ot.Selection))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *editing.Selection) graphql.Marshaler {
+			return ec.marshalNSelectionEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋeditingᚐSelection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setSelection(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SelectionEvent(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setSelection_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_execute(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4409,6 +4664,50 @@ func (ec *executionContext) fieldContext_Query_languages(_ context.Context, fiel
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_codeAt(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_codeAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().CodeAt(ctx, fc.Args["sessionId"].(string), fc.Args["revision"].(int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_codeAt(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type String does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_codeAt_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4575,6 +4874,162 @@ func (ec *executionContext) _Runtime_aliases(ctx context.Context, field graphql.
 }
 func (ec *executionContext) fieldContext_Runtime_aliases(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Runtime", field, false, false, "String")
+}
+
+func (ec *executionContext) _SelectionEvent_sessionId(ctx context.Context, field graphql.CollectedField, obj *editing.Selection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SelectionEvent_sessionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SessionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SelectionEvent_sessionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SelectionEvent", field, false, false, "ID")
+}
+
+func (ec *executionContext) _SelectionEvent_user(ctx context.Context, field graphql.CollectedField, obj *editing.Selection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SelectionEvent_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.SelectionEvent().User(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SelectionEvent_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SelectionEvent",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SelectionEvent_revision(ctx context.Context, field graphql.CollectedField, obj *editing.Selection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SelectionEvent_revision(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Revision, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SelectionEvent_revision(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SelectionEvent", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SelectionEvent_ranges(ctx context.Context, field graphql.CollectedField, obj *editing.Selection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SelectionEvent_ranges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Ranges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []ot.Selection) graphql.Marshaler {
+			return ec.marshalNSelectionRange2ᚕgithubᚗcomᚋcodecrafterᚋcodecrafterᚋotᚐSelectionᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SelectionEvent_ranges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SelectionEvent",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SelectionRange(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SelectionRange_anchor(ctx context.Context, field graphql.CollectedField, obj *ot.Selection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SelectionRange_anchor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Anchor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SelectionRange_anchor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SelectionRange", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SelectionRange_head(ctx context.Context, field graphql.CollectedField, obj *ot.Selection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SelectionRange_head(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Head, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SelectionRange_head(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SelectionRange", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Session_id(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Session) (ret graphql.Marshaler) {
@@ -5018,6 +5473,50 @@ func (ec *executionContext) fieldContext_Subscription_codeEdited(ctx context.Con
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_codeEdited_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_selections(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_selections(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().Selections(ctx, fc.Args["sessionId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *editing.Selection) graphql.Marshaler {
+			return ec.marshalNSelectionEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋeditingᚐSelection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_selections(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SelectionEvent(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_selections_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -6725,6 +7224,55 @@ func UnmarshalRegisterInput(ctx context.Context, raw any) (model.RegisterInput, 
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSelectionRangeInput(ctx context.Context, obj any) (ot.Selection, error) {
+	var it ot.Selection
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"anchor", "head"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "anchor":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("anchor"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Anchor = data
+		case "head":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("head"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Head = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSelectionRangeInput unmarshals raw into the SelectionRangeInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSelectionRangeInput(ctx context.Context, raw any) (ot.Selection, error) {
+	var out ot.Selection
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SelectionRangeInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputTextOpInput(ctx context.Context, obj any) (model.TextOpInput, error) {
 	var it model.TextOpInput
 	if obj == nil {
@@ -7283,6 +7831,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "setSelection":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setSelection(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "execute":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_execute(ctx, field)
@@ -7475,6 +8030,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_languages(ctx, field)
 				})
+		case "codeAt":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_codeAt(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -7534,6 +8095,93 @@ func (ec *executionContext) _Runtime(ctx context.Context, sel ast.SelectionSet, 
 			}
 		case "aliases":
 			out.Values[i] = ec._Runtime_aliases(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var selectionEventImplementors = []string{"SelectionEvent"}
+
+func (ec *executionContext) _SelectionEvent(ctx context.Context, sel ast.SelectionSet, obj *editing.Selection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, selectionEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SelectionEvent")
+		case "sessionId":
+			out.Values[i] = ec._SelectionEvent_sessionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "user":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._SelectionEvent_user(ctx, field, obj)
+				})
+		case "revision":
+			out.Values[i] = ec._SelectionEvent_revision(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "ranges":
+			out.Values[i] = ec._SelectionEvent_ranges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var selectionRangeImplementors = []string{"SelectionRange"}
+
+func (ec *executionContext) _SelectionRange(ctx context.Context, sel ast.SelectionSet, obj *ot.Selection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, selectionRangeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SelectionRange")
+		case "anchor":
+			out.Values[i] = ec._SelectionRange_anchor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "head":
+			out.Values[i] = ec._SelectionRange_head(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -7664,6 +8312,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 		return ec._Subscription_presence(ctx, fields[0])
 	case "codeEdited":
 		return ec._Subscription_codeEdited(ctx, fields[0])
+	case "selections":
+		return ec._Subscription_selections(ctx, fields[0])
 	case "executionOutput":
 		return ec._Subscription_executionOutput(ctx, fields[0])
 	case "sessionExecutions":
@@ -8434,6 +9084,53 @@ func (ec *executionContext) marshalNRuntime2ᚖgithubᚗcomᚋcodecrafterᚋcode
 		return graphql.Null
 	}
 	return ec._Runtime(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSelectionEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋeditingᚐSelection(ctx context.Context, sel ast.SelectionSet, v *editing.Selection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SelectionEvent!")
+		return graphql.Null
+	}
+	return ec._SelectionEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSelectionRange2githubᚗcomᚋcodecrafterᚋcodecrafterᚋotᚐSelection(ctx context.Context, sel ast.SelectionSet, v ot.Selection) graphql.Marshaler {
+	return ec._SelectionRange(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNSelectionRange2ᚕgithubᚗcomᚋcodecrafterᚋcodecrafterᚋotᚐSelectionᚄ(ctx context.Context, sel ast.SelectionSet, v []ot.Selection) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNSelectionRange2githubᚗcomᚋcodecrafterᚋcodecrafterᚋotᚐSelection(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNSelectionRangeInput2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋotᚐSelectionᚄ(ctx context.Context, v any) ([]*ot.Selection, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ot.Selection, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNSelectionRangeInput2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋotᚐSelection(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalNSelectionRangeInput2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋotᚐSelection(ctx context.Context, v any) (*ot.Selection, error) {
+	res, err := ec.unmarshalInputSelectionRangeInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNSession2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐSessionᚄ(ctx context.Context, sel ast.SelectionSet, v []*codecrafter.Session) graphql.Marshaler {

@@ -9,9 +9,11 @@ import (
 	"context"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/editing"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph"
 	"github.com/codecrafter/codecrafter/graph/model"
+	"github.com/codecrafter/codecrafter/ot"
 	"github.com/codecrafter/codecrafter/realtime"
 	"github.com/codecrafter/codecrafter/sessions"
 )
@@ -124,6 +126,14 @@ func (r *mutationResolver) EditCode(ctx context.Context, sessionID string, input
 	return r.Editing.Edit(ctx, sessionID, editInput(input))
 }
 
+func (r *mutationResolver) SetSelection(ctx context.Context, sessionID string, revision int, ranges []*ot.Selection) (*editing.Selection, error) {
+	sel := make([]ot.Selection, len(ranges))
+	for i, r := range ranges {
+		sel[i] = *r
+	}
+	return r.Editing.SetSelection(ctx, sessionID, revision, sel)
+}
+
 func (r *mutationResolver) Execute(ctx context.Context, input model.ExecuteInput) (*codecrafter.Execution, error) {
 	return r.Runs.Execute(ctx, executions.ExecuteInput{
 		Language: input.Language, Code: input.Code, Stdin: input.Stdin, SessionID: input.SessionID,
@@ -182,6 +192,14 @@ func (r *queryResolver) Languages(ctx context.Context) ([]*codecrafter.Runtime, 
 		out[i] = &rts[i]
 	}
 	return out, nil
+}
+
+func (r *queryResolver) CodeAt(ctx context.Context, sessionID string, revision int) (string, error) {
+	return r.Editing.CodeAt(ctx, sessionID, revision)
+}
+
+func (r *selectionEventResolver) User(ctx context.Context, obj *editing.Selection) (*codecrafter.User, error) {
+	return r.user(ctx, obj.UserID)
 }
 
 func (r *sessionResolver) Code(ctx context.Context, obj *codecrafter.Session) (string, error) {
@@ -244,6 +262,13 @@ func (r *subscriptionResolver) CodeEdited(ctx context.Context, sessionID string,
 	return ch, err
 }
 
+func (r *subscriptionResolver) Selections(ctx context.Context, sessionID string) (<-chan *editing.Selection, error) {
+	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
+	ch, err := r.Editing.Selections(ctx, sessionID)
+	r.hold(ctx, sessionID, err)
+	return endsUnavailable(ctx, ch, err, r.subscriptionError(ctx))
+}
+
 func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID string) (<-chan *model.ExecutionOutput, error) {
 	e, err := r.Runs.Execution(ctx, executionID)
 	if err != nil {
@@ -294,6 +319,8 @@ func (r *Resolver) PresenceEvent() graph.PresenceEventResolver { return &presenc
 
 func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
 
+func (r *Resolver) SelectionEvent() graph.SelectionEventResolver { return &selectionEventResolver{r} }
+
 func (r *Resolver) Session() graph.SessionResolver { return &sessionResolver{r} }
 
 func (r *Resolver) Subscription() graph.SubscriptionResolver { return &subscriptionResolver{r} }
@@ -303,15 +330,16 @@ func (r *Resolver) TypingEvent() graph.TypingEventResolver { return &typingEvent
 func (r *Resolver) User() graph.UserResolver { return &userResolver{r} }
 
 type (
-	codeEditResolver      struct{ *Resolver }
-	executionResolver     struct{ *Resolver }
-	messageResolver       struct{ *Resolver }
-	mutationResolver      struct{ *Resolver }
-	participantResolver   struct{ *Resolver }
-	presenceEventResolver struct{ *Resolver }
-	queryResolver         struct{ *Resolver }
-	sessionResolver       struct{ *Resolver }
-	subscriptionResolver  struct{ *Resolver }
-	typingEventResolver   struct{ *Resolver }
-	userResolver          struct{ *Resolver }
+	codeEditResolver       struct{ *Resolver }
+	executionResolver      struct{ *Resolver }
+	messageResolver        struct{ *Resolver }
+	mutationResolver       struct{ *Resolver }
+	participantResolver    struct{ *Resolver }
+	presenceEventResolver  struct{ *Resolver }
+	queryResolver          struct{ *Resolver }
+	selectionEventResolver struct{ *Resolver }
+	sessionResolver        struct{ *Resolver }
+	subscriptionResolver   struct{ *Resolver }
+	typingEventResolver    struct{ *Resolver }
+	userResolver           struct{ *Resolver }
 )

@@ -93,3 +93,49 @@ func TestEditingThroughGraphQL(t *testing.T) {
 		}
 	}
 }
+
+type selectionEvent struct {
+	User     struct{ ID string }
+	Revision int
+	Ranges   []struct{ Anchor, Head int }
+}
+
+// TestSelectionsAndCodeAt: a cursor set at an older revision reaches the
+// others moved with the text, and goes when its user goes offline;
+// codeAt gives the code at each revision.
+func TestSelectionsAndCodeAt(t *testing.T) {
+	ta := startApp(t)
+	ada, bob := ta.register(t, "ada"), ta.register(t, "bob")
+	s := createSession(t, ada, "cursors") // "print(1)"
+	join(t, bob, *s.InviteCode)
+	vars := map[string]any{"s": s.ID}
+
+	bobSock := openSocket(t, ta, "graphql-ws", bob.Access)
+	bobSock.subscribe("sel", `subscription($s: ID!) { selections(sessionId: $s) { user { id } revision ranges { anchor head } } }`, vars)
+	adaSock := openSocket(t, ta, "graphql-transport-ws", ada.Access)
+	adaSock.subscribe("edits", codeEditedQ, vars) // ada is online while this lasts
+
+	var e struct{ EditCode codeEdit }
+	bob.Do(t, editQ, map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": 0, "ops": []map[string]any{{"insert": "# "}, {"retain": 8}}}}, &e)
+	// Ada's cursor after "print(" at revision 0 lands at 8 on revision 1;
+	// repeated until bob's subscription is live (selections have no replay).
+	setQ := `mutation($s: ID!) { setSelection(sessionId: $s, revision: 0, ranges: [{anchor: 6, head: 6}]) { revision } }`
+	bobSock.seen("sel", func() { ada.Do(t, setQ, vars, nil) }, func(d map[string]json.RawMessage) bool {
+		ev := field[selectionEvent](t, d, "selections")
+		return ev.User.ID == ada.ID && ev.Revision == 1 && len(ev.Ranges) == 1 && ev.Ranges[0].Anchor == 8 && ev.Ranges[0].Head == 8
+	})
+	adaSock.conn.Close() // offline: her cursor goes
+	bobSock.await("sel", func(d map[string]json.RawMessage) bool {
+		ev := field[selectionEvent](t, d, "selections")
+		return ev.User.ID == ada.ID && len(ev.Ranges) == 0
+	})
+
+	for rev, want := range []string{"print(1)", "# print(1)"} {
+		var got struct{ CodeAt string }
+		bob.Do(t, `query($s: ID!, $r: Int!) { codeAt(sessionId: $s, revision: $r) }`, map[string]any{"s": s.ID, "r": rev}, &got)
+		if got.CodeAt != want {
+			t.Fatalf("codeAt %d: %q, want %q", rev, got.CodeAt, want)
+		}
+	}
+	bob.Fail(t, "BAD_USER_INPUT", `query($s: ID!) { codeAt(sessionId: $s, revision: 7) }`, vars)
+}
