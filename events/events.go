@@ -34,6 +34,7 @@ type chunkEvent struct {
 type executionEvent struct {
 	ID              string                      `json:"id"`
 	SessionID       string                      `json:"sessionId,omitempty"`
+	Revision        *int                        `json:"revision,omitempty"`
 	UserID          string                      `json:"userId"`
 	Language        string                      `json:"language"`
 	Code            string                      `json:"code"`
@@ -78,7 +79,7 @@ func DecodeChunk(b []byte) (codecrafter.OutputChunk, error) {
 // EncodeExecution returns the SessionExecutionsTopic payload for e.
 func EncodeExecution(e *codecrafter.Execution) []byte {
 	ev := executionEvent{
-		ID: e.ID, SessionID: e.SessionID, UserID: e.UserID, Language: e.Language,
+		ID: e.ID, SessionID: e.SessionID, Revision: e.Revision, UserID: e.UserID, Language: e.Language,
 		Code: e.Code, Stdin: e.Stdin, TimeLimitMs: e.TimeLimit.Milliseconds(),
 		MemoryLimitMB: e.MemoryLimitMB, Status: e.Status, ExitCode: e.ExitCode,
 		Stdout: e.Stdout, Stderr: e.Stderr, CompileOutput: e.CompileOutput,
@@ -102,7 +103,7 @@ func DecodeExecution(b []byte) (*codecrafter.Execution, error) {
 		return nil, fmt.Errorf("decode execution event: missing id or status")
 	}
 	e := &codecrafter.Execution{
-		ID: ev.ID, SessionID: ev.SessionID, UserID: ev.UserID, Language: ev.Language,
+		ID: ev.ID, SessionID: ev.SessionID, Revision: ev.Revision, UserID: ev.UserID, Language: ev.Language,
 		Code: ev.Code, Stdin: ev.Stdin, TimeLimit: time.Duration(ev.TimeLimitMs) * time.Millisecond,
 		MemoryLimitMB: ev.MemoryLimitMB, Status: ev.Status, ExitCode: ev.ExitCode,
 		Stdout: ev.Stdout, Stderr: ev.Stderr, CompileOutput: ev.CompileOutput,

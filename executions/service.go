@@ -38,6 +38,9 @@ type Config struct {
 	MaxActivePerUser int // 64
 	// Limiter, when set, limits each user's Execute calls (keyed by user id).
 	Limiter RateLimiter
+	// SessionCode, when set, gives a session's current revision and code:
+	// a session run records the revision it ran, and may omit its code.
+	SessionCode func(ctx context.Context, s *codecrafter.Session) (revision int, code string, err error)
 }
 
 // RateLimiter counts attempts per key; codecrafter.Limiter is one.
@@ -110,8 +113,11 @@ func New(cfg Config, store codecrafter.ExecutionStore, sessions codecrafter.Sess
 
 // ExecuteInput is a request to run code. Nil limits take the defaults.
 type ExecuteInput struct {
-	Language      string
-	Code          string
+	Language string
+	Code     string
+	// FromSession runs the session's code at its current revision (Code
+	// must be empty; SessionID is required).
+	FromSession   bool
 	Stdin         *string
 	SessionID     *string
 	TimeLimitMs   *int
@@ -126,16 +132,36 @@ func (s *Service) Execute(ctx context.Context, in ExecuteInput) (*codecrafter.Ex
 	if err != nil {
 		return nil, err
 	}
+	var sess *codecrafter.Session
+	if in.SessionID != nil {
+		if sess, err = s.authorize(ctx, *in.SessionID, userID, codecrafter.ActionRun); err != nil {
+			return nil, err
+		}
+	}
+	var rev *int
+	switch {
+	case in.FromSession && (sess == nil || in.Code != ""):
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: required, unless sessionId is given to run the session's code")
+	case sess != nil && s.cfg.SessionCode != nil:
+		r, code, err := s.cfg.SessionCode(ctx, sess)
+		if err != nil {
+			return nil, err
+		}
+		if in.FromSession {
+			in.Code = code
+		}
+		if in.Code == code { // the run says which revision's code it ran
+			rev = &r
+		}
+	case in.FromSession:
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: required on this deployment")
+	}
 	e, err := s.newExecution(userID, in)
 	if err != nil {
 		return nil, err
 	}
-	if in.SessionID != nil {
-		sess, err := s.authorize(ctx, *in.SessionID, userID, codecrafter.ActionRun)
-		if err != nil {
-			return nil, err
-		}
-		e.SessionID = sess.ID
+	if sess != nil {
+		e.SessionID, e.Revision = sess.ID, rev
 	}
 	if err := s.admit(ctx, userID); err != nil {
 		return nil, err

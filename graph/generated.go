@@ -75,6 +75,7 @@ type ComplexityRoot struct {
 		ID            func(childComplexity int) int
 		Language      func(childComplexity int) int
 		RequestedBy   func(childComplexity int) int
+		Revision      func(childComplexity int) int
 		SessionID     func(childComplexity int) int
 		StartedAt     func(childComplexity int) int
 		Status        func(childComplexity int) int
@@ -420,6 +421,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Execution.RequestedBy(childComplexity), true
+	case "Execution.revision":
+		if e.ComplexityRoot.Execution.Revision == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Execution.Revision(childComplexity), true
 	case "Execution.sessionId":
 		if e.ComplexityRoot.Execution.SessionID == nil {
 			break
@@ -1356,7 +1363,8 @@ input EditInput {
 
 input ExecuteInput {
   language: String!
-  code: String!
+  "The code to run. Omitted with sessionId: the session's code at its current revision."
+  code: String
   stdin: String
   sessionId: ID
   "Optional, capped by the deployment's maximum."
@@ -1465,6 +1473,8 @@ enum OutputStream {
 type Execution {
   id: ID!
   sessionId: ID
+  "The session revision whose code this run ran (codeAt gives it): set when the run took the session's code, or sent exactly the code of its current revision; null otherwise."
+  revision: Int
   language: String!
   code: String!
   stdin: String
@@ -1557,6 +1567,8 @@ func (ec *executionContext) childFields_Execution(ctx context.Context, field gra
 		return ec.fieldContext_Execution_id(ctx, field)
 	case "sessionId":
 		return ec.fieldContext_Execution_sessionId(ctx, field)
+	case "revision":
+		return ec.fieldContext_Execution_revision(ctx, field)
 	case "language":
 		return ec.fieldContext_Execution_language(ctx, field)
 	case "code":
@@ -2784,6 +2796,29 @@ func (ec *executionContext) _Execution_sessionId(ctx context.Context, field grap
 }
 func (ec *executionContext) fieldContext_Execution_sessionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Execution", field, true, true, "ID")
+}
+
+func (ec *executionContext) _Execution_revision(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Execution) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Execution_revision(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Revision, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Execution_revision(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Execution", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Execution_language(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Execution) (ret graphql.Marshaler) {
@@ -7069,7 +7104,7 @@ func (ec *executionContext) unmarshalInputExecuteInput(ctx context.Context, obj 
 			it.Language = data
 		case "code":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("code"))
-			data, err := ec.unmarshalNString2string(ctx, v)
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
 			if err != nil {
 				return it, err
 			}
@@ -7506,6 +7541,11 @@ func (ec *executionContext) _Execution(ctx context.Context, sel ast.SelectionSet
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Execution_sessionId(ctx, field, obj)
 				})
+		case "revision":
+			out.Values[i] = ec._Execution_revision(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "language":
 			out.Values[i] = ec._Execution_language(ctx, field, obj)
 			if out.Values[i] == graphql.Null {

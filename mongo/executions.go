@@ -21,6 +21,7 @@ import (
 type executionDoc struct {
 	ID            string         `bson:"_id"`
 	SessionID     string         `bson:"sessionId"`
+	Revision      *int           `bson:"revision,omitempty"`
 	UserID        string         `bson:"userId"`
 	Language      string         `bson:"language"`
 	Code          string         `bson:"code"`
@@ -62,7 +63,7 @@ func toChunkDoc(c codecrafter.OutputChunk) chunkDoc {
 
 func toExecutionDoc(e *codecrafter.Execution) *executionDoc {
 	d := &executionDoc{
-		ID: e.ID, SessionID: e.SessionID, UserID: e.UserID, Language: e.Language, Code: e.Code,
+		ID: e.ID, SessionID: e.SessionID, Revision: e.Revision, UserID: e.UserID, Language: e.Language, Code: e.Code,
 		Stdin: e.Stdin, TimeLimit: e.TimeLimit, MemoryLimitMB: e.MemoryLimitMB,
 		Status: string(e.Status), ExitCode: e.ExitCode, Stdout: e.Stdout, Stderr: e.Stderr,
 		CompileOutput: e.CompileOutput, Duration: e.Duration, CreatedAt: e.CreatedAt,
@@ -84,7 +85,7 @@ func toExecutionDoc(e *codecrafter.Execution) *executionDoc {
 
 func (d *executionDoc) execution() *codecrafter.Execution {
 	e := &codecrafter.Execution{
-		ID: d.ID, SessionID: d.SessionID, UserID: d.UserID, Language: d.Language, Code: d.Code,
+		ID: d.ID, SessionID: d.SessionID, Revision: d.Revision, UserID: d.UserID, Language: d.Language, Code: d.Code,
 		Stdin: d.Stdin, TimeLimit: d.TimeLimit, MemoryLimitMB: d.MemoryLimitMB,
 		Status: codecrafter.ExecutionStatus(d.Status), ExitCode: d.ExitCode, Stdout: d.Stdout, Stderr: d.Stderr,
 		CompileOutput: d.CompileOutput, Duration: d.Duration, CreatedAt: d.CreatedAt.UTC(),

@@ -137,3 +137,10 @@ func textOps(ops []codecrafter.TextOp) []*model.TextOp {
 	}
 	return out
 }
+
+func derefOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}

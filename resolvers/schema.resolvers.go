@@ -136,7 +136,8 @@ func (r *mutationResolver) SetSelection(ctx context.Context, sessionID string, r
 
 func (r *mutationResolver) Execute(ctx context.Context, input model.ExecuteInput) (*codecrafter.Execution, error) {
 	return r.Runs.Execute(ctx, executions.ExecuteInput{
-		Language: input.Language, Code: input.Code, Stdin: input.Stdin, SessionID: input.SessionID,
+		Language: input.Language, Code: derefOr(input.Code, ""), FromSession: input.Code == nil,
+		Stdin: input.Stdin, SessionID: input.SessionID,
 		TimeLimitMs: input.TimeLimitMs, MemoryLimitMb: input.MemoryLimitMb,
 	})
 }

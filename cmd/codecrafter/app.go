@@ -237,11 +237,13 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 	if refresh == codecrafter.RefreshTokenStore(a.db) {
 		a.onClose(a.db.StartRefreshSweeper(time.Hour)) // off the login path
 	}
+	editSvc := editing.New(a.db, a.db, a.bus, a.log.With("component", "editing"))
 	execSvc := executions.New(executions.Config{
 		DefaultTimeLimit: a.cfg.DefaultTimeLimit, MaxTimeLimit: a.cfg.MaxTimeLimit,
 		DefaultMemoryMB: a.cfg.DefaultMemoryMB, MaxMemoryMB: a.cfg.MaxMemoryMB,
 		MaxActivePerUser: a.cfg.MaxActiveRuns,
 		Limiter:          inmem.NewLimiter(a.cfg.RunsPerMinute, time.Minute), // per replica
+		SessionCode:      editSvc.Head,
 	}, a.db, a.db, a.queue, a.bus, a.runtimes, a.log.With("component", "executions"), a.registry)
 	// Access changes end subscriptions and sockets on every replica.
 	hub := access.New(a.bus, a.log.With("component", "access"))
@@ -256,7 +258,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Runs:     execSvc,
 		Realtime: realtime.New(realtime.Config{Metrics: a.busMetrics}, a.db, a.db, a.bus, a.presence, a.chatLimit,
 			a.log.With("component", "realtime")),
-		Editing:  editing.New(a.db, a.db, a.bus, a.log.With("component", "editing")),
+		Editing:  editSvc,
 		Users:    a.db,
 		Runtimes: a.runtimes,
 		Access:   hub,

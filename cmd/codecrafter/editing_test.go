@@ -139,3 +139,54 @@ func TestSelectionsAndCodeAt(t *testing.T) {
 	}
 	bob.Fail(t, "BAD_USER_INPUT", `query($s: ID!) { codeAt(sessionId: $s, revision: 7) }`, vars)
 }
+
+// TestRunsTiedToRevisions: a session run says which revision's code it
+// ran; with code omitted it runs the session's current code.
+func TestRunsTiedToRevisions(t *testing.T) {
+	ta := startApp(t)
+	ada := ta.register(t, "ada")
+	s := createSession(t, ada, "runs") // "print(1)"
+	ada.Do(t, editQ, map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": 0, "ops": []map[string]any{{"retain": 6}, {"delete": 1}, {"insert": "2"}, {"retain": 1}}}}, nil)
+	type run struct {
+		ID, Code string
+		Revision *int
+	}
+	execute := func(code *string) run {
+		in := map[string]any{"language": "python", "sessionId": s.ID}
+		if code != nil {
+			in["code"] = *code
+		}
+		var out struct{ Execute run }
+		ada.Do(t, `mutation($in: ExecuteInput!) { execute(input: $in) { id code revision } }`, map[string]any{"in": in}, &out)
+		return out.Execute
+	}
+	same, other := "print(2)", "print(3)"
+	for _, c := range []struct {
+		name string
+		code *string
+		rev  *int
+	}{{"code omitted", nil, ip(1)}, {"the current code", &same, ip(1)}, {"other code", &other, nil}} {
+		r := execute(c.code)
+		switch {
+		case c.rev == nil && r.Revision != nil, c.rev != nil && (r.Revision == nil || *r.Revision != *c.rev):
+			t.Fatalf("%s: revision %v, want %v", c.name, r.Revision, c.rev)
+		case c.code == nil && r.Code != "print(2)":
+			t.Fatalf("%s: ran %q", c.name, r.Code)
+		}
+		if r.Revision != nil {
+			var at struct{ CodeAt string }
+			ada.Do(t, `query($s: ID!, $r: Int!) { codeAt(sessionId: $s, revision: $r) }`, map[string]any{"s": s.ID, "r": *r.Revision}, &at)
+			if at.CodeAt != r.Code {
+				t.Fatalf("%s: codeAt %q, run's code %q", c.name, at.CodeAt, r.Code)
+			}
+		}
+	}
+	var list struct{ Executions []run }
+	ada.Do(t, `query($s: ID!) { executions(sessionId: $s) { id revision } }`, map[string]any{"s": s.ID}, &list)
+	if len(list.Executions) != 3 || list.Executions[2].Revision == nil || *list.Executions[2].Revision != 1 {
+		t.Fatalf("executions: %+v", list.Executions)
+	}
+	ada.Fail(t, "BAD_USER_INPUT", `mutation { execute(input: {language: "python"}) { id } }`, nil)
+}
+
+func ip(n int) *int { return &n }

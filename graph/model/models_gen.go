@@ -31,8 +31,9 @@ type EditInput struct {
 }
 
 type ExecuteInput struct {
-	Language  string  `json:"language"`
-	Code      string  `json:"code"`
+	Language string `json:"language"`
+	// The code to run. Omitted with sessionId: the session's code at its current revision.
+	Code      *string `json:"code,omitempty"`
 	Stdin     *string `json:"stdin,omitempty"`
 	SessionID *string `json:"sessionId,omitempty"`
 	// Optional, capped by the deployment's maximum.
