@@ -171,6 +171,17 @@ func (s *Service) CodeAt(ctx context.Context, sessionID string, rev int) (string
 	return h.codeAt(rev)
 }
 
+// ForkSource returns the session and its code at rev, for a fork: the
+// caller must take part in it.
+func (s *Service) ForkSource(ctx context.Context, sessionID string, rev int) (*codecrafter.Session, string, error) {
+	code, err := s.CodeAt(ctx, sessionID, rev)
+	if err != nil {
+		return nil, "", err
+	}
+	sess, _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead)
+	return sess, code, err
+}
+
 // SetSelection shows the caller's cursors and selections (code points) to
 // the session's selections subscribers. Ranges made at an older revision
 // are moved over the edits applied since, so they are sent at the head.

@@ -106,6 +106,7 @@ type ComplexityRoot struct {
 		DeleteSession      func(childComplexity int, id string) int
 		EditCode           func(childComplexity int, sessionID string, input model.EditInput) int
 		Execute            func(childComplexity int, input model.ExecuteInput) int
+		ForkSession        func(childComplexity int, sessionID string, revision int) int
 		JoinSession        func(childComplexity int, inviteCode string) int
 		LeaveSession       func(childComplexity int, id string) int
 		Login              func(childComplexity int, input model.LoginInput) int
@@ -240,6 +241,7 @@ type MutationResolver interface {
 	CreateSession(ctx context.Context, input model.CreateSessionInput) (*codecrafter.Session, error)
 	UpdateSession(ctx context.Context, id string, input model.UpdateSessionInput) (*codecrafter.Session, error)
 	DeleteSession(ctx context.Context, id string) (bool, error)
+	ForkSession(ctx context.Context, sessionID string, revision int) (*codecrafter.Session, error)
 	JoinSession(ctx context.Context, inviteCode string) (*codecrafter.Session, error)
 	LeaveSession(ctx context.Context, id string) (bool, error)
 	SetParticipantRole(ctx context.Context, sessionID string, userID string, role codecrafter.Role) (*codecrafter.Participant, error)
@@ -581,6 +583,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Execute(childComplexity, args["input"].(model.ExecuteInput)), true
+	case "Mutation.forkSession":
+		if e.ComplexityRoot.Mutation.ForkSession == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_forkSession_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ForkSession(childComplexity, args["sessionId"].(string), args["revision"].(int)), true
 	case "Mutation.joinSession":
 		if e.ComplexityRoot.Mutation.JoinSession == nil {
 			break
@@ -1285,6 +1298,8 @@ type Mutation {
   createSession(input: CreateSessionInput!): Session!
   updateSession(id: ID!, input: UpdateSessionInput!): Session!
   deleteSession(id: ID!): Boolean!
+  "A new session owned by the caller (any participant may fork) with the code as it was at revision of the session, its language, and a title saying where it came from."
+  forkSession(sessionId: ID!, revision: Int!): Session!
   "Joins as EDITOR through the owner's invite code."
   joinSession(inviteCode: String!): Session!
   leaveSession(id: ID!): Boolean!
@@ -1952,6 +1967,28 @@ func (ec *executionContext) field_Mutation_execute_args(ctx context.Context, raw
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_forkSession_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sessionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "revision",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["revision"] = arg1
 	return args, nil
 }
 
@@ -3670,6 +3707,50 @@ func (ec *executionContext) fieldContext_Mutation_deleteSession(ctx context.Cont
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_deleteSession_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_forkSession(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_forkSession(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ForkSession(ctx, fc.Args["sessionId"].(string), fc.Args["revision"].(int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Session) graphql.Marshaler {
+			return ec.marshalNSession2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐSession(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_forkSession(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Session(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_forkSession_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -7804,6 +7885,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "deleteSession":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_deleteSession(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "forkSession":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_forkSession(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++

@@ -86,6 +86,14 @@ func (r *mutationResolver) DeleteSession(ctx context.Context, id string) (bool, 
 	return ok(r.Sessions.Delete(ctx, id))
 }
 
+func (r *mutationResolver) ForkSession(ctx context.Context, sessionID string, revision int) (*codecrafter.Session, error) {
+	src, code, err := r.Editing.ForkSource(ctx, sessionID, revision)
+	if err != nil {
+		return nil, err
+	}
+	return r.Sessions.Fork(ctx, src, revision, code)
+}
+
 func (r *mutationResolver) JoinSession(ctx context.Context, inviteCode string) (*codecrafter.Session, error) {
 	return r.Sessions.Join(ctx, inviteCode)
 }

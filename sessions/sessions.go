@@ -12,6 +12,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -79,6 +80,16 @@ func (s *Service) Create(ctx context.Context, title, language string, code *stri
 	}
 	s.logger.InfoContext(ctx, "session created", "session", sess.ID, "user", uid)
 	return sess, nil
+}
+
+// Fork creates a session owned by the caller with code, which was src's at
+// revision, src's language and a title naming where it came from.
+func (s *Service) Fork(ctx context.Context, src *codecrafter.Session, revision int, code string) (*codecrafter.Session, error) {
+	title := fmt.Sprintf("Fork of %s (revision %d)", src.Title, revision)
+	if r := []rune(title); len(r) > codecrafter.MaxTitleLen {
+		title = string(r[:codecrafter.MaxTitleLen])
+	}
+	return s.Create(ctx, title, src.Language, &code)
 }
 
 // Get returns a session the caller takes part in.

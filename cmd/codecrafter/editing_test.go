@@ -190,3 +190,29 @@ func TestRunsTiedToRevisions(t *testing.T) {
 }
 
 func ip(n int) *int { return &n }
+
+// TestForkSession: a fork is a new session of the caller's with the code
+// as it was at the revision; outsiders cannot fork.
+func TestForkSession(t *testing.T) {
+	ta := startApp(t)
+	ada, bob, eve := ta.register(t, "ada"), ta.register(t, "bob"), ta.register(t, "eve")
+	s := createSession(t, ada, "origin") // "print(1)"
+	join(t, bob, *s.InviteCode)
+	ada.Do(t, editQ, map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": 0, "ops": []map[string]any{{"insert": "# "}, {"retain": 8}}}}, nil)
+	forkQ := `mutation($s: ID!, $r: Int!) { forkSession(sessionId: $s, revision: $r) { id title language code revision owner { id } participants { role user { id } } } }`
+	var out struct {
+		ForkSession struct {
+			ID, Title, Language, Code string
+			Revision                  int
+			Owner                     struct{ ID string }
+			Participants              []struct{ Role string }
+		}
+	}
+	bob.Do(t, forkQ, map[string]any{"s": s.ID, "r": 0}, &out)
+	f := out.ForkSession
+	if f.ID == s.ID || f.Owner.ID != bob.ID || f.Code != "print(1)" || f.Revision != 0 || f.Language != "python" || len(f.Participants) != 1 || f.Title != "Fork of origin (revision 0)" {
+		t.Fatalf("fork: %+v", f)
+	}
+	eve.Fail(t, "NOT_FOUND", forkQ, map[string]any{"s": s.ID, "r": 0})
+	bob.Fail(t, "BAD_USER_INPUT", forkQ, map[string]any{"s": s.ID, "r": 5})
+}
