@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -27,8 +29,30 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	locks sync.Map // session id -> *sync.Mutex: one writer per session per process
+	locks  sync.Map // session id -> *sync.Mutex: one writer per session per process
+	heads  sync.Map // session id -> *history, read and written under its lock
+	nHeads atomic.Int64
 }
+
+// remember caches h as the session's history; past maxHeads sessions the
+// cache starts again empty (a bound, not an LRU: a miss costs one load).
+func (s *Service) remember(sessionID string, h *history) {
+	if _, had := s.heads.Swap(sessionID, h); had {
+		return
+	}
+	if s.nHeads.Add(1) > maxHeads {
+		s.heads.Range(func(k, _ any) bool { s.heads.Delete(k); return true })
+		s.nHeads.Store(0)
+	}
+}
+
+// Edit keeps each session's recent history in memory, so that an edit
+// usually costs one store write: the compare-and-set of the append finds
+// out when another replica moved the head, and the history is reloaded.
+const (
+	keepEdits = 256  // beyond, the cached history drops its oldest half
+	maxHeads  = 1000 // sessions whose history is cached
+)
 
 // New returns a Service.
 func New(sessions codecrafter.SessionStore, edits codecrafter.EditStore, bus codecrafter.Bus, logger *slog.Logger) *Service {
@@ -83,63 +107,83 @@ func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecr
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
 
-	for range maxAttempts {
-		h, err := s.load(ctx, sess, in.BaseRevision)
-		if err != nil {
-			return nil, err
-		}
-		if in.BaseRevision > h.head() {
-			return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "baseRevision %d is newer than the document (revision %d): reload the session", in.BaseRevision, h.head())
-		}
-		if clientID != "" {
-			if e := h.find(in.BaseRevision, clientID, seq); e != nil {
-				return e, nil // a resend: applied once already
+	for attempt := range maxAttempts {
+		h, _ := s.heads.Load(sessionID)
+		cached, _ := h.(*history)
+		if cached == nil || attempt > 0 || in.BaseRevision < cached.base || in.BaseRevision > cached.head() {
+			if cached, err = s.load(ctx, sess, in.BaseRevision); err != nil {
+				return nil, err
 			}
 		}
-		atBase, err := h.codeAt(in.BaseRevision)
-		if err != nil {
-			return nil, err
+		if err := s.edit1(ctx, sess, userID, in, op, clientID, seq, cached); err != errRetry {
+			return cached.result, err
 		}
-		if n := utf8.RuneCountInString(atBase); op.BaseLen() != n {
-			return nil, codecrafter.Errorf(codecrafter.EINVALID, "ops: the edit spans %d code points, the code at revision %d has %d (retains + deletes must cover it)", op.BaseLen(), in.BaseRevision, n)
-		}
-		applied := op
-		for _, e := range h.edits {
-			if e.Revision > in.BaseRevision {
-				if _, applied, err = ot.Transform(toOT(e.Ops), applied); err != nil {
-					return nil, fmt.Errorf("transform over revision %d: %w", e.Revision, err)
-				}
-			}
-		}
-		headCode, err := h.codeAt(h.head())
-		if err != nil {
-			return nil, err
-		}
-		next, err := ot.Apply(headCode, applied)
-		if err != nil {
-			return nil, fmt.Errorf("apply at revision %d: %w", h.head(), err)
-		}
-		if len(next) > codecrafter.MaxCodeLen {
-			return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: at most %d bytes after the edit, would be %d", codecrafter.MaxCodeLen, len(next))
-		}
-		e := &codecrafter.Edit{
-			SessionID: sessionID, Revision: h.head() + 1, UserID: userID,
-			ClientID: clientID, ClientSeq: seq, Ops: fromOT(applied),
-			CreatedAt: s.now().UTC().Truncate(time.Millisecond),
-		}
-		err = s.edits.AppendEdit(ctx, e, headCode)
-		if codecrafter.IsCode(err, codecrafter.ECONFLICT) {
-			continue // another replica took the revision: transform over it too
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := s.bus.Publish(context.WithoutCancel(ctx), codecrafter.EditsTopic(sessionID), encodeEdit(e)); err != nil {
-			s.log.WarnContext(ctx, "publish edit", "session", sessionID, "err", err)
-		}
-		return e, nil
 	}
 	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the code is changing too fast; resend the edit")
+}
+
+var errRetry = fmt.Errorf("editing: revision taken, retry")
+
+// edit1 tries to append the edit on h; errRetry when another writer took
+// the revision (h is then stale). On success h.result is the edit.
+func (s *Service) edit1(ctx context.Context, sess *codecrafter.Session, userID string, in Input, op ot.Operation, clientID string, seq int, h *history) error {
+	sessionID := sess.ID
+	h.result = nil
+	if in.BaseRevision > h.head() {
+		return codecrafter.Errorf(codecrafter.ECONFLICT, "baseRevision %d is newer than the document (revision %d): reload the session", in.BaseRevision, h.head())
+	}
+	if clientID != "" {
+		if e := h.find(in.BaseRevision, clientID, seq); e != nil {
+			h.result = e // a resend: applied once already
+			return nil
+		}
+	}
+	if n, err := h.lenAt(in.BaseRevision); err != nil {
+		return err
+	} else if op.BaseLen() != n {
+		return codecrafter.Errorf(codecrafter.EINVALID, "ops: the edit spans %d code points, the code at revision %d has %d (retains + deletes must cover it)", op.BaseLen(), in.BaseRevision, n)
+	}
+	applied := op
+	var err error
+	for _, e := range h.edits {
+		if e.Revision > in.BaseRevision {
+			if _, applied, err = ot.Transform(toOT(e.Ops), applied); err != nil {
+				return fmt.Errorf("transform over revision %d: %w", e.Revision, err)
+			}
+		}
+	}
+	headCode, err := h.headCode()
+	if err != nil {
+		return err
+	}
+	next, err := ot.Apply(headCode, applied)
+	if err != nil {
+		return fmt.Errorf("apply at revision %d: %w", h.head(), err)
+	}
+	if len(next) > codecrafter.MaxCodeLen {
+		return codecrafter.Errorf(codecrafter.EINVALID, "code: at most %d bytes after the edit, would be %d", codecrafter.MaxCodeLen, len(next))
+	}
+	e := &codecrafter.Edit{
+		SessionID: sessionID, Revision: h.head() + 1, UserID: userID,
+		ClientID: clientID, ClientSeq: seq, Ops: fromOT(applied),
+		CreatedAt: s.now().UTC().Truncate(time.Millisecond),
+	}
+	err = s.edits.AppendEdit(ctx, e, headCode)
+	if codecrafter.IsCode(err, codecrafter.ECONFLICT) {
+		s.heads.Delete(sessionID)
+		return errRetry // another replica took the revision: transform over it too
+	}
+	if err != nil {
+		s.heads.Delete(sessionID)
+		return err
+	}
+	h.appended(e, next)
+	s.remember(sessionID, h)
+	if err := s.bus.Publish(context.WithoutCancel(ctx), codecrafter.EditsTopic(sessionID), encodeEdit(e)); err != nil {
+		s.log.WarnContext(ctx, "publish edit", "session", sessionID, "err", err)
+	}
+	h.result = e
+	return nil
 }
 
 // Head returns the session's current revision and code.
@@ -305,6 +349,51 @@ type history struct {
 	base  int
 	code  string // at base
 	edits []*codecrafter.Edit
+
+	head_  string // the code at the head, once computed ("" and !headOK: not yet)
+	headOK bool
+	result *codecrafter.Edit // Edit's answer
+}
+
+// headCode returns the code at the head, computed once.
+func (h *history) headCode() (string, error) {
+	if !h.headOK {
+		code, err := h.codeAt(h.head())
+		if err != nil {
+			return "", err
+		}
+		h.head_, h.headOK = code, true
+	}
+	return h.head_, nil
+}
+
+// lenAt returns the length in code points of the code at rev, from the
+// snapshot's and the edits' lengths (no rebuild of the text).
+func (h *history) lenAt(rev int) (int, error) {
+	n := utf8.RuneCountInString(h.code)
+	for _, e := range h.edits {
+		if e.Revision > rev {
+			break
+		}
+		op := toOT(e.Ops)
+		if op.BaseLen() != n {
+			return 0, fmt.Errorf("the log's revision %d spans %d code points, the code has %d", e.Revision, op.BaseLen(), n)
+		}
+		n = op.TargetLen()
+	}
+	return n, nil
+}
+
+// appended records e, whose result is next, and keeps the history short.
+func (h *history) appended(e *codecrafter.Edit, next string) {
+	h.edits = append(h.edits, e)
+	h.head_, h.headOK = next, true
+	if len(h.edits) > keepEdits {
+		base := h.head() - keepEdits/2
+		if code, err := h.codeAt(base); err == nil {
+			h.code, h.edits, h.base = code, slices.Clone(h.edits[base-h.base:]), base
+		}
+	}
 }
 
 func (h *history) head() int { return h.base + len(h.edits) }

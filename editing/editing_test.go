@@ -17,6 +17,7 @@ import (
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/editing"
 	"github.com/codecrafter/codecrafter/inmem"
+	"github.com/codecrafter/codecrafter/mongo"
 	"github.com/codecrafter/codecrafter/mongo/mongotest"
 	"github.com/codecrafter/codecrafter/ot"
 )
@@ -26,6 +27,7 @@ var mongoURI string
 func TestMain(m *testing.M) { os.Exit(mongotest.Main(m, &mongoURI)) }
 
 type env struct {
+	store  *mongo.DB
 	svc    *editing.Service
 	sess   *codecrafter.Session
 	owner  context.Context
@@ -43,7 +45,7 @@ func newEnv(t *testing.T, code string) *env {
 	if err := db.CreateSession(t.Context(), s); err != nil {
 		t.Fatal(err)
 	}
-	return &env{svc: svc, sess: s, owner: codecrafter.WithUserID(t.Context(), "owner"), viewer: codecrafter.WithUserID(t.Context(), "viewer")}
+	return &env{store: db, svc: svc, sess: s, owner: codecrafter.WithUserID(t.Context(), "owner"), viewer: codecrafter.WithUserID(t.Context(), "viewer")}
 }
 
 func ip(n int) *int       { return &n }
@@ -311,5 +313,43 @@ func TestSelectionsMoveWithTheText(t *testing.T) {
 	}
 	if _, err := e.svc.SetSelection(e.viewer, e.sess.ID, 5, nil); !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
 		t.Fatalf("a future revision: %v", err)
+	}
+}
+
+// TestTwoReplicasEditOneSession: two services on one store (two
+// replicas) edit one session in turns and at once; each finds the other's
+// revisions through the append's compare-and-set, and the log converges.
+func TestTwoReplicasEditOneSession(t *testing.T) {
+	e := newEnv(t, "")
+	other := editing.New(e.store, e.store, inmem.NewBus(), slog.New(slog.DiscardHandler))
+	var wg sync.WaitGroup
+	for i, svc := range []*editing.Service{e.svc, other} {
+		wg.Go(func() {
+			for range 20 {
+				rev, doc, err := svc.Head(e.owner, e.sess)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := utf8.RuneCountInString(doc)
+				if _, err := svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: rev, Ops: insertAt(n, n, fmt.Sprint(i))}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, svc := range []*editing.Service{e.svc, other} {
+		rev, code, err := svc.Head(e.owner, e.sess)
+		if err != nil || rev != 40 || utf8.RuneCountInString(code) != 40 {
+			t.Fatalf("head %d %q %v, want revision 40 of 40 code points", rev, code, err)
+		}
+	}
+	// The cached history of the first is stale now: an edit through it at
+	// the head still lands as the next revision.
+	ed, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: 40, Ops: insertAt(40, 40, "!")})
+	if err != nil || ed.Revision != 41 {
+		t.Fatalf("edit after the other replica's: %+v, %v", ed, err)
 	}
 }
