@@ -46,13 +46,13 @@ type OutputChunk struct {
 
 // Execution is one run of some code.
 type Execution struct {
-	ID            string
-	SessionID     string // "" for a private run
+	ID        string
+	SessionID string // "" for a private run
 	// Revision is the session revision whose code this run ran: set when
 	// the run took the session's code, or sent the code of its current
 	// revision; nil otherwise (a private run, or code that was not any
 	// revision's).
-	Revision *int
+	Revision      *int
 	UserID        string // who asked for it
 	Language      string
 	Code          string

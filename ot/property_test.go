@@ -242,7 +242,7 @@ func FuzzTransform(f *testing.F) {
 	f.Add("func main() {\n\tprintln(\"𝄞\")\n}", int64(9), int64(10))
 	f.Fuzz(func(t *testing.T, doc string, seedA, seedB int64) {
 		if !utf8.ValidString(doc) || utf8.RuneCountInString(doc) > 1000 {
-			t.Skip()
+			return // not a document the service keeps: nothing to check
 		}
 		a := randOp(rand.New(rand.NewSource(seedA)), doc)
 		b := randOp(rand.New(rand.NewSource(seedB)), doc)

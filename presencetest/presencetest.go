@@ -19,7 +19,7 @@ type Deployment struct {
 	// ends. A single-replica adapter returns the same one every time.
 	Replica func(t *testing.T) codecrafter.Presence
 	// Kill stops p as a crashed replica stops: no more heartbeats and no
-	// clean-up. Nil for single-replica adapters (their replica tests skip).
+	// clean-up. Nil for single-replica adapters, which run Test only.
 	Kill func(t *testing.T, p codecrafter.Presence)
 }
 
@@ -35,7 +35,8 @@ const (
 	shortTTL    = 2 * time.Second
 )
 
-// Test runs the suite.
+// Test runs the suite of one replica's registry; TestReplicas is the rest,
+// for registries that replicas share.
 func Test(t *testing.T, newDeployment New) {
 	t.Run("HoldRelease", func(t *testing.T) {
 		t.Parallel()
@@ -89,12 +90,15 @@ func Test(t *testing.T, newDeployment New) {
 		online(t, p, "s2", "u")
 	})
 
+}
+
+// TestReplicas runs the suite of registries that replicas share: holds
+// on several replicas, a replica that closes, one that dies. Its
+// deployments must set Kill, and their replicas must have a Close method.
+func TestReplicas(t *testing.T, newDeployment New) {
 	t.Run("HeldOnTwoReplicas", func(t *testing.T) {
 		t.Parallel()
-		d := newDeployment(t, 0)
-		if d.Kill == nil {
-			t.Skip("a single-replica registry")
-		}
+		d := shared(t, newDeployment, 0)
 		a, b := d.Replica(t), d.Replica(t)
 		events := watch(t, d.Bus, "s")
 		ra := hold(t, a, "s", "u")
@@ -112,14 +116,11 @@ func Test(t *testing.T, newDeployment New) {
 
 	t.Run("CloseReleases", func(t *testing.T) {
 		t.Parallel()
-		d := newDeployment(t, 0)
-		if d.Kill == nil {
-			t.Skip("a single-replica registry")
-		}
+		d := shared(t, newDeployment, 0)
 		a, b := d.Replica(t), d.Replica(t)
 		closer, ok := a.(interface{ Close() })
 		if !ok {
-			t.Skip("no Close")
+			t.Fatalf("%T has no Close method", a)
 		}
 		events := watch(t, d.Bus, "s")
 		release := hold(t, a, "s", "u")
@@ -137,10 +138,7 @@ func Test(t *testing.T, newDeployment New) {
 
 	t.Run("DeadReplicaExpires", func(t *testing.T) {
 		t.Parallel()
-		d := newDeployment(t, shortTTL)
-		if d.Kill == nil {
-			t.Skip("a single-replica registry")
-		}
+		d := shared(t, newDeployment, shortTTL)
 		dead, alive := d.Replica(t), d.Replica(t)
 		events := watch(t, d.Bus, "s")
 		hold(t, dead, "s", "u")
@@ -157,6 +155,16 @@ func Test(t *testing.T, newDeployment New) {
 		hold(t, alive, "s", "marker")
 		expect(t, events, "marker", true)
 	})
+}
+
+// shared makes a deployment for TestReplicas, which needs Kill.
+func shared(t *testing.T, newDeployment New, ttl time.Duration) Deployment {
+	t.Helper()
+	d := newDeployment(t, ttl)
+	if d.Kill == nil {
+		t.Fatal("TestReplicas needs a deployment with Kill")
+	}
+	return d
 }
 
 func ctx(t *testing.T) context.Context {

@@ -141,7 +141,7 @@ func pubsubID(t *testing.T, c *goredis.Client, name string) string {
 
 func TestPresence(t *testing.T) {
 	t.Parallel()
-	presencetest.Test(t, func(t *testing.T, ttl time.Duration) presencetest.Deployment {
+	deployment := func(t *testing.T, ttl time.Duration) presencetest.Deployment {
 		p := prefix()
 		clients := map[codecrafter.Presence]*goredis.Client{}
 		return presencetest.Deployment{
@@ -157,7 +157,9 @@ func TestPresence(t *testing.T) {
 			// A dead replica's connection is gone: no heartbeat, no clean-up.
 			Kill: func(t *testing.T, r codecrafter.Presence) { clients[r].Close() },
 		}
-	})
+	}
+	t.Run("OneReplica", func(t *testing.T) { presencetest.Test(t, deployment) })
+	t.Run("Replicas", func(t *testing.T) { presencetest.TestReplicas(t, deployment) })
 }
 
 // TestPresenceHeartbeatRestores: a live replica's hold that was swept
