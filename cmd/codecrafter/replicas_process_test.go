@@ -151,8 +151,50 @@ func TestTwoServeProcesses(t *testing.T) {
 	// pauses cannot outlast.
 	procB, b := startServe(t, bin, "B", mustFreeAddr(t), append(env, "CODECRAFTER_PRESENCE_TTL=3s"))
 
+	s, bob := replicaJourney(t, a, b, procA.stop, func() *testApp {
+		_, a := startServe(t, bin, "A again", addrA, env)
+		return a
+	})
+	vars := map[string]any{"s": s.ID}
+
+	// frank holds a subscription on B only; B dies with -9 and cannot say
+	// goodbye: his hold expires and A's sweep takes him offline.
+	frank := b.register(t, "frank")
+	join(t, frank, *s.InviteCode)
+	bobSock := openSocket(t, a, "graphql-transport-ws", bob.Access) // A on its address again
+	bobSock.subscribe("presence", presenceQ, vars)
+	bobSock.await("presence", presenceOf(t, bob.ID, true))
+	frankSock := openSocket(t, b, "graphql-ws", frank.Access)
+	frankSock.subscribe("runs", sessionExecutionsQ, vars)
+	bobSock.await("presence", presenceOf(t, frank.ID, true))
+	if err := procB.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bobSock.awaitWithin("presence", presenceOf(t, frank.ID, false), 90*time.Second); err != nil {
+		t.Fatalf("frank not offline on A after B died: %v", err)
+	}
+	var got struct{ Session sessionOut }
+	bob.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
+	for _, p := range got.Session.Participants {
+		if p.User.ID == frank.ID && p.Online {
+			t.Fatalf("on A, frank still online after B died: %+v", got.Session.Participants)
+		}
+	}
+}
+
+// replicaJourney subscribes on replica A and acts on replica B: chat,
+// typing, presence (first list and changes, Participant.online) and
+// sessionExecutions all arrive; then A stops (stopA), B takes messages, A
+// starts again (startA) and messageAdded(after:) resumes with nothing
+// missed, then goes live. Each watcher on A is a user of its own whose
+// coming online proves their subscription live (a subscription holds
+// presence only once it is subscribed to the bus), so nothing is sent
+// before anyone listens. It returns the session and its watcher bob, a
+// client of A.
+func replicaJourney(t *testing.T, a, b *testApp, stopA func(), startA func() *testApp) (sessionOut, *user) {
+	t.Helper()
 	ada := b.register(t, "ada")
-	s := createSession(t, ada, "two processes")
+	s := createSession(t, ada, "two replicas")
 	vars := map[string]any{"s": s.ID}
 	watcher := func(name string) *user {
 		u := b.register(t, name)
@@ -216,11 +258,11 @@ func TestTwoServeProcesses(t *testing.T) {
 	for _, sock := range []*rawSocket{bobSock, chat, typing, runs} {
 		sock.conn.Close()
 	}
-	procA.stop()
+	stopA()
 	for i := range 3 {
 		ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": fmt.Sprint("m", i)}, nil)
 	}
-	_, a = startServe(t, bin, "A again", addrA, env)
+	a = startA()
 	chat = openSocket(t, a, "graphql-transport-ws", carol.Access)
 	chat.subscribe("resume", messageAddedQ, map[string]any{"s": s.ID, "a": first.ID})
 	next := func() chatEvent {
@@ -236,26 +278,5 @@ func TestTwoServeProcesses(t *testing.T) {
 		t.Fatalf("after the replay on the restarted A: got %q, want \"live\"", m.Body)
 	}
 
-	// frank holds a subscription on B only; B dies with -9 and cannot say
-	// goodbye: his hold expires and A's sweep takes him offline.
-	frank := b.register(t, "frank")
-	join(t, frank, *s.InviteCode)
-	bobSock = openSocket(t, a, "graphql-transport-ws", bob.Access)
-	bobSock.subscribe("presence", presenceQ, vars)
-	bobSock.await("presence", presenceOf(t, bob.ID, true))
-	frankSock := openSocket(t, b, "graphql-ws", frank.Access)
-	frankSock.subscribe("runs", sessionExecutionsQ, vars)
-	bobSock.await("presence", presenceOf(t, frank.ID, true))
-	if err := procB.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bobSock.awaitWithin("presence", presenceOf(t, frank.ID, false), 90*time.Second); err != nil {
-		t.Fatalf("frank not offline on A after B died: %v", err)
-	}
-	bob.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
-	for _, p := range got.Session.Participants {
-		if p.User.ID == frank.ID && p.Online {
-			t.Fatalf("on A, frank still online after B died: %+v", got.Session.Participants)
-		}
-	}
+	return s, bob
 }

@@ -37,93 +37,17 @@ func presenceOf(t *testing.T, userID string, on bool) func(map[string]json.RawMe
 	}
 }
 
-// TestTwoReplicasBehaveAsOne subscribes on replica A and acts on replica
-// B: chat, typing, presence (first list and changes, Participant.online)
-// and sessionExecutions all arrive, and messageAdded(after:) resumes with
-// nothing missed after A restarts. Each watcher on A is a user of its own
-// whose coming online proves their subscription live (a subscription holds
-// presence only once it is subscribed to the bus), so nothing is sent
-// before anyone listens.
+// TestTwoReplicasBehaveAsOne: two apps in this process on one Redis and
+// one store behave as one (replicaJourney); TestTwoServeProcesses takes
+// the same journey with real processes.
 func TestTwoReplicasBehaveAsOne(t *testing.T) {
 	t.Parallel()
 	a, b := startReplicas(t)
-	ada := b.register(t, "ada")
-	s := createSession(t, ada, "two replicas")
-	vars := map[string]any{"s": s.ID}
-	watcher := func(name string) *user {
-		u := b.register(t, name)
-		u.Client = a.client().With(u.Access) // watchers talk to A only
-		join(t, u, *s.InviteCode)
-		return u
-	}
-	bob := watcher("bob")
-	bobSock := openSocket(t, a, "graphql-transport-ws", bob.Access)
-	bobSock.subscribe("presence", presenceQ, vars)
-	bobSock.await("presence", presenceOf(t, bob.ID, true))
-	// listen opens a watcher's subscription on A and waits until it is live.
-	listen := func(name, op, query string) (*user, *rawSocket) {
-		u := watcher(name)
-		sock := openSocket(t, a, "graphql-ws", u.Access)
-		sock.subscribe(op, query, vars)
-		bobSock.await("presence", presenceOf(t, u.ID, true))
-		return u, sock
-	}
-	carol, chat := listen("carol", "chat", messageAddedQ)
-	_, typing := listen("dave", "typing", typingQ)
-	_, runs := listen("erin", "runs", sessionExecutionsQ)
-
-	adaSock := openSocket(t, b, "graphql-transport-ws", ada.Access)
-	adaSock.subscribe("chat", messageAddedQ, vars)
-	bobSock.await("presence", presenceOf(t, ada.ID, true)) // held on B, seen on A
-	// A's first list and Participant.online know whom B holds.
-	bobSock.subscribe("presence2", presenceQ, vars)
-	bobSock.await("presence2", presenceOf(t, ada.ID, true))
-	var got struct{ Session sessionOut }
-	bob.Do(t, sessQ, map[string]any{"id": s.ID}, &got)
-	for _, p := range got.Session.Participants {
-		if !p.Online {
-			t.Fatalf("on A, participant %s is not online: %+v", p.User.ID, got.Session.Participants)
-		}
-	}
-
-	ada.Do(t, `mutation($s: ID!) { setTyping(sessionId: $s, typing: true) }`, vars, nil)
-	typing.await("typing", func(d map[string]json.RawMessage) bool {
-		f := field[userFlag](t, d, "typing")
-		return f.User.ID == ada.ID && *f.Typing
+	replicaJourney(t, a, b, a.stop, func() *testApp {
+		again := &testApp{cfg: a.cfg}
+		again.start(t)
+		return again
 	})
-	ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": "first"}, nil)
-	first := field[chatEvent](t, chat.await("chat", func(map[string]json.RawMessage) bool { return true }), "messageAdded")
-	if first.Body != "first" || first.Author.ID != ada.ID {
-		t.Fatalf("carol got %+v", first)
-	}
-	run := execute(t, ada.Client, map[string]any{"language": "python", "code": "print(1)", "sessionId": s.ID})
-	runs.await("runs", func(d map[string]json.RawMessage) bool {
-		e := field[struct{ ID, Status string }](t, d, "sessionExecutions")
-		return e.ID == run.ID && e.Status == "QUEUED"
-	})
-
-	adaSock.conn.Close()
-	bobSock.await("presence", presenceOf(t, ada.ID, false))
-
-	// A restarts; meanwhile B takes messages; carol resumes after "first".
-	for _, sock := range []*rawSocket{bobSock, chat, typing, runs} {
-		sock.conn.Close()
-	}
-	a.stop()
-	for i := range 3 {
-		ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": fmt.Sprint("m", i)}, nil)
-	}
-	again := &testApp{cfg: a.cfg}
-	again.start(t)
-	chat = openSocket(t, again, "graphql-transport-ws", carol.Access)
-	chat.subscribe("resume", messageAddedQ, map[string]any{"s": s.ID, "a": first.ID})
-	ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": "live"}, nil)
-	for _, w := range []string{"m0", "m1", "m2", "live"} {
-		m := field[chatEvent](t, chat.await("resume", func(map[string]json.RawMessage) bool { return true }), "messageAdded")
-		if m.Body != w {
-			t.Fatalf("resumed on the restarted A: got %q, want %q", m.Body, w)
-		}
-	}
 }
 
 // TestReplicaKilledGoesOffline kills (SIGKILL) a serve process while a
