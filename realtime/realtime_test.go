@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/bustest"
 	"github.com/codecrafter/codecrafter/inmem"
 	"github.com/codecrafter/codecrafter/mongo"
 	"github.com/codecrafter/codecrafter/mongo/mongotest"
@@ -239,22 +239,23 @@ func TestMessageAddedSurvivesSlowSubscription(t *testing.T) {
 // (its connection dropped) and refuses new ones for a while; messages
 // stored meanwhile come from the store once it is back.
 func TestMessageAddedSurvivesConnectionLoss(t *testing.T) {
-	bus := &flakyBus{Bus: inmem.NewBus(), refused: make(chan struct{}, 1)}
-	e := newEnvWith(t, nil, bus.Bus, bus)
+	inner := inmem.NewBus()
+	bus := bustest.NewFlaky(inner)
+	e := newEnvWith(t, nil, inner, bus)
 	ch, err := e.svc.MessageAdded(e.viewer, e.session, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sendN(t, e, 1, 1)
 	expectSeqs(t, ch, 1, 1)
-	bus.drop()
+	bus.Drop()
 	sendN(t, e, 2, 4)
 	select {
-	case <-bus.refused: // the follower tried to subscribe again
+	case <-bus.Refused: // the follower tried to subscribe again
 	case <-time.After(10 * time.Second):
 		t.Fatal("no resubscription")
 	}
-	bus.up()
+	bus.Up()
 	expectSeqs(t, ch, 2, 4)
 	sendN(t, e, 5, 5)
 	expectSeqs(t, ch, 5, 5)
@@ -282,46 +283,6 @@ func TestMessageAddedStartsAtTail(t *testing.T) {
 		expectSeqs(t, ch, stored, stored)
 		cancel()
 	}
-}
-
-// flakyBus ends its subscriptions on drop and refuses new ones until up.
-type flakyBus struct {
-	*inmem.Bus
-	mu      sync.Mutex
-	down    bool
-	cancels []context.CancelFunc
-	refused chan struct{} // signalled when a Subscribe was refused
-}
-
-func (b *flakyBus) Subscribe(ctx context.Context, topic string) (<-chan []byte, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.down {
-		select {
-		case b.refused <- struct{}{}:
-		default:
-		}
-		return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "bus down")
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	b.cancels = append(b.cancels, cancel)
-	return b.Bus.Subscribe(ctx, topic)
-}
-
-func (b *flakyBus) drop() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.down = true
-	for _, cancel := range b.cancels {
-		cancel()
-	}
-	b.cancels = nil
-}
-
-func (b *flakyBus) up() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.down = false
 }
 
 func TestTypingLapsesAndClearsOnSend(t *testing.T) {
