@@ -115,8 +115,8 @@ func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecr
 				return nil, err
 			}
 		}
-		if err := s.edit1(ctx, sess, userID, in, op, clientID, seq, cached); err != errRetry {
-			return cached.result, err
+		if e, err := s.edit1(ctx, sess, userID, in, op, clientID, seq, cached); err != errRetry {
+			return e, err
 		}
 	}
 	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the code is changing too fast; resend the edit")
@@ -124,44 +124,42 @@ func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecr
 
 var errRetry = fmt.Errorf("editing: revision taken, retry")
 
-// edit1 tries to append the edit on h; errRetry when another writer took
-// the revision (h is then stale). On success h.result is the edit.
-func (s *Service) edit1(ctx context.Context, sess *codecrafter.Session, userID string, in Input, op ot.Operation, clientID string, seq int, h *history) error {
+// edit1 tries to append the edit on h and returns it as applied;
+// errRetry when another writer took the revision (h is then stale).
+func (s *Service) edit1(ctx context.Context, sess *codecrafter.Session, userID string, in Input, op ot.Operation, clientID string, seq int, h *history) (*codecrafter.Edit, error) {
 	sessionID := sess.ID
-	h.result = nil
 	if in.BaseRevision > h.head() {
-		return codecrafter.Errorf(codecrafter.ECONFLICT, "baseRevision %d is newer than the document (revision %d): reload the session", in.BaseRevision, h.head())
+		return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "baseRevision %d is newer than the document (revision %d): reload the session", in.BaseRevision, h.head())
 	}
 	if clientID != "" {
 		if e := h.find(in.BaseRevision, clientID, seq); e != nil {
-			h.result = e // a resend: applied once already
-			return nil
+			return e, nil // a resend: applied once already
 		}
 	}
 	if n, err := h.lenAt(in.BaseRevision); err != nil {
-		return err
+		return nil, err
 	} else if op.BaseLen() != n {
-		return codecrafter.Errorf(codecrafter.EINVALID, "ops: the edit spans %d code points, the code at revision %d has %d (retains + deletes must cover it)", op.BaseLen(), in.BaseRevision, n)
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "ops: the edit spans %d code points, the code at revision %d has %d (retains + deletes must cover it)", op.BaseLen(), in.BaseRevision, n)
 	}
 	applied := op
 	var err error
 	for _, e := range h.edits {
 		if e.Revision > in.BaseRevision {
 			if _, applied, err = ot.Transform(toOT(e.Ops), applied); err != nil {
-				return fmt.Errorf("transform over revision %d: %w", e.Revision, err)
+				return nil, fmt.Errorf("transform over revision %d: %w", e.Revision, err)
 			}
 		}
 	}
 	headCode, err := h.headCode()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	next, err := ot.Apply(headCode, applied)
 	if err != nil {
-		return fmt.Errorf("apply at revision %d: %w", h.head(), err)
+		return nil, fmt.Errorf("apply at revision %d: %w", h.head(), err)
 	}
 	if len(next) > codecrafter.MaxCodeLen {
-		return codecrafter.Errorf(codecrafter.EINVALID, "code: at most %d bytes after the edit, would be %d", codecrafter.MaxCodeLen, len(next))
+		return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: at most %d bytes after the edit, would be %d", codecrafter.MaxCodeLen, len(next))
 	}
 	e := &codecrafter.Edit{
 		SessionID: sessionID, Revision: h.head() + 1, UserID: userID,
@@ -171,19 +169,18 @@ func (s *Service) edit1(ctx context.Context, sess *codecrafter.Session, userID s
 	err = s.edits.AppendEdit(ctx, e, headCode)
 	if codecrafter.IsCode(err, codecrafter.ECONFLICT) {
 		s.heads.Delete(sessionID)
-		return errRetry // another replica took the revision: transform over it too
+		return nil, errRetry // another replica took the revision: transform over it too
 	}
 	if err != nil {
 		s.heads.Delete(sessionID)
-		return err
+		return nil, err
 	}
 	h.appended(e, next)
 	s.remember(sessionID, h)
 	if err := s.bus.Publish(context.WithoutCancel(ctx), codecrafter.EditsTopic(sessionID), encodeEdit(e)); err != nil {
 		s.log.WarnContext(ctx, "publish edit", "session", sessionID, "err", err)
 	}
-	h.result = e
-	return nil
+	return e, nil
 }
 
 // Head returns the session's current revision and code.
@@ -350,9 +347,8 @@ type history struct {
 	code  string // at base
 	edits []*codecrafter.Edit
 
-	head_  string // the code at the head, once computed ("" and !headOK: not yet)
-	headOK bool
-	result *codecrafter.Edit // Edit's answer
+	headText string // the code at the head, once computed (headOK)
+	headOK   bool
 }
 
 // headCode returns the code at the head, computed once.
@@ -362,9 +358,9 @@ func (h *history) headCode() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		h.head_, h.headOK = code, true
+		h.headText, h.headOK = code, true
 	}
-	return h.head_, nil
+	return h.headText, nil
 }
 
 // lenAt returns the length in code points of the code at rev, from the
@@ -387,7 +383,7 @@ func (h *history) lenAt(rev int) (int, error) {
 // appended records e, whose result is next, and keeps the history short.
 func (h *history) appended(e *codecrafter.Edit, next string) {
 	h.edits = append(h.edits, e)
-	h.head_, h.headOK = next, true
+	h.headText, h.headOK = next, true
 	if len(h.edits) > keepEdits {
 		base := h.head() - keepEdits/2
 		if code, err := h.codeAt(base); err == nil {
