@@ -19,6 +19,7 @@ import (
 
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/ot"
+	"github.com/codecrafter/codecrafter/stream"
 )
 
 // Service runs the editing use cases for the caller in ctx.
@@ -468,78 +469,27 @@ func (s *Service) CodeEdited(ctx context.Context, sessionID string, sinceRevisio
 	go func() {
 		defer cancel()
 		defer close(out)
-		f := follower{s: s, sess: sess, out: out, last: last}
-		if f.catchUp(ctx) {
-			f.follow(ctx, live)
-		}
+		stream.Follow(ctx, s.editStream(sess), live, last, out)
 	}()
 	return out, nil
 }
 
-type follower struct {
-	s    *Service
-	sess *codecrafter.Session
-	out  chan<- *codecrafter.Edit
-	last int
-}
-
-func (f *follower) follow(ctx context.Context, live <-chan []byte) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case b, ok := <-live:
-			if !ok { // the bus ended the subscription: take it up again
-				var err error
-				if live, err = f.s.bus.Subscribe(ctx, codecrafter.EditsTopic(f.sess.ID)); err != nil || !f.catchUp(ctx) {
-					return
-				}
-				continue
-			}
-			e, err := decodeEdit(f.sess.ID, b)
+// editStream is a session's edit log as a numbered stream.
+func (s *Service) editStream(sess *codecrafter.Session) stream.Source[*codecrafter.Edit] {
+	return stream.Source[*codecrafter.Edit]{
+		Name: "edits", Log: s.log.With("session", sess.ID),
+		Seq:    func(e *codecrafter.Edit) int { return e.Revision },
+		Decode: func(b []byte) (*codecrafter.Edit, error) { return decodeEdit(sess.ID, b) },
+		Read: func(ctx context.Context, after int) ([]*codecrafter.Edit, bool, error) {
+			h, err := s.load(ctx, sess, after)
 			if err != nil {
-				f.s.log.WarnContext(ctx, "bad edit event", "session", f.sess.ID, "err", err)
-				continue
+				return nil, false, err
 			}
-			switch {
-			case e.Revision <= f.last:
-			case e.Revision == f.last+1:
-				if !f.send(ctx, e) {
-					return
-				}
-			default: // a gap: the log has it
-				if !f.catchUp(ctx) {
-					return
-				}
-			}
-		}
-	}
-}
-
-// catchUp sends what the log holds after the last revision sent.
-func (f *follower) catchUp(ctx context.Context) bool {
-	h, err := f.s.load(ctx, f.sess, f.last)
-	if err != nil {
-		if ctx.Err() == nil {
-			f.s.log.WarnContext(ctx, "edits catch-up", "session", f.sess.ID, "err", err)
-		}
-		return ctx.Err() == nil
-	}
-	for _, e := range h.edits {
-		if e.Revision > f.last && !f.send(ctx, e) {
-			return false
-		}
-	}
-	return true
-}
-
-func (f *follower) send(ctx context.Context, e *codecrafter.Edit) bool {
-	select {
-	case f.out <- e:
-		f.last = e.Revision
-		return true
-	case <-ctx.Done():
-		return false
+			return h.edits, false, nil // from a snapshot at or before after: the follower skips those
+		},
+		Subscribe: func(ctx context.Context) (<-chan []byte, error) {
+			return s.bus.Subscribe(ctx, codecrafter.EditsTopic(sess.ID))
+		},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/stream"
 )
 
 // Config tunes the service. Zero fields take the defaults.
@@ -31,10 +32,6 @@ const (
 	DefaultTypingTTL = 5 * time.Second
 	MaxPageLimit     = 100 // messages(limit)
 	replayPage       = 100
-	// Waits between attempts to subscribe again after the bus ended a
-	// chat subscription.
-	resubscribeMin = 50 * time.Millisecond
-	resubscribeMax = 5 * time.Second
 )
 
 // Service implements the realtime operations for the caller in ctx.
@@ -162,8 +159,7 @@ func (s *Service) MessageAdded(ctx context.Context, sessionID string, after *str
 	go func() {
 		defer cancel()
 		defer close(out)
-		f := chatFollower{s: s, sessionID: sessionID, out: out, last: seq}
-		f.follow(ctx, live)
+		stream.Follow(ctx, s.chatStream(sessionID), live, seq, out)
 	}()
 	return out, nil
 }
@@ -200,148 +196,20 @@ func (s *Service) tail(ctx context.Context, sessionID string) (int, error) {
 	return lo, nil
 }
 
-// chatFollower sends a session's messages to out in seq order, each once.
-type chatFollower struct {
-	s         *Service
-	sessionID string
-	out       chan<- *codecrafter.Message
-	last      int // seq of the last message sent (or skipped: before the start)
-}
-
-// Concurrent senders can reach the bus out of order: a message ahead of
-// the next one expected is held for up to reorderWait (at most maxEarly of
-// them) for the ones between to arrive, before the store is read. Without
-// it every subscriber of the session re-reads the store at once.
-const (
-	reorderWait = 100 * time.Millisecond
-	maxEarly    = 64
-)
-
-func (f *chatFollower) follow(ctx context.Context, live <-chan []byte) {
-	early := map[int]*codecrafter.Message{}
-	gap := time.NewTimer(time.Hour)
-	gap.Stop()
-	defer gap.Stop()
-	waiting := false
-	wait := func(on bool) {
-		switch {
-		case on && !waiting:
-			gap.Reset(reorderWait)
-		case !on && waiting:
-			gap.Stop()
-		}
-		waiting = on
-	}
-	// catchUp sends what the store has; when the store fails it tries
-	// again shortly, since no later event may come to trigger it.
-	catchUp := func() bool {
-		clear(early) // the store has them
-		wait(false)
-		err := f.catchUp(ctx)
-		if ctx.Err() != nil {
-			return false
-		}
-		if err != nil {
-			f.s.log.WarnContext(ctx, "chat catch-up; retrying", "session", f.sessionID, "err", err)
-			wait(true)
-		}
-		return true
-	}
-	if !catchUp() { // what came after the start (the replay of after:)
-		return
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-gap.C:
-			waiting = false
-			if !catchUp() {
-				return
-			}
-		case b, ok := <-live:
-			if !ok {
-				if live = f.resubscribe(ctx); live == nil || !catchUp() {
-					return
-				}
-				continue
-			}
-			m, err := decodeMessage(f.sessionID, b)
-			if err != nil {
-				f.s.log.WarnContext(ctx, "bad chat event", "session", f.sessionID, "err", err)
-				continue
-			}
-			switch {
-			case m.Seq <= f.last: // already sent (read from the store)
-			case m.Seq == f.last+1:
-				for m != nil { // m, then any held that follow it
-					f.s.cfg.Metrics.observeDelivery(f.s.now().Sub(m.CreatedAt))
-					if !f.send(ctx, m) {
-						return
-					}
-					m = early[f.last+1]
-					delete(early, f.last)
-				}
-				wait(len(early) > 0)
-			case len(early) < maxEarly:
-				early[m.Seq] = m
-				wait(true)
-			default: // too far behind for a late arrival: the store has them
-				if !catchUp() {
-					return
-				}
-			}
-		}
-	}
-}
-
-// resubscribe subscribes again after the bus ended the subscription,
-// retrying with backoff; nil when ctx ended first. Its caller catches up
-// from the store, which has whatever the bus lost meanwhile.
-func (f *chatFollower) resubscribe(ctx context.Context) <-chan []byte {
-	wait := resubscribeMin
-	for ctx.Err() == nil {
-		live, err := f.s.bus.Subscribe(ctx, codecrafter.ChatTopic(f.sessionID))
-		if err == nil {
-			return live
-		}
-		f.s.log.WarnContext(ctx, "chat resubscribe", "session", f.sessionID, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
-		wait = min(2*wait, resubscribeMax)
-	}
-	return nil
-}
-
-// catchUp sends what the store holds after the last message sent.
-func (f *chatFollower) catchUp(ctx context.Context) error {
-	for {
-		ms, err := f.s.messages.Messages(ctx, f.sessionID, f.last, replayPage)
-		if err != nil {
-			return err
-		}
-		for _, m := range ms {
-			if !f.send(ctx, m) {
-				return ctx.Err()
-			}
-		}
-		if len(ms) < replayPage {
-			return nil
-		}
-	}
-}
-
-func (f *chatFollower) send(ctx context.Context, m *codecrafter.Message) bool {
-	select {
-	case f.out <- m:
-		f.last = m.Seq
-		return true
-	case <-ctx.Done():
-		return false
+// chatStream is a session's chat as a numbered stream.
+func (s *Service) chatStream(sessionID string) stream.Source[*codecrafter.Message] {
+	return stream.Source[*codecrafter.Message]{
+		Name: "chat", Log: s.log.With("session", sessionID),
+		Seq:    func(m *codecrafter.Message) int { return m.Seq },
+		Decode: func(b []byte) (*codecrafter.Message, error) { return decodeMessage(sessionID, b) },
+		Read: func(ctx context.Context, after int) ([]*codecrafter.Message, bool, error) {
+			ms, err := s.messages.Messages(ctx, sessionID, after, replayPage)
+			return ms, len(ms) == replayPage, err
+		},
+		Subscribe: func(ctx context.Context) (<-chan []byte, error) {
+			return s.bus.Subscribe(ctx, codecrafter.ChatTopic(sessionID))
+		},
+		Live: func(m *codecrafter.Message) { s.cfg.Metrics.observeDelivery(s.now().Sub(m.CreatedAt)) },
 	}
 }
 
