@@ -270,7 +270,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Suggestions:    a.cfg.introspection(),
 		GraphiQL:       a.cfg.graphiql(),
 		TrustedProxies: a.cfg.trustedProxies(),
-		WebSocket:      server.WebSocketLimits{ConnectsPerMinute: a.cfg.WSConnectsPerMin},
+		WebSocket:      server.WebSocketLimits{ConnectsPerMinute: a.cfg.WSConnectsPerMin, PerUser: a.cfg.WSPerUser},
 	}, server.Deps{
 		Schema: schema,
 		Authenticate: func(_ context.Context, token string) (string, error) {

@@ -107,6 +107,7 @@ func benchApp(b *testing.B, pool int) (*testApp, *user, string) {
 		c.Worker, c.PoolSize = "on", pool
 		c.SandboxInstance = "bench"
 		c.WorkerConcurrency = 4
+		c.WSPerUser = 1000 // BenchmarkThroughput follows each run on a socket of its own
 	})
 	u := ta.register(b, "bench")
 	s := createSession(b, u, "bench")
