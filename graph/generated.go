@@ -66,30 +66,34 @@ type ComplexityRoot struct {
 	}
 
 	Execution struct {
-		Code          func(childComplexity int) int
-		CompileOutput func(childComplexity int) int
-		CreatedAt     func(childComplexity int) int
-		DurationMs    func(childComplexity int) int
-		ExitCode      func(childComplexity int) int
-		FinishedAt    func(childComplexity int) int
-		ID            func(childComplexity int) int
-		Language      func(childComplexity int) int
-		RequestedBy   func(childComplexity int) int
-		Revision      func(childComplexity int) int
-		SessionID     func(childComplexity int) int
-		StartedAt     func(childComplexity int) int
-		Status        func(childComplexity int) int
-		Stderr        func(childComplexity int) int
-		Stdin         func(childComplexity int) int
-		Stdout        func(childComplexity int) int
+		Code             func(childComplexity int) int
+		CompileOutput    func(childComplexity int) int
+		CreatedAt        func(childComplexity int) int
+		DurationMs       func(childComplexity int) int
+		EstimatedStartMs func(childComplexity int) int
+		ExitCode         func(childComplexity int) int
+		FinishedAt       func(childComplexity int) int
+		ID               func(childComplexity int) int
+		Language         func(childComplexity int) int
+		QueuePosition    func(childComplexity int) int
+		RequestedBy      func(childComplexity int) int
+		Revision         func(childComplexity int) int
+		SessionID        func(childComplexity int) int
+		StartedAt        func(childComplexity int) int
+		Status           func(childComplexity int) int
+		Stderr           func(childComplexity int) int
+		Stdin            func(childComplexity int) int
+		Stdout           func(childComplexity int) int
 	}
 
 	ExecutionOutput struct {
-		Data        func(childComplexity int) int
-		ExecutionID func(childComplexity int) int
-		Seq         func(childComplexity int) int
-		Status      func(childComplexity int) int
-		Stream      func(childComplexity int) int
+		Data             func(childComplexity int) int
+		EstimatedStartMs func(childComplexity int) int
+		ExecutionID      func(childComplexity int) int
+		QueuePosition    func(childComplexity int) int
+		Seq              func(childComplexity int) int
+		Status           func(childComplexity int) int
+		Stream           func(childComplexity int) int
 	}
 
 	Message struct {
@@ -145,6 +149,7 @@ type ComplexityRoot struct {
 		Messages   func(childComplexity int, sessionID string, after *string, limit *int) int
 		MySessions func(childComplexity int) int
 		Session    func(childComplexity int, id string) int
+		Timeline   func(childComplexity int, sessionID string, after *string, limit *int) int
 		User       func(childComplexity int, id string) int
 	}
 
@@ -188,6 +193,7 @@ type ComplexityRoot struct {
 		Presence          func(childComplexity int, sessionID string) int
 		Selections        func(childComplexity int, sessionID string) int
 		SessionExecutions func(childComplexity int, sessionID string) int
+		TimelineAdded     func(childComplexity int, sessionID string, after *string) int
 		Typing            func(childComplexity int, sessionID string) int
 	}
 
@@ -195,6 +201,19 @@ type ComplexityRoot struct {
 		Delete func(childComplexity int) int
 		Insert func(childComplexity int) int
 		Retain func(childComplexity int) int
+	}
+
+	TimelineItem struct {
+		At           func(childComplexity int) int
+		Cursor       func(childComplexity int) int
+		EditCount    func(childComplexity int) int
+		Execution    func(childComplexity int) int
+		FromRevision func(childComplexity int) int
+		Kind         func(childComplexity int) int
+		Message      func(childComplexity int) int
+		Role         func(childComplexity int) int
+		ToRevision   func(childComplexity int) int
+		User         func(childComplexity int) int
 	}
 
 	TypingEvent struct {
@@ -229,6 +248,9 @@ type ExecutionResolver interface {
 
 	DurationMs(ctx context.Context, obj *codecrafter.Execution) (*int, error)
 	RequestedBy(ctx context.Context, obj *codecrafter.Execution) (*codecrafter.User, error)
+
+	QueuePosition(ctx context.Context, obj *codecrafter.Execution) (*int, error)
+	EstimatedStartMs(ctx context.Context, obj *codecrafter.Execution) (*int, error)
 }
 type MessageResolver interface {
 	Author(ctx context.Context, obj *codecrafter.Message) (*codecrafter.User, error)
@@ -273,6 +295,7 @@ type QueryResolver interface {
 	Executions(ctx context.Context, sessionID string, limit *int) ([]*codecrafter.Execution, error)
 	Languages(ctx context.Context) ([]*codecrafter.Runtime, error)
 	CodeAt(ctx context.Context, sessionID string, revision int) (string, error)
+	Timeline(ctx context.Context, sessionID string, after *string, limit *int) ([]*model.TimelineItem, error)
 }
 type SelectionEventResolver interface {
 	User(ctx context.Context, obj *editing.Selection) (*codecrafter.User, error)
@@ -293,6 +316,7 @@ type SubscriptionResolver interface {
 	Selections(ctx context.Context, sessionID string) (<-chan *editing.Selection, error)
 	ExecutionOutput(ctx context.Context, executionID string) (<-chan *model.ExecutionOutput, error)
 	SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error)
+	TimelineAdded(ctx context.Context, sessionID string, after *string) (<-chan *model.TimelineItem, error)
 }
 type TypingEventResolver interface {
 	User(ctx context.Context, obj *realtime.TypingEvent) (*codecrafter.User, error)
@@ -393,6 +417,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Execution.DurationMs(childComplexity), true
+	case "Execution.estimatedStartMs":
+		if e.ComplexityRoot.Execution.EstimatedStartMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Execution.EstimatedStartMs(childComplexity), true
 	case "Execution.exitCode":
 		if e.ComplexityRoot.Execution.ExitCode == nil {
 			break
@@ -417,6 +447,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Execution.Language(childComplexity), true
+	case "Execution.queuePosition":
+		if e.ComplexityRoot.Execution.QueuePosition == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Execution.QueuePosition(childComplexity), true
 	case "Execution.requestedBy":
 		if e.ComplexityRoot.Execution.RequestedBy == nil {
 			break
@@ -472,12 +508,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ExecutionOutput.Data(childComplexity), true
+	case "ExecutionOutput.estimatedStartMs":
+		if e.ComplexityRoot.ExecutionOutput.EstimatedStartMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExecutionOutput.EstimatedStartMs(childComplexity), true
 	case "ExecutionOutput.executionId":
 		if e.ComplexityRoot.ExecutionOutput.ExecutionID == nil {
 			break
 		}
 
 		return e.ComplexityRoot.ExecutionOutput.ExecutionID(childComplexity), true
+	case "ExecutionOutput.queuePosition":
+		if e.ComplexityRoot.ExecutionOutput.QueuePosition == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExecutionOutput.QueuePosition(childComplexity), true
 	case "ExecutionOutput.seq":
 		if e.ComplexityRoot.ExecutionOutput.Seq == nil {
 			break
@@ -867,6 +915,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Session(childComplexity, args["id"].(string)), true
+	case "Query.timeline":
+		if e.ComplexityRoot.Query.Timeline == nil {
+			break
+		}
+
+		args, err := ec.field_Query_timeline_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Timeline(childComplexity, args["sessionId"].(string), args["after"].(*string), args["limit"].(*int)), true
 	case "Query.user":
 		if e.ComplexityRoot.Query.User == nil {
 			break
@@ -1075,6 +1134,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Subscription.SessionExecutions(childComplexity, args["sessionId"].(string)), true
+	case "Subscription.timelineAdded":
+		if e.ComplexityRoot.Subscription.TimelineAdded == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_timelineAdded_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.TimelineAdded(childComplexity, args["sessionId"].(string), args["after"].(*string)), true
 	case "Subscription.typing":
 		if e.ComplexityRoot.Subscription.Typing == nil {
 			break
@@ -1105,6 +1175,67 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.TextOp.Retain(childComplexity), true
+
+	case "TimelineItem.at":
+		if e.ComplexityRoot.TimelineItem.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.At(childComplexity), true
+	case "TimelineItem.cursor":
+		if e.ComplexityRoot.TimelineItem.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.Cursor(childComplexity), true
+	case "TimelineItem.editCount":
+		if e.ComplexityRoot.TimelineItem.EditCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.EditCount(childComplexity), true
+	case "TimelineItem.execution":
+		if e.ComplexityRoot.TimelineItem.Execution == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.Execution(childComplexity), true
+	case "TimelineItem.fromRevision":
+		if e.ComplexityRoot.TimelineItem.FromRevision == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.FromRevision(childComplexity), true
+	case "TimelineItem.kind":
+		if e.ComplexityRoot.TimelineItem.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.Kind(childComplexity), true
+	case "TimelineItem.message":
+		if e.ComplexityRoot.TimelineItem.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.Message(childComplexity), true
+	case "TimelineItem.role":
+		if e.ComplexityRoot.TimelineItem.Role == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.Role(childComplexity), true
+	case "TimelineItem.toRevision":
+		if e.ComplexityRoot.TimelineItem.ToRevision == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.ToRevision(childComplexity), true
+	case "TimelineItem.user":
+		if e.ComplexityRoot.TimelineItem.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TimelineItem.User(childComplexity), true
 
 	case "TypingEvent.sessionId":
 		if e.ComplexityRoot.TypingEvent.SessionID == nil {
@@ -1286,6 +1417,8 @@ type Query {
   languages: [Runtime!]!
   "The session's code as it was at revision (0: as created). BAD_USER_INPUT beyond the current revision."
   codeAt(sessionId: ID!, revision: Int!): String!
+  "The session's whole story in one order, oldest first: edits (grouped per author into bursts), chat messages, runs with their final status, joins, leaves, removals and role changes. Page on with after: the cursor of the last item seen."
+  timeline(sessionId: ID!, after: String, limit: Int = 50): [TimelineItem!]!
 }
 
 type Mutation {
@@ -1337,6 +1470,8 @@ type Subscription {
   executionOutput(executionId: ID!): ExecutionOutput!
   "Each status change of any execution in the session."
   sessionExecutions(sessionId: ID!): Execution!
+  "Items as they join the session's timeline, in timeline order. With after (a cursor), first the items after it, then live: no gap and no duplicate. An edit burst that grows is sent again with the same cursor and its new toRevision."
+  timelineAdded(sessionId: ID!, after: String): TimelineItem!
 }
 
 input RegisterInput {
@@ -1504,6 +1639,10 @@ type Execution {
   createdAt: Time!
   startedAt: Time
   finishedAt: Time
+  "While QUEUED: how many runs will start before this one (0: it is next); null once it has started."
+  queuePosition: Int
+  "While QUEUED: the estimated wait until it starts, in milliseconds; null once it has started."
+  estimatedStartMs: Int
 }
 
 "A chunk of output (stream and data set) or a status change (data null)."
@@ -1513,6 +1652,10 @@ type ExecutionOutput {
   stream: OutputStream
   data: String
   status: ExecutionStatus!
+  "While QUEUED: the run's place in the queue (0: next), on status events."
+  queuePosition: Int
+  "While QUEUED: the estimated wait until it starts, in milliseconds."
+  estimatedStartMs: Int
 }
 
 type Runtime {
@@ -1539,6 +1682,39 @@ type SelectionEvent {
   "The revision the ranges are at."
   revision: Int!
   ranges: [SelectionRange!]!
+}
+
+enum TimelineKind {
+  "A burst of edits by one author (fromRevision..toRevision)."
+  EDITS
+  MESSAGE
+  "A run, once it has its final status."
+  RUN
+  JOINED
+  LEFT
+  REMOVED
+  ROLE_CHANGED
+}
+
+"One entry of a session's timeline; which fields are set depends on kind."
+type TimelineItem {
+  "Orders the timeline; pass it as after to page on or resume."
+  cursor: String!
+  kind: TimelineKind!
+  "When it happened (for EDITS: the last edit of the burst)."
+  at: Time!
+  "The author of the edits or message, who ran, who joined, left, was removed or had their role changed."
+  user: User!
+  "EDITS: the burst's first and last revision and how many edits it holds."
+  fromRevision: Int
+  toRevision: Int
+  editCount: Int
+  "MESSAGE"
+  message: Message
+  "RUN"
+  execution: Execution
+  "JOINED and ROLE_CHANGED: the role they have now."
+  role: Role
 }
 `, BuiltIn: false},
 }
@@ -1610,6 +1786,10 @@ func (ec *executionContext) childFields_Execution(ctx context.Context, field gra
 		return ec.fieldContext_Execution_startedAt(ctx, field)
 	case "finishedAt":
 		return ec.fieldContext_Execution_finishedAt(ctx, field)
+	case "queuePosition":
+		return ec.fieldContext_Execution_queuePosition(ctx, field)
+	case "estimatedStartMs":
+		return ec.fieldContext_Execution_estimatedStartMs(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Execution", field.Name)
 }
@@ -1626,6 +1806,10 @@ func (ec *executionContext) childFields_ExecutionOutput(ctx context.Context, fie
 		return ec.fieldContext_ExecutionOutput_data(ctx, field)
 	case "status":
 		return ec.fieldContext_ExecutionOutput_status(ctx, field)
+	case "queuePosition":
+		return ec.fieldContext_ExecutionOutput_queuePosition(ctx, field)
+	case "estimatedStartMs":
+		return ec.fieldContext_ExecutionOutput_estimatedStartMs(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ExecutionOutput", field.Name)
 }
@@ -1748,6 +1932,32 @@ func (ec *executionContext) childFields_TextOp(ctx context.Context, field graphq
 		return ec.fieldContext_TextOp_delete(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type TextOp", field.Name)
+}
+
+func (ec *executionContext) childFields_TimelineItem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_TimelineItem_cursor(ctx, field)
+	case "kind":
+		return ec.fieldContext_TimelineItem_kind(ctx, field)
+	case "at":
+		return ec.fieldContext_TimelineItem_at(ctx, field)
+	case "user":
+		return ec.fieldContext_TimelineItem_user(ctx, field)
+	case "fromRevision":
+		return ec.fieldContext_TimelineItem_fromRevision(ctx, field)
+	case "toRevision":
+		return ec.fieldContext_TimelineItem_toRevision(ctx, field)
+	case "editCount":
+		return ec.fieldContext_TimelineItem_editCount(ctx, field)
+	case "message":
+		return ec.fieldContext_TimelineItem_message(ctx, field)
+	case "execution":
+		return ec.fieldContext_TimelineItem_execution(ctx, field)
+	case "role":
+		return ec.fieldContext_TimelineItem_role(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TimelineItem", field.Name)
 }
 
 func (ec *executionContext) childFields_TypingEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2376,6 +2586,36 @@ func (ec *executionContext) field_Query_session_args(ctx context.Context, rawArg
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_timeline_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sessionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "limit",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["limit"] = arg2
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_user_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2487,6 +2727,28 @@ func (ec *executionContext) field_Subscription_sessionExecutions_args(ctx contex
 		return nil, err
 	}
 	args["sessionId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_timelineAdded_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "sessionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["sessionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -3166,6 +3428,52 @@ func (ec *executionContext) fieldContext_Execution_finishedAt(_ context.Context,
 	return graphql.NewScalarFieldContext("Execution", field, false, false, "Time")
 }
 
+func (ec *executionContext) _Execution_queuePosition(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Execution) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Execution_queuePosition(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Execution().QueuePosition(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Execution_queuePosition(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Execution", field, true, true, "Int")
+}
+
+func (ec *executionContext) _Execution_estimatedStartMs(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Execution) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Execution_estimatedStartMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Execution().EstimatedStartMs(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Execution_estimatedStartMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Execution", field, true, true, "Int")
+}
+
 func (ec *executionContext) _ExecutionOutput_executionId(ctx context.Context, field graphql.CollectedField, obj *model.ExecutionOutput) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3279,6 +3587,52 @@ func (ec *executionContext) _ExecutionOutput_status(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_ExecutionOutput_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ExecutionOutput", field, false, false, "ExecutionStatus")
+}
+
+func (ec *executionContext) _ExecutionOutput_queuePosition(ctx context.Context, field graphql.CollectedField, obj *model.ExecutionOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExecutionOutput_queuePosition(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.QueuePosition, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ExecutionOutput_queuePosition(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExecutionOutput", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ExecutionOutput_estimatedStartMs(ctx context.Context, field graphql.CollectedField, obj *model.ExecutionOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExecutionOutput_estimatedStartMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EstimatedStartMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ExecutionOutput_estimatedStartMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExecutionOutput", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Message_id(ctx context.Context, field graphql.CollectedField, obj *codecrafter.Message) (ret graphql.Marshaler) {
@@ -4824,6 +5178,50 @@ func (ec *executionContext) fieldContext_Query_codeAt(ctx context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_timeline(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_timeline(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Timeline(ctx, fc.Args["sessionId"].(string), fc.Args["after"].(*string), fc.Args["limit"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.TimelineItem) graphql.Marshaler {
+			return ec.marshalNTimelineItem2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTimelineItemᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_timeline(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TimelineItem(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_timeline_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5727,6 +6125,50 @@ func (ec *executionContext) fieldContext_Subscription_sessionExecutions(ctx cont
 	return fc, nil
 }
 
+func (ec *executionContext) _Subscription_timelineAdded(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_timelineAdded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().TimelineAdded(ctx, fc.Args["sessionId"].(string), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TimelineItem) graphql.Marshaler {
+			return ec.marshalNTimelineItem2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTimelineItem(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_timelineAdded(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TimelineItem(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_timelineAdded_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _TextOp_retain(ctx context.Context, field graphql.CollectedField, obj *model.TextOp) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5794,6 +6236,263 @@ func (ec *executionContext) _TextOp_delete(ctx context.Context, field graphql.Co
 }
 func (ec *executionContext) fieldContext_TextOp_delete(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("TextOp", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TimelineItem_cursor(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TimelineItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _TimelineItem_kind(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.TimelineKind) graphql.Marshaler {
+			return ec.marshalNTimelineKind2githubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTimelineKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TimelineItem", field, false, false, "TimelineKind")
+}
+
+func (ec *executionContext) _TimelineItem_at(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TimelineItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _TimelineItem_user(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TimelineItem",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TimelineItem_fromRevision(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_fromRevision(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FromRevision, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_fromRevision(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TimelineItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TimelineItem_toRevision(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_toRevision(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ToRevision, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_toRevision(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TimelineItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TimelineItem_editCount(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_editCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EditCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_editCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TimelineItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TimelineItem_message(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Message) graphql.Marshaler {
+			return ec.marshalOMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐMessage(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TimelineItem",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Message(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TimelineItem_execution(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_execution(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Execution, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Execution) graphql.Marshaler {
+			return ec.marshalOExecution2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐExecution(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_execution(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TimelineItem",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Execution(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TimelineItem_role(ctx context.Context, field graphql.CollectedField, obj *model.TimelineItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TimelineItem_role(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Role, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *codecrafter.Role) graphql.Marshaler {
+			return ec.marshalORole2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐRole(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TimelineItem_role(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TimelineItem", field, false, false, "Role")
 }
 
 func (ec *executionContext) _TypingEvent_sessionId(ctx context.Context, field graphql.CollectedField, obj *realtime.TypingEvent) (ret graphql.Marshaler) {
@@ -7697,6 +8396,18 @@ func (ec *executionContext) _Execution(ctx context.Context, sel ast.SelectionSet
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "queuePosition":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Execution_queuePosition(ctx, field, obj)
+				})
+		case "estimatedStartMs":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Execution_estimatedStartMs(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -7748,6 +8459,16 @@ func (ec *executionContext) _ExecutionOutput(ctx context.Context, sel ast.Select
 		case "status":
 			out.Values[i] = ec._ExecutionOutput_status(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "queuePosition":
+			out.Values[i] = ec._ExecutionOutput_queuePosition(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "estimatedStartMs":
+			out.Values[i] = ec._ExecutionOutput_estimatedStartMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -8164,6 +8885,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_codeAt(ctx, field)
 				})
+		case "timeline":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_timeline(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -8446,6 +9173,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 		return ec._Subscription_executionOutput(ctx, fields[0])
 	case "sessionExecutions":
 		return ec._Subscription_sessionExecutions(ctx, fields[0])
+	case "timelineAdded":
+		return ec._Subscription_timelineAdded(ctx, fields[0])
 	default:
 		panic("unknown field " + strconv.Quote(fields[0].Name))
 	}
@@ -8474,6 +9203,84 @@ func (ec *executionContext) _TextOp(ctx context.Context, sel ast.SelectionSet, o
 			}
 		case "delete":
 			out.Values[i] = ec._TextOp_delete(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var timelineItemImplementors = []string{"TimelineItem"}
+
+func (ec *executionContext) _TimelineItem(ctx context.Context, sel ast.SelectionSet, obj *model.TimelineItem) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, timelineItemImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TimelineItem")
+		case "cursor":
+			out.Values[i] = ec._TimelineItem_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._TimelineItem_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._TimelineItem_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._TimelineItem_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fromRevision":
+			out.Values[i] = ec._TimelineItem_fromRevision(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "toRevision":
+			out.Values[i] = ec._TimelineItem_toRevision(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "editCount":
+			out.Values[i] = ec._TimelineItem_editCount(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "message":
+			out.Values[i] = ec._TimelineItem_message(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "execution":
+			out.Values[i] = ec._TimelineItem_execution(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "role":
+			out.Values[i] = ec._TimelineItem_role(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
@@ -9385,6 +10192,40 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 	return res
 }
 
+func (ec *executionContext) marshalNTimelineItem2ᚕᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTimelineItemᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.TimelineItem) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNTimelineItem2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTimelineItem(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNTimelineItem2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTimelineItem(ctx context.Context, sel ast.SelectionSet, v *model.TimelineItem) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TimelineItem!")
+		return graphql.Null
+	}
+	return ec._TimelineItem(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNTimelineKind2githubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTimelineKind(ctx context.Context, v any) (model.TimelineKind, error) {
+	var res model.TimelineKind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNTimelineKind2githubᚗcomᚋcodecrafterᚋcodecrafterᚋgraphᚋmodelᚐTimelineKind(ctx context.Context, sel ast.SelectionSet, v model.TimelineKind) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNTypingEvent2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚋrealtimeᚐTypingEvent(ctx context.Context, sel ast.SelectionSet, v *realtime.TypingEvent) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "TypingEvent!")
@@ -9621,6 +10462,13 @@ func (ec *executionContext) marshalOInt2ᚖint(ctx context.Context, sel ast.Sele
 	return res
 }
 
+func (ec *executionContext) marshalOMessage2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐMessage(ctx context.Context, sel ast.SelectionSet, v *codecrafter.Message) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Message(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalOOutputStream2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐOutputStream(ctx context.Context, v any) (*codecrafter.OutputStream, error) {
 	if v == nil {
 		return nil, nil
@@ -9648,6 +10496,38 @@ var (
 	marshalOOutputStream2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐOutputStream = map[codecrafter.OutputStream]string{
 		codecrafter.Stdout: "STDOUT",
 		codecrafter.Stderr: "STDERR",
+	}
+)
+
+func (ec *executionContext) unmarshalORole2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐRole(ctx context.Context, v any) (*codecrafter.Role, error) {
+	if v == nil {
+		return nil, nil
+	}
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalORole2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐRole[tmp]
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalORole2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐRole(ctx context.Context, sel ast.SelectionSet, v *codecrafter.Role) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalString(marshalORole2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐRole[*v])
+	return res
+}
+
+var (
+	unmarshalORole2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐRole = map[string]codecrafter.Role{
+		"OWNER":  codecrafter.RoleOwner,
+		"EDITOR": codecrafter.RoleEditor,
+		"VIEWER": codecrafter.RoleViewer,
+	}
+	marshalORole2ᚖgithubᚗcomᚋcodecrafterᚋcodecrafterᚐRole = map[codecrafter.Role]string{
+		codecrafter.RoleOwner:  "OWNER",
+		codecrafter.RoleEditor: "EDITOR",
+		codecrafter.RoleViewer: "VIEWER",
 	}
 )
 

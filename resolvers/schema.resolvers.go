@@ -54,6 +54,14 @@ func (r *executionResolver) RequestedBy(ctx context.Context, obj *codecrafter.Ex
 	return r.user(ctx, obj.UserID)
 }
 
+func (r *executionResolver) QueuePosition(ctx context.Context, obj *codecrafter.Execution) (*int, error) {
+	return nil, nil // the queue does not report positions yet
+}
+
+func (r *executionResolver) EstimatedStartMs(ctx context.Context, obj *codecrafter.Execution) (*int, error) {
+	return nil, nil
+}
+
 func (r *messageResolver) Author(ctx context.Context, obj *codecrafter.Message) (*codecrafter.User, error) {
 	return r.user(ctx, obj.UserID)
 }
@@ -207,6 +215,10 @@ func (r *queryResolver) CodeAt(ctx context.Context, sessionID string, revision i
 	return r.Editing.CodeAt(ctx, sessionID, revision)
 }
 
+func (r *queryResolver) Timeline(ctx context.Context, sessionID string, after *string, limit *int) ([]*model.TimelineItem, error) {
+	return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "the timeline is not available yet")
+}
+
 func (r *selectionEventResolver) User(ctx context.Context, obj *editing.Selection) (*codecrafter.User, error) {
 	return r.user(ctx, obj.UserID)
 }
@@ -301,6 +313,10 @@ func (r *subscriptionResolver) SessionExecutions(ctx context.Context, sessionID 
 	ch, err := r.Runs.SessionExecutions(ctx, sessionID)
 	r.hold(ctx, sessionID, err)
 	return endsUnavailable(ctx, ch, err, r.subscriptionError(ctx))
+}
+
+func (r *subscriptionResolver) TimelineAdded(ctx context.Context, sessionID string, after *string) (<-chan *model.TimelineItem, error) {
+	return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "the timeline is not available yet")
 }
 
 func (r *typingEventResolver) User(ctx context.Context, obj *realtime.TypingEvent) (*codecrafter.User, error) {

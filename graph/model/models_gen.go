@@ -3,6 +3,10 @@
 package model
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
 	"time"
 
 	"github.com/codecrafter/codecrafter"
@@ -48,6 +52,10 @@ type ExecutionOutput struct {
 	Stream      *codecrafter.OutputStream   `json:"stream,omitempty"`
 	Data        *string                     `json:"data,omitempty"`
 	Status      codecrafter.ExecutionStatus `json:"status"`
+	// While QUEUED: the run's place in the queue (0: next), on status events.
+	QueuePosition *int `json:"queuePosition,omitempty"`
+	// While QUEUED: the estimated wait until it starts, in milliseconds.
+	EstimatedStartMs *int `json:"estimatedStartMs,omitempty"`
 }
 
 type LoginInput struct {
@@ -83,7 +91,95 @@ type TextOpInput struct {
 	Delete *int    `json:"delete,omitempty"`
 }
 
+// One entry of a session's timeline; which fields are set depends on kind.
+type TimelineItem struct {
+	// Orders the timeline; pass it as after to page on or resume.
+	Cursor string       `json:"cursor"`
+	Kind   TimelineKind `json:"kind"`
+	// When it happened (for EDITS: the last edit of the burst).
+	At time.Time `json:"at"`
+	// The author of the edits or message, who ran, who joined, left, was removed or had their role changed.
+	User *codecrafter.User `json:"user"`
+	// EDITS: the burst's first and last revision and how many edits it holds.
+	FromRevision *int `json:"fromRevision,omitempty"`
+	ToRevision   *int `json:"toRevision,omitempty"`
+	EditCount    *int `json:"editCount,omitempty"`
+	// MESSAGE
+	Message *codecrafter.Message `json:"message,omitempty"`
+	// RUN
+	Execution *codecrafter.Execution `json:"execution,omitempty"`
+	// JOINED and ROLE_CHANGED: the role they have now.
+	Role *codecrafter.Role `json:"role,omitempty"`
+}
+
 type UpdateSessionInput struct {
 	Title    *string `json:"title,omitempty"`
 	Language *string `json:"language,omitempty"`
+}
+
+type TimelineKind string
+
+const (
+	// A burst of edits by one author (fromRevision..toRevision).
+	TimelineKindEdits   TimelineKind = "EDITS"
+	TimelineKindMessage TimelineKind = "MESSAGE"
+	// A run, once it has its final status.
+	TimelineKindRun         TimelineKind = "RUN"
+	TimelineKindJoined      TimelineKind = "JOINED"
+	TimelineKindLeft        TimelineKind = "LEFT"
+	TimelineKindRemoved     TimelineKind = "REMOVED"
+	TimelineKindRoleChanged TimelineKind = "ROLE_CHANGED"
+)
+
+var AllTimelineKind = []TimelineKind{
+	TimelineKindEdits,
+	TimelineKindMessage,
+	TimelineKindRun,
+	TimelineKindJoined,
+	TimelineKindLeft,
+	TimelineKindRemoved,
+	TimelineKindRoleChanged,
+}
+
+func (e TimelineKind) IsValid() bool {
+	switch e {
+	case TimelineKindEdits, TimelineKindMessage, TimelineKindRun, TimelineKindJoined, TimelineKindLeft, TimelineKindRemoved, TimelineKindRoleChanged:
+		return true
+	}
+	return false
+}
+
+func (e TimelineKind) String() string {
+	return string(e)
+}
+
+func (e *TimelineKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = TimelineKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid TimelineKind", str)
+	}
+	return nil
+}
+
+func (e TimelineKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *TimelineKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e TimelineKind) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
