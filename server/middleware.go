@@ -32,6 +32,9 @@ func (s *Server) logger(ctx context.Context) *slog.Logger {
 	return s.log
 }
 
+// ReplicaHeader names the replica that answered (Config.ReplicaName).
+const ReplicaHeader = "X-Codecrafter-Replica"
+
 // withRequest is the outermost middleware: request id (X-Request-ID in and
 // out), client address, security headers, one access-log line and the
 // HTTP metrics per request, and a last-resort recover.
@@ -48,6 +51,9 @@ func (s *Server) withRequest(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Content-Security-Policy", apiCSP)
+		if s.cfg.ReplicaName != "" {
+			h.Set(ReplicaHeader, s.cfg.ReplicaName)
+		}
 
 		client := s.clientAddr(r)
 		ctx := codecrafter.WithClientAddr(codecrafter.WithRequestID(r.Context(), id), client)

@@ -89,6 +89,10 @@ type Config struct {
 	WebSocketReadLimit int64
 	// WebSocket bounds sockets per user and address and operations per socket.
 	WebSocket WebSocketLimits
+	// ReplicaName, when set, is sent as X-Codecrafter-Replica on every
+	// response (WebSocket upgrades too), so that a client behind a load
+	// balancer can tell which replica answered.
+	ReplicaName string
 }
 
 // Defaults of the zero fields of Config.

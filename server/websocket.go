@@ -35,7 +35,16 @@ func (g *gorillaWebsocket) Accept(w http.ResponseWriter, r *http.Request, opts t
 		// send two responses.
 		Error: func(http.ResponseWriter, *http.Request, int, error) {},
 	}
-	conn, err := up.Upgrade(w, r, opts.ResponseHeader)
+	header := opts.ResponseHeader
+	if name := w.Header().Get(ReplicaHeader); name != "" {
+		// The upgrade response is written by gorilla, not from w's header.
+		header = header.Clone()
+		if header == nil {
+			header = http.Header{}
+		}
+		header.Set(ReplicaHeader, name)
+	}
+	conn, err := up.Upgrade(w, r, header)
 	if err != nil {
 		return nil, err
 	}

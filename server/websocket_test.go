@@ -394,3 +394,27 @@ func TestWebsocketOnHTTPServer(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 }
+
+// TestReplicaHeader: with ReplicaName set, HTTP responses and WebSocket
+// upgrade responses name the replica (behind a balancer, a client can
+// tell where it landed); without, there is no header.
+func TestReplicaHeader(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, server.Config{ReplicaName: "api-2"}, server.Deps{})
+	if got := e.post(t, `{ __typename }`, nil).Header.Get(server.ReplicaHeader); got != "api-2" {
+		t.Errorf("HTTP %s %q", server.ReplicaHeader, got)
+	}
+	c, resp, err := dialWS(t, e.URL, transportWS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	if got := resp.Header.Get(server.ReplicaHeader); got != "api-2" {
+		t.Errorf("upgrade %s %q", server.ReplicaHeader, got)
+	}
+
+	plain := newEnv(t, server.Config{}, server.Deps{})
+	if got := plain.post(t, `{ __typename }`, nil).Header.Get(server.ReplicaHeader); got != "" {
+		t.Errorf("unnamed replica sends %q", got)
+	}
+}

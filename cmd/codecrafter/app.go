@@ -271,6 +271,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		GraphiQL:       a.cfg.graphiql(),
 		TrustedProxies: a.cfg.trustedProxies(),
 		WebSocket:      server.WebSocketLimits{ConnectsPerMinute: a.cfg.WSConnectsPerMin, PerUser: a.cfg.WSPerUser},
+		ReplicaName:    cmp.Or(a.cfg.ReplicaName, hostname()),
 	}, server.Deps{
 		Schema: schema,
 		Authenticate: func(_ context.Context, token string) (string, error) {
@@ -331,6 +332,10 @@ func (a *app) close() {
 }
 
 func defaultWorkerID() string {
+	return strings.Join([]string{hostname(), strconv.Itoa(os.Getpid())}, "-")
+}
+
+func hostname() string {
 	host, _ := os.Hostname()
-	return strings.Join([]string{host, strconv.Itoa(os.Getpid())}, "-")
+	return host
 }

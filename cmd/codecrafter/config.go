@@ -51,6 +51,7 @@ type config struct {
 	Worker            string // auto, on or off: run the worker inside serve
 	MetricsAddr       string // /metrics and /healthz of serve and worker, never on Addr
 	WorkerID          string
+	ReplicaName       string
 	WorkerConcurrency int
 	ShutdownGrace     time.Duration
 
@@ -120,6 +121,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 
 	str(&c.Worker, "worker", "CODECRAFTER_WORKER", "auto", "run the execution worker inside serve: auto (when no AMQP_URL), on or off")
 	str(&c.MetricsAddr, "metrics-addr", "CODECRAFTER_METRICS_ADDR", "127.0.0.1:9091", "listen address of /metrics and /healthz, for serve and worker alike (never on -addr: keep it off the public network); empty: none")
+	str(&c.ReplicaName, "replica-name", "CODECRAFTER_REPLICA_NAME", "", "name of this serve replica, sent as X-Codecrafter-Replica on every response (default: the hostname)")
 	str(&c.WorkerID, "worker-id", "CODECRAFTER_WORKER_ID", "", "worker name in logs and the store (default: hostname-pid)")
 	num(&c.WorkerConcurrency, "worker-concurrency", "CODECRAFTER_WORKER_CONCURRENCY", 4, "runs a worker executes at once")
 	dur(&c.ShutdownGrace, "shutdown-grace", "CODECRAFTER_SHUTDOWN_GRACE", 20*time.Second, "on shutdown, how long in-flight runs may finish before they are requeued")
