@@ -42,6 +42,7 @@ type DB struct {
 	execLists, execPages, active *mongo.Collection
 	meta                         *mongo.Collection
 	chatPages                    *mongo.Collection // see messages.go
+	memberPages                  *mongo.Collection // see memberevents.go
 	// chatHints remembers each session's last chat page, so that an
 	// append usually takes one update; a stale hint costs a few reads.
 	chatHints sync.Map // session id -> int
@@ -90,6 +91,7 @@ func Open(ctx context.Context, uri, database string, logger *slog.Logger) (*DB, 
 		active:        d.Collection("activeExecutions"),
 		meta:          d.Collection("storeMeta"),
 		chatPages:     d.Collection("chatPages"),
+		memberPages:   d.Collection("memberPages"),
 		editPages:     d.Collection("editPages"),
 	}
 	if err := db.Ping(ctx); err != nil {
@@ -114,7 +116,7 @@ func (db *DB) createCollections(ctx context.Context) error {
 	if err != nil {
 		return dbErr(err, "")
 	}
-	for _, c := range []*mongo.Collection{db.emails.coll, db.invites.coll, db.memberships, db.execLists, db.execPages, db.active, db.meta, db.chatPages, db.editPages} {
+	for _, c := range []*mongo.Collection{db.emails.coll, db.invites.coll, db.memberships, db.execLists, db.execPages, db.active, db.meta, db.chatPages, db.memberPages, db.editPages} {
 		if slices.Contains(have, c.Name()) {
 			continue
 		}
