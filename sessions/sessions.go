@@ -29,11 +29,19 @@ type Service struct {
 	runtimes codecrafter.Runtimes
 	logger   *slog.Logger
 	now      func() time.Time
+	history  codecrafter.MemberEventStore // nil: no membership history
 }
 
 // New returns a Service that publishes access changes on bus.
 func New(store codecrafter.SessionStore, bus codecrafter.Bus, runtimes codecrafter.Runtimes, logger *slog.Logger) *Service {
 	return &Service{store: store, bus: bus, runtimes: runtimes, logger: logger, now: time.Now}
+}
+
+// WithHistory makes s record every join, leave, removal and role change
+// in h (for the timeline) and announce it on codecrafter.MembersTopic.
+func (s *Service) WithHistory(h codecrafter.MemberEventStore) *Service {
+	s.history = h
+	return s
 }
 
 func (s *Service) stamp() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
@@ -79,6 +87,7 @@ func (s *Service) Create(ctx context.Context, title, language string, code *stri
 		return nil, err
 	}
 	s.logger.InfoContext(ctx, "session created", "session", sess.ID, "user", uid)
+	s.record(ctx, sess.ID, codecrafter.MemberJoined, uid, codecrafter.RoleOwner)
 	return sess, nil
 }
 
@@ -203,6 +212,10 @@ func (s *Service) Join(ctx context.Context, inviteCode string) (*codecrafter.Ses
 	if errors.Is(err, errUnchanged) {
 		return s.store.Session(ctx, found.ID)
 	}
+	if err == nil {
+		p, _ := sess.Participant(uid)
+		s.record(ctx, sess.ID, codecrafter.MemberJoined, uid, p.Role)
+	}
 	return sess, err
 }
 
@@ -217,6 +230,7 @@ func (s *Service) Leave(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	var role codecrafter.Role
 	_, err = s.store.UpdateSession(ctx, id, func(sess *codecrafter.Session) error {
 		p, err := sess.Authorize(uid, codecrafter.ActionRead)
 		if err != nil {
@@ -226,12 +240,14 @@ func (s *Service) Leave(ctx context.Context, id string) error {
 			return codecrafter.Errorf(codecrafter.EFORBIDDEN, "the owner cannot leave: make another participant OWNER first, or delete the session")
 		}
 		s.depart(sess, p, false)
+		role = p.Role
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	s.publish(ctx, codecrafter.AccessChange{SessionID: id, UserID: uid})
+	s.record(ctx, id, codecrafter.MemberLeft, uid, role)
 	return nil
 }
 
@@ -245,13 +261,16 @@ func (s *Service) SetRole(ctx context.Context, sessionID, userID string, role co
 	if !role.Valid() {
 		return nil, codecrafter.Errorf(codecrafter.EINVALID, "role: %q is not OWNER, EDITOR or VIEWER", role)
 	}
+	var had codecrafter.Role // userID's role before
 	sess, err := s.store.UpdateSession(ctx, sessionID, func(sess *codecrafter.Session) error {
 		if _, err := sess.Authorize(uid, codecrafter.ActionManage); err != nil {
 			return err
 		}
-		if _, ok := sess.Participant(userID); !ok {
+		target, ok := sess.Participant(userID)
+		if !ok {
 			return codecrafter.Errorf(codecrafter.ENOTFOUND, "user %s is not a participant of this session", userID)
 		}
+		had = target.Role
 		if userID == uid {
 			if role == codecrafter.RoleOwner {
 				return errUnchanged
@@ -284,8 +303,12 @@ func (s *Service) SetRole(ctx context.Context, sessionID, userID string, role co
 	if changed {
 		s.logger.InfoContext(ctx, "participant role set", "session", sessionID, "user", userID, "role", role)
 		s.publish(ctx, codecrafter.AccessChange{SessionID: sessionID, UserID: userID})
+		if role != had {
+			s.record(ctx, sessionID, codecrafter.MemberRoleChanged, userID, role)
+		}
 		if role == codecrafter.RoleOwner { // the old owner is an EDITOR now
 			s.publish(ctx, codecrafter.AccessChange{SessionID: sessionID, UserID: uid})
+			s.record(ctx, sessionID, codecrafter.MemberRoleChanged, uid, codecrafter.RoleEditor)
 		}
 	}
 	return &p, nil
@@ -302,6 +325,7 @@ func (s *Service) Remove(ctx context.Context, sessionID, userID string) error {
 	if err != nil {
 		return err
 	}
+	var had codecrafter.Role
 	err = retryCollision(func() error {
 		code := newInviteCode()
 		_, err := s.store.UpdateSession(ctx, sessionID, func(sess *codecrafter.Session) error {
@@ -316,6 +340,7 @@ func (s *Service) Remove(ctx context.Context, sessionID, userID string) error {
 				return codecrafter.Errorf(codecrafter.ENOTFOUND, "user %s is not a participant of this session", userID)
 			}
 			s.depart(sess, p, true)
+			had = p.Role
 			sess.InviteCode = code
 			return nil
 		})
@@ -326,6 +351,7 @@ func (s *Service) Remove(ctx context.Context, sessionID, userID string) error {
 	}
 	s.logger.InfoContext(ctx, "participant removed", "session", sessionID, "user", userID)
 	s.publish(ctx, codecrafter.AccessChange{SessionID: sessionID, UserID: userID})
+	s.record(ctx, sessionID, codecrafter.MemberRemoved, userID, had)
 	return nil
 }
 
@@ -449,6 +475,25 @@ func (s *Service) publish(ctx context.Context, c codecrafter.AccessChange) {
 }
 
 const publishTimeout = 5 * time.Second
+
+// record stores a membership change in the history, once the change is
+// stored, and rings the MembersTopic doorbell. Best effort, like publish:
+// the change itself is made whatever happens here.
+func (s *Service) record(ctx context.Context, sessionID string, kind codecrafter.MemberEventKind, userID string, role codecrafter.Role) {
+	if s.history == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	e := &codecrafter.MemberEvent{SessionID: sessionID, Kind: kind, UserID: userID, Role: role, At: s.stamp()}
+	if err := s.history.AppendMemberEvent(ctx, e); err != nil {
+		s.logger.WarnContext(ctx, "recording a membership event", "session", sessionID, "user", userID, "kind", kind, "err", err)
+		return
+	}
+	if err := s.bus.Publish(ctx, codecrafter.MembersTopic(sessionID), codecrafter.EncodeMemberEvent(e)); err != nil {
+		s.logger.WarnContext(ctx, "publishing a membership event", "session", sessionID, "err", err)
+	}
+}
 
 func newInviteCode() string { return codecrafter.RandomToken(12) }
 
