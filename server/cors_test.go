@@ -89,7 +89,7 @@ func TestAllowedOriginsAreValidated(t *testing.T) {
 func TestSecurityHeaders(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, server.Config{GraphiQL: true}, server.Deps{})
-	for _, path := range []string{"/graphql?query=%7B__typename%7D", "/healthz", "/readyz", "/metrics", "/nope", "/", "/assets/graphiql.js"} {
+	for _, path := range []string{"/graphql?query=%7B__typename%7D", "/healthz", "/readyz", "/metrics", "/nope", "/", "/graphiql", "/s/x", "/app/x.js", "/assets/graphiql.js"} {
 		resp, err := http.Get(e.URL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -100,7 +100,7 @@ func TestSecurityHeaders(t *testing.T) {
 			h.Get("Referrer-Policy") != "no-referrer" || !strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
 			t.Errorf("%s: %v", path, h)
 		}
-		if path != "/" && !strings.HasPrefix(h.Get("Content-Security-Policy"), "default-src 'none'") {
+		if !strings.HasPrefix(h.Get("Content-Security-Policy"), "default-src 'none'") {
 			t.Errorf("%s: CSP %q", path, h.Get("Content-Security-Policy"))
 		}
 	}

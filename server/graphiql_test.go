@@ -16,7 +16,7 @@ import (
 func TestGraphiQLServedOffline(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, server.Config{GraphiQL: true, Introspection: true}, server.Deps{})
-	page := do(t, mustRequest(t, http.MethodGet, e.URL+"/"))
+	page := do(t, mustRequest(t, http.MethodGet, e.URL+"/graphiql"))
 	if page.Status != http.StatusOK || page.Header.Get("Content-Type") != "text/html; charset=utf-8" {
 		t.Fatalf("page: %d %v", page.Status, page.Header)
 	}
@@ -96,7 +96,7 @@ func TestGraphiQLAssetCaching(t *testing.T) {
 func TestGraphiQLOff(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, server.Config{}, server.Deps{})
-	for _, p := range []string{"/", "/assets/graphiql.js"} {
+	for _, p := range []string{"/graphiql", "/assets/graphiql.js"} {
 		if r := do(t, mustRequest(t, http.MethodGet, e.URL+p)); r.Status != http.StatusNotFound {
 			t.Errorf("%s: %d, want 404", p, r.Status)
 		}

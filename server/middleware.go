@@ -145,10 +145,14 @@ func (rec *responseRecord) wrap(w http.ResponseWriter) http.ResponseWriter {
 // routeLabel maps a path to its route, bounding the metric label.
 func routeLabel(path string) string {
 	switch {
-	case path == "/graphql", path == "/", path == "/healthz", path == "/readyz":
+	case path == "/graphql", path == "/", path == "/healthz", path == "/readyz", path == "/graphiql":
 		return path
 	case strings.HasPrefix(path, "/assets/"):
 		return "/assets"
+	case strings.HasPrefix(path, "/app/"):
+		return "/app"
+	case strings.HasPrefix(path, "/s/"), strings.HasPrefix(path, "/join/"):
+		return "/app-page"
 	}
 	return "other"
 }

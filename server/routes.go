@@ -23,9 +23,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if s.cfg.GraphiQL {
-		mux.HandleFunc("GET /{$}", graphiQLPage)
+		mux.HandleFunc("GET /graphiql", graphiQLPage)
 		mux.Handle("GET /assets/", graphiQLAssets())
 	}
+	registerWebApp(mux, s.deps.WebApp)
 	return s.withRequest(mux)
 }
 

@@ -1,5 +1,6 @@
 // Package server is CodeCrafter's HTTP surface: GraphQL over POST, GET and
-// WebSocket on /graphql (gqlgen), the GraphiQL page on /, health and
+// WebSocket on /graphql (gqlgen), the web client on /, GraphiQL on
+// /graphiql, health and
 // readiness probes, Prometheus metrics (on a handler of their own), and
 // the hardening around them (request ids, auth, CORS, security headers,
 // body, depth, alias, complexity and response size limits, one error
@@ -10,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/access"
+	"github.com/codecrafter/codecrafter/web"
 )
 
 // Config tunes the server. The zero value is a safe production setup:
@@ -40,7 +43,7 @@ type Config struct {
 	Introspection bool
 	// Suggestions enables "Did you mean ...?" hints in validation errors.
 	Suggestions bool
-	// GraphiQL serves the GraphiQL IDE on GET /.
+	// GraphiQL serves the GraphiQL IDE on GET /graphiql.
 	GraphiQL bool
 	// TrustedProxies is how many proxies of ours stand in front of the
 	// server, each appending its peer to X-Forwarded-For: the client
@@ -156,6 +159,8 @@ type Deps struct {
 	// when it is also a Gatherer (like *prometheus.Registry).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+	// WebApp is the built web client served on / (nil: package web's Dist).
+	WebApp fs.FS
 }
 
 // Server is the HTTP surface. Build it with New.
@@ -189,6 +194,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.WebApp == nil {
+		deps.WebApp = web.Dist()
 	}
 	if deps.Registerer == nil && deps.Gatherer == nil {
 		reg := prometheus.NewRegistry()

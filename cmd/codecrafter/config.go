@@ -111,7 +111,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	num(&c.TrustedProxies, "trusted-proxies", "CODECRAFTER_TRUSTED_PROXIES", 0, "how many proxies you run in front of serve, each appending to X-Forwarded-For: the client address is the hop the outermost one appended (0: the connection's peer)")
 	str(&c.Introspection, "introspection", "CODECRAFTER_INTROSPECTION", "auto", "GraphQL introspection and suggestions: auto (on in development), on or off")
 	c.GraphiQL = autoBool(envOr("CODECRAFTER_GRAPHIQL", ""))
-	fs.Var(&c.GraphiQL, "graphiql", "serve GraphiQL at /: true or false (default: true in development, false in production)"+envHelp("CODECRAFTER_GRAPHIQL"))
+	fs.Var(&c.GraphiQL, "graphiql", "serve GraphiQL at /graphiql: true or false (default: true in development, false in production)"+envHelp("CODECRAFTER_GRAPHIQL"))
 
 	num(&c.LoginMaxPerAccount, "login-max-per-account", "CODECRAFTER_LOGIN_MAX_PER_ACCOUNT", 5, "failed logins per account per window before RATE_LIMITED")
 	num(&c.LoginMaxPerAddr, "login-max-per-addr", "CODECRAFTER_LOGIN_MAX_PER_ADDR", 30, "failed logins per client address per window before RATE_LIMITED")
