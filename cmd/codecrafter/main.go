@@ -27,6 +27,8 @@ Usage:
   codecrafter images list           the runtimes and their images
   codecrafter store [flags]         the embedded MongoDB-wire store alone, on TCP
                                     (for serve and worker processes to share)
+  codecrafter docker-proxy [flags]  a Docker API proxy that lets through only
+                                    the sandbox's calls (for the worker)
   codecrafter health [-url URL]     exit 0 when a server's /readyz answers 200
   codecrafter bench fanout [flags]  chat fan-out benchmark against a raw broadcast
 
@@ -79,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return health(ctx, rest, stderr)
 	case "store":
 		return storeMain(ctx, rest, stderr)
+	case "docker-proxy":
+		return dockerProxyMain(ctx, rest, stderr)
 	case "bench":
 		return bench(ctx, rest, stdout, stderr)
 	default:
