@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 
 	"github.com/codecrafter/codecrafter"
 )
@@ -25,7 +24,7 @@ func (r *Resolver) watchSession(ctx context.Context, sessionID string, check fun
 		if present == nil {
 			present = graphql.DefaultErrorPresenter
 		}
-		transport.AddSubscriptionError(ctx, present(ctx, err))
+		failSubscription(ctx, present(ctx, err))
 	})
 }
 

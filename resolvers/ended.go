@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 
 	"github.com/codecrafter/codecrafter"
 )
@@ -41,6 +40,6 @@ func (r *Resolver) subscriptionError(ctx context.Context) func(error) {
 		if present == nil {
 			present = graphql.DefaultErrorPresenter
 		}
-		transport.AddSubscriptionError(ctx, present(ctx, err))
+		failSubscription(ctx, present(ctx, err))
 	}
 }

@@ -26,6 +26,7 @@ type metrics struct {
 	opDuration     *prometheus.HistogramVec
 	wsActive       prometheus.Gauge
 	subscriptions  *prometheus.GaugeVec
+	slowSockets    prometheus.Counter
 	operationNames nameSet
 }
 
@@ -57,9 +58,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "codecrafter_ws_subscriptions",
 			Help: "Live GraphQL subscriptions by root field.",
 		}, []string{"field"}),
+		slowSockets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "codecrafter_websocket_slow_closed_total",
+			Help: "WebSockets closed (1013) because the client did not read its messages in time.",
+		}),
 		operationNames: nameSet{names: map[string]bool{}},
 	}
-	for _, c := range []prometheus.Collector{m.httpRequests, m.httpDuration, m.operations, m.opDuration, m.wsActive, m.subscriptions} {
+	for _, c := range []prometheus.Collector{m.httpRequests, m.httpDuration, m.operations, m.opDuration, m.wsActive, m.subscriptions, m.slowSockets} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

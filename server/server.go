@@ -81,9 +81,11 @@ type Config struct {
 	// ReadyTimeout bounds each readiness check (default 2s).
 	ReadyTimeout time.Duration
 
-	// WebSocketKeepAlive is the interval of keep-alive messages: "ka" on
-	// graphql-ws, ping (a missing pong within twice the interval closes
-	// the socket) on graphql-transport-ws. Default 15s.
+	// WebSocketKeepAlive is the interval of keep-alive messages: ping on
+	// graphql-transport-ws (answered by pong), "ka" and a WebSocket ping
+	// on graphql-ws (whose clients answer it by themselves). A socket that
+	// receives nothing for two intervals and a second is closed, so a dead
+	// peer goes (and its presence with it). Default 15s.
 	WebSocketKeepAlive time.Duration
 	// WebSocketInitTimeout is how long a socket may stay without
 	// connection_init (default 10s).
@@ -165,12 +167,13 @@ type Deps struct {
 
 // Server is the HTTP surface. Build it with New.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	log     *slog.Logger
-	origins originPolicy
-	metrics *metrics
-	handler http.Handler
+	cfg      Config
+	wsGroups wsGroups
+	deps     Deps
+	log      *slog.Logger
+	origins  originPolicy
+	metrics  *metrics
+	handler  http.Handler
 
 	// shutdown is cancelled by Shutdown: /readyz turns 503 and every
 	// WebSocket closes (http.Server.Shutdown leaves hijacked ones alone).
@@ -245,15 +248,7 @@ func (s *Server) Shutdown() {
 // presenter.
 func (s *Server) graphQLHandler() http.Handler {
 	h := handler.New(s.deps.Schema)
-	h.AddTransport(transport.Websocket{
-		Implementation:        &gorillaWebsocket{s: s},
-		InitFunc:              s.websocketInit,
-		InitTimeout:           s.cfg.WebSocketInitTimeout,
-		ErrorFunc:             s.websocketError,
-		KeepAlivePingInterval: s.cfg.WebSocketKeepAlive,
-		PingPongInterval:      s.cfg.WebSocketKeepAlive,
-		PayloadReadLimit:      &s.cfg.WebSocketReadLimit,
-	})
+	h.AddTransport(wsTransport{s})
 	h.AddTransport(transport.Options{})
 	h.AddTransport(transport.GET{})
 	h.AddTransport(transport.POST{})

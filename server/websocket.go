@@ -1,11 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,108 +17,6 @@ import (
 // connection_init.
 const closeForbidden = 4403
 
-// gorillaWebsocket plugs github.com/gorilla/websocket into gqlgen's
-// WebSocket transport: the Upgrader checks the Origin against the same
-// allow-list as CORS and negotiates graphql-transport-ws or graphql-ws.
-type gorillaWebsocket struct{ s *Server }
-
-func (g *gorillaWebsocket) Accept(w http.ResponseWriter, r *http.Request, opts transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
-	up := websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		Subprotocols:     opts.Subprotocols,
-		CheckOrigin:      func(r *http.Request) bool { return g.s.origins.allowed(r) },
-		// gqlgen answers a failed upgrade itself; writing here too would
-		// send two responses.
-		Error: func(http.ResponseWriter, *http.Request, int, error) {},
-	}
-	header := opts.ResponseHeader
-	if name := w.Header().Get(ReplicaHeader); name != "" {
-		// The upgrade response is written by gorilla, not from w's header.
-		header = header.Clone()
-		if header == nil {
-			header = http.Header{}
-		}
-		header.Set(ReplicaHeader, name)
-	}
-	conn, err := up.Upgrade(w, r, header)
-	if err != nil {
-		return nil, err
-	}
-	st := wsStateFrom(r.Context()) // set by serveWebsocket, the only way here
-	st.accepted(conn)
-	g.s.metrics.wsActive.Inc()
-	g.s.logger(r.Context()).Info("websocket connected",
-		"subprotocol", conn.Subprotocol(), "origin", r.Header.Get("Origin"))
-	return &gorillaConn{Conn: conn, st: st}, nil
-}
-
-// gorillaConn adapts *websocket.Conn to transport.WebsocketConn (and its
-// optional read limit and read deadline), noting the first close code
-// either side sends.
-type gorillaConn struct {
-	*websocket.Conn
-	st *wsState
-}
-
-var (
-	_ transport.WebsocketConn          = (*gorillaConn)(nil)
-	_ transport.WebsocketReadLimiter   = (*gorillaConn)(nil)
-	_ transport.WebsocketReadDeadliner = (*gorillaConn)(nil)
-)
-
-func (c *gorillaConn) NextReader() (int, io.Reader, error) {
-	t, r, err := c.Conn.NextReader()
-	var b []byte
-	if err == nil {
-		b, err = io.ReadAll(r) // (bounded by the read limit) to check it first
-	}
-	var ce *websocket.CloseError
-	switch {
-	case errors.As(err, &ce):
-		c.st.closed(ce.Code)
-		if ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway || ce.Code == websocket.CloseNoStatusReceived {
-			return t, nil, transport.ErrWebsocketClosed
-		}
-		return t, nil, err
-	case errors.Is(err, websocket.ErrReadLimit):
-		c.st.closed(websocket.CloseMessageTooBig) // gorilla has sent it
-		return t, nil, err
-	case err != nil:
-		return t, nil, err
-	}
-	if code, reason := c.st.incoming(b); code != 0 {
-		_ = c.WriteClose(code, reason)
-		return t, nil, transport.ErrWebsocketClosed
-	}
-	return t, bytes.NewReader(b), nil
-}
-
-// WriteJSON sends v, noting what the protocol checks of incoming
-// messages need: the connection_ack, and operations that ended.
-func (c *gorillaConn) WriteJSON(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	c.st.outgoing(b)
-	return c.WriteMessage(websocket.TextMessage, b)
-}
-
-func (c *gorillaConn) WriteClose(code int, message string) error {
-	// gqlgen closes a socket whose context ended with 1000 "terminated";
-	// when we ended it (token expired, login revoked) say so instead.
-	if fc, fm := c.st.forcedClose(); fc != 0 {
-		code, message = fc, fm
-	}
-	if code == transport.WebsocketCloseProtocolError && message == "connection initialisation timeout" {
-		code = closeInitTimeout // graphql-transport-ws's code for it
-	}
-	// A close frame's payload is at most 125 bytes, 2 of them the code.
-	msg := truncate(message, 123)
-	c.st.closed(code)
-	return c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, msg), time.Now().Add(time.Second))
-}
-
 // Close codes of the graphql-transport-ws protocol that gqlgen does not
 // send itself (both protocols get them here).
 const (
@@ -132,35 +26,23 @@ const (
 	closeTooManyInits = 4429 // connection_init twice
 )
 
-// wsHeader is the part of a protocol message the checks read.
-type wsHeader struct {
-	Type string `json:"type"`
-	ID   string `json:"id"`
-}
-
 // incoming checks a client message against the protocol and returns the
 // close code and reason when it breaks it (0 when it does not).
-func (st *wsState) incoming(b []byte) (int, string) {
-	var h wsHeader
-	if json.Unmarshal(b, &h) != nil {
-		return 0, "" // gqlgen answers malformed messages
-	}
+func (st *wsState) incoming(typ, id string) (int, string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	switch h.Type {
+	switch typ {
 	case "subscribe", "start":
 		if !st.acked {
 			return closeUnauthorized, "Unauthorized"
 		}
-		if _, dup := st.ids[h.ID]; dup {
-			return closeDuplicateID, "Subscriber for " + truncate(h.ID, 80) + " already exists"
+		if _, dup := st.ids[id]; dup {
+			return closeDuplicateID, "Subscriber for " + truncate(id, 80) + " already exists"
 		}
 		if st.ids == nil {
 			st.ids = map[string]struct{}{}
 		}
-		st.ids[h.ID] = struct{}{}
-	case "complete", "stop":
-		delete(st.ids, h.ID)
+		st.ids[id] = struct{}{}
 	case "connection_init":
 		if st.acked {
 			return closeTooManyInits, "Too many initialisation requests"
@@ -169,20 +51,24 @@ func (st *wsState) incoming(b []byte) (int, string) {
 	return 0, ""
 }
 
-// outgoing notes a server message: the ack, and operations it ended.
-func (st *wsState) outgoing(b []byte) {
-	var h wsHeader
-	if json.Unmarshal(b, &h) != nil {
-		return
-	}
+// ack notes the connection_ack.
+func (st *wsState) ack() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	switch h.Type {
-	case "connection_ack":
-		st.acked = true
-	case "complete", "error":
-		delete(st.ids, h.ID)
-	}
+	st.acked = true
+}
+
+func (st *wsState) isAcked() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.acked
+}
+
+// ended notes an operation that ended: its id may be used again.
+func (st *wsState) ended(id string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.ids, id)
 }
 
 // wsState follows one WebSocket request: the middleware that serves it
@@ -193,6 +79,8 @@ type wsState struct {
 	mu          sync.Mutex
 	conn        *websocket.Conn
 	start       time.Time
+	onClose     func(start time.Time, code int) // the transport's account, once upgraded
+	done        func()                          // serveWebsocket's account
 	closeCode   int
 	userID      string              // once connection_init authenticated
 	ops         int                 // operations running
@@ -242,10 +130,23 @@ func wsStateFrom(ctx context.Context) *wsState {
 	return st
 }
 
-func (st *wsState) accepted(c *websocket.Conn) {
+// accepted notes the upgrade; onClose accounts for the socket when it
+// ends.
+func (st *wsState) accepted(c *websocket.Conn, onClose func(start time.Time, code int)) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.conn, st.start = c, time.Now()
+	st.conn, st.start, st.onClose = c, time.Now(), onClose
+}
+
+// finish accounts for a socket that ended (or was never upgraded).
+func (st *wsState) finish() {
+	st.mu.Lock()
+	start, code, onClose, done := st.start, st.closeCode, st.onClose, st.done
+	st.mu.Unlock()
+	if onClose != nil {
+		onClose(start, code)
+	}
+	done()
 }
 
 // closed notes the close code of the closing handshake's first frame.
@@ -257,18 +158,31 @@ func (st *wsState) closed(code int) {
 	}
 }
 
-// serveWebsocket runs an upgrade request through gqlgen. The connection's
-// context ends with Shutdown, which makes gqlgen close the socket.
+// serveWebsocket runs an upgrade request through gqlgen into wsTransport,
+// which serves the socket on goroutines of its own after the handler
+// returns (so that net/http's per-connection buffers go). The socket's
+// context ends with Shutdown, which closes it.
 func (s *Server) serveWebsocket(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	stop := context.AfterFunc(s.shutdown, cancel)
-	defer stop()
 	st := &wsState{addr: codecrafter.ClientAddrFromContext(ctx)}
 	if err := s.sockets.open(st.addr, time.Now()); err != nil {
+		stop()
+		cancel()
 		s.logger(ctx).Info("websocket refused", "err", err)
 		refuseWebsocket(w, r, err)
 		return
+	}
+	st.done = func() {
+		stop()
+		cancel()
+		st.mu.Lock()
+		userID, endIdentity := st.userID, st.endIdentity
+		st.mu.Unlock()
+		s.sockets.closed(st.addr, userID)
+		if endIdentity != nil {
+			endIdentity()
+		}
 	}
 	ctx = context.WithValue(ctx, wsStateKey{}, st)
 	ctx = context.WithValue(ctx, transportKey{}, transportWebsocket)
@@ -276,22 +190,11 @@ func (s *Server) serveWebsocket(next http.Handler, w http.ResponseWriter, r *htt
 	next.ServeHTTP(w, r.WithContext(ctx))
 
 	st.mu.Lock()
-	conn, start, code, userID, endIdentity := st.conn, st.start, st.closeCode, st.userID, st.endIdentity
+	upgraded := st.conn != nil
 	st.mu.Unlock()
-	s.sockets.closed(st.addr, userID)
-	if endIdentity != nil {
-		endIdentity()
+	if !upgraded { // refused (origin, a bad handshake): answered already
+		st.finish()
 	}
-	if conn == nil {
-		return // the upgrade failed; gqlgen answered 400
-	}
-	if code == 0 {
-		code = websocket.CloseAbnormalClosure // no close frame either way
-	}
-	_ = conn.Close() // gqlgen leaves it open on some early exits
-	s.metrics.wsActive.Dec()
-	s.logger(ctx).Info("websocket disconnected",
-		"duration", time.Since(start).Round(time.Millisecond), "close_code", code)
 }
 
 // websocketInit authenticates a connection from its connection_init
@@ -352,10 +255,17 @@ func (s *Server) websocketInit(ctx context.Context, p transport.InitPayload) (co
 func (s *Server) refuseInit(ctx context.Context, code int, prefix string, err error) (context.Context, *transport.InitPayload, error) {
 	msg := codecrafter.ErrorMessage(err)
 	s.logger(ctx).Info("websocket connection_init refused", "err", err)
-	ctx = transport.WithWebsocketCloseCode(ctx, code)
-	ctx = transport.AppendCloseReason(ctx, prefix+msg)
-	return ctx, nil, errors.New(msg)
+	return ctx, nil, &initRefused{code: code, reason: prefix + msg, message: msg}
 }
+
+// initRefused is a refused connection_init: the close code and reason,
+// and the message of graphql-ws's connection_error.
+type initRefused struct {
+	code            int
+	reason, message string
+}
+
+func (e *initRefused) Error() string { return e.message }
 
 // initPayloadToken finds the access token in a connection_init payload:
 // {"authorization": "Bearer <t>"}, {"Authorization": ...} or

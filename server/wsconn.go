@@ -1,0 +1,678 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/gorilla/websocket"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/push"
+)
+
+// wsTransport serves GraphQL over WebSocket, both subprotocols:
+// graphql-transport-ws (graphql-ws, Apollo) and the legacy graphql-ws
+// (subscriptions-transport-ws). It replaces gqlgen's transport to bound
+// what an idle socket costs: one goroutine (the reader), no buffers held
+// between writes, and no goroutine per subscription whose resolver
+// delivers through push.Sink. Such subscriptions that are identical (same
+// document, variables and user) encode each event once (wsGroup).
+type wsTransport struct{ s *Server }
+
+var _ graphql.Transport = wsTransport{}
+
+func (wsTransport) Supports(r *http.Request) bool { return r.Header.Get("Upgrade") != "" }
+
+// Frames and bytes a socket may have waiting to be written; beyond, the
+// client is not reading and is disconnected (it resumes when back).
+const (
+	wsMaxQueuedFrames = 1024
+	wsWriteTimeout    = 10 * time.Second
+	closeTooSlow      = 1013 // "try again later"
+)
+
+func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
+	s := t.s
+	st := wsStateFrom(r.Context()) // set by serveWebsocket, the only way here
+	header := http.Header{}
+	if name := w.Header().Get(ReplicaHeader); name != "" {
+		header.Set(ReplicaHeader, name) // gorilla writes the response, not w
+	}
+	up := websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		Subprotocols:     []string{graphqlTransportWS, graphqlWS},
+		CheckOrigin:      func(r *http.Request) bool { return s.origins.allowed(r) },
+		// Own small read buffer and pooled write buffers, so that neither
+		// net/http's (dropped when Do returns) nor ours stays per socket.
+		ReadBufferSize:  1024,
+		WriteBufferPool: &wsWriteBuffers,
+	}
+	conn, err := up.Upgrade(w, r, header)
+	if err != nil {
+		return // gorilla answered
+	}
+	ctx := r.Context()
+	c := &wsConn{
+		s: s, exec: exec, st: st, conn: conn, ctx: ctx,
+		legacy:  conn.Subprotocol() != graphqlTransportWS,
+		headers: r.Header.Clone(),
+		ops:     map[string]*wsOp{},
+	}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	st.accepted(conn, c.finished)
+	s.metrics.wsActive.Inc()
+	s.logger(ctx).Info("websocket connected", "subprotocol", conn.Subprotocol(), "origin", r.Header.Get("Origin"))
+	conn.SetReadLimit(s.cfg.WebSocketReadLimit)
+	go c.read()
+}
+
+const (
+	graphqlTransportWS = "graphql-transport-ws"
+	graphqlWS          = "graphql-ws"
+)
+
+var wsWriteBuffers sync.Pool
+
+// wsConn is one socket.
+type wsConn struct {
+	s       *Server
+	exec    graphql.GraphExecutor
+	st      *wsState
+	conn    *websocket.Conn
+	legacy  bool // graphql-ws (subscriptions-transport-ws)
+	headers http.Header
+
+	ctx    context.Context // the socket's: ends when it closes
+	cancel context.CancelFunc
+
+	initCtx   context.Context // after connection_init: the user's context
+	keepAlive *time.Timer
+
+	mu  sync.Mutex
+	ops map[string]*wsOp
+
+	wmu     sync.Mutex // guards the write queue
+	out     [][]byte
+	writing bool // a writer goroutine is draining out
+	closing bool
+	// Set by close before closing, read by the writer after.
+	closeCode   int
+	closeReason string
+
+	closeOnce sync.Once
+}
+
+// message is a protocol message of either subprotocol.
+type message struct {
+	Type    string          `json:"type"`
+	ID      string          `json:"id,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// read is the socket's one long-lived goroutine: it reads and handles the
+// client's messages until the socket closes, then releases everything.
+func (c *wsConn) read() {
+	defer c.finish()
+	interval := c.s.cfg.WebSocketKeepAlive
+	// Two intervals and a second of grace for a loaded client.
+	alive := func() { _ = c.conn.SetReadDeadline(time.Now().Add(2*interval + time.Second)) }
+	c.conn.SetPongHandler(func(string) error { alive(); return nil })
+	alive()
+	initTimer := time.AfterFunc(c.s.cfg.WebSocketInitTimeout, func() {
+		if !c.st.isAcked() {
+			c.close(closeInitTimeout, "Connection initialisation timeout")
+		}
+	})
+	defer initTimer.Stop()
+	for {
+		_, b, err := c.conn.ReadMessage() // bounded by the read limit
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		alive()
+		var m message
+		if json.Unmarshal(b, &m) != nil || m.Type == "" {
+			c.close(closeBadMessage, "Invalid message received")
+			return
+		}
+		if code, reason := c.st.incoming(m.Type, m.ID); code != 0 {
+			c.close(code, reason)
+			return
+		}
+		if !c.handle(&m) {
+			return
+		}
+	}
+}
+
+// closeBadMessage is graphql-transport-ws's code for a message it cannot
+// parse or does not expect.
+const closeBadMessage = 4400
+
+func (c *wsConn) readFailed(err error) {
+	var ce *websocket.CloseError
+	switch {
+	case errors.As(err, &ce):
+		c.st.closed(ce.Code) // gorilla answered with the same code
+	case errors.Is(err, websocket.ErrReadLimit):
+		c.st.closed(websocket.CloseMessageTooBig) // gorilla sent it
+	default:
+		c.s.websocketError(c.ctx, err)
+	}
+}
+
+// handle acts on one message; false ends the socket.
+func (c *wsConn) handle(m *message) bool {
+	switch m.Type {
+	case "connection_init":
+		return c.init(m.Payload)
+	case "subscribe", "start":
+		c.start(m)
+	case "complete", "stop":
+		c.mu.Lock()
+		op := c.ops[m.ID]
+		c.mu.Unlock()
+		if op != nil {
+			op.cancel()
+		}
+	case "ping":
+		c.send(frame("pong", "", nil))
+	case "pong":
+	case "connection_terminate":
+		c.close(websocket.CloseNormalClosure, "terminated")
+		return false
+	default:
+		c.close(closeBadMessage, "Invalid message received: unexpected type "+truncate(m.Type, 40))
+		return false
+	}
+	return true
+}
+
+// init authenticates the socket (websocketInit) and acknowledges.
+func (c *wsConn) init(payload json.RawMessage) bool {
+	var p transport.InitPayload
+	if len(payload) > 0 && json.Unmarshal(payload, &p) != nil {
+		c.close(closeBadMessage, "Invalid message received: connection_init payload is not an object")
+		return false
+	}
+	ctx, _, err := c.s.websocketInit(c.ctx, p)
+	if err != nil {
+		refused := &initRefused{code: closeForbidden, reason: "Forbidden", message: err.Error()}
+		errors.As(err, &refused)
+		if c.legacy {
+			b, _ := json.Marshal(&gqlerror.Error{Message: refused.message})
+			c.send(frame("connection_error", "", b))
+		}
+		c.close(refused.code, refused.reason)
+		return false
+	}
+	c.initCtx = ctx
+	// The user's context ends when their access does (token expired,
+	// login revoked) or the socket closes.
+	context.AfterFunc(ctx, func() { c.close(websocket.CloseNormalClosure, "terminated") })
+	c.st.ack()
+	c.send(frame("connection_ack", "", nil))
+	if c.legacy {
+		c.send(frame("ka", "", nil))
+	}
+	c.keepAlive = time.AfterFunc(c.s.cfg.WebSocketKeepAlive, c.ping)
+	return true
+}
+
+// ping keeps the socket alive: a protocol ping (graphql-transport-ws,
+// answered by pong) or ka and a WebSocket ping (graphql-ws, whose clients
+// answer the latter by themselves). The read deadline drops a peer that
+// answers nothing for two intervals.
+func (c *wsConn) ping() {
+	if c.ctx.Err() != nil {
+		return
+	}
+	if c.legacy {
+		c.send(frame("ka", "", nil))
+		_ = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout))
+	} else {
+		c.send(frame("ping", "", nil))
+	}
+	c.keepAlive.Reset(c.s.cfg.WebSocketKeepAlive)
+}
+
+// frame encodes a protocol message; payload is raw JSON or nil.
+func frame(typ, id string, payload []byte) []byte {
+	b := make([]byte, 0, 32+len(id)+len(payload))
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, '"')
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, id)
+	}
+	if payload != nil {
+		b = append(b, `,"payload":`...)
+		b = append(b, payload...)
+	}
+	return append(b, '}')
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s)
+	return append(b, q...)
+}
+
+// send queues a frame for the writer. It reports false when the socket is
+// closing or the client is too slow (the socket is then closed).
+func (c *wsConn) send(f []byte) bool {
+	c.wmu.Lock()
+	if c.closing {
+		c.wmu.Unlock()
+		return false
+	}
+	if len(c.out) >= wsMaxQueuedFrames {
+		c.wmu.Unlock()
+		c.s.metrics.slowSockets.Inc()
+		c.close(closeTooSlow, "Too slow: messages were not read in time; reconnect and resume")
+		return false
+	}
+	c.out = append(c.out, f)
+	start := !c.writing
+	c.writing = true
+	c.wmu.Unlock()
+	if start {
+		go c.write()
+	}
+	return true
+}
+
+// write drains the queue and ends: an idle socket has no writer. Once the
+// socket is closing it writes what was queued before (a connection_error,
+// say), then the close frame, and closes the connection.
+func (c *wsConn) write() {
+	for {
+		c.wmu.Lock()
+		batch, closing := c.out, c.closing
+		c.out = nil
+		if len(batch) == 0 && !closing {
+			c.writing = false
+			c.wmu.Unlock()
+			return
+		}
+		c.wmu.Unlock()
+		for _, f := range batch {
+			deadline := time.Now().Add(wsWriteTimeout)
+			if closing {
+				deadline = time.Now().Add(time.Second)
+			}
+			_ = c.conn.SetWriteDeadline(deadline)
+			if err := c.conn.WriteMessage(websocket.TextMessage, f); err != nil {
+				c.s.websocketError(c.ctx, err)
+				_ = c.conn.Close() // the reader ends, and with it the socket
+				c.close(websocket.CloseAbnormalClosure, "")
+				return
+			}
+		}
+		if len(batch) == 0 { // closing, and all written
+			if code := c.closeCode; code != websocket.CloseAbnormalClosure { // 1006 is never sent
+				// A close frame's payload is at most 125 bytes, 2 of them the code.
+				msg := websocket.FormatCloseMessage(code, truncate(c.closeReason, 123))
+				_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+			}
+			_ = c.conn.Close()
+			return
+		}
+	}
+}
+
+// close ends the socket: its operations end at once, the writer sends
+// what was queued, then a close frame (with the forced code when the
+// server ended the socket's access), and closes the connection, which
+// ends the reader.
+func (c *wsConn) close(code int, reason string) {
+	c.closeOnce.Do(func() {
+		if fc, fm := c.st.forcedClose(); fc != 0 {
+			code, reason = fc, fm
+		}
+		if code != websocket.CloseAbnormalClosure {
+			c.st.closed(code)
+		}
+		c.cancel()
+		c.wmu.Lock()
+		c.closing = true
+		c.closeCode, c.closeReason = code, reason
+		if code == closeTooSlow || code == websocket.CloseAbnormalClosure {
+			c.out = nil
+		}
+		start := !c.writing
+		c.writing = true
+		c.wmu.Unlock()
+		if start {
+			go c.write()
+		}
+	})
+}
+
+// finish runs when the reader ends: it ends every operation and accounts
+// for the socket.
+func (c *wsConn) finish() {
+	c.close(websocket.CloseAbnormalClosure, "")
+	if c.keepAlive != nil {
+		c.keepAlive.Stop()
+	}
+	c.st.finish()
+}
+
+// finished is wsState's account of a socket this transport served.
+func (c *wsConn) finished(start time.Time, code int) {
+	if code == 0 {
+		code = websocket.CloseAbnormalClosure // no close frame either way
+	}
+	c.s.metrics.wsActive.Dec()
+	c.s.logger(c.ctx).Info("websocket disconnected",
+		"duration", time.Since(start).Round(time.Millisecond), "close_code", code)
+}
+
+// start runs an operation: queries and mutations on a goroutine that ends
+// with them; subscriptions on a goroutine that ends once the resolver has
+// set up, when it delivers through push (wsOp), or else reads its channel.
+func (c *wsConn) start(m *message) {
+	start := graphql.Now()
+	ctx := graphql.StartOperationTrace(c.initCtx)
+	var params graphql.RawParams
+	dec := json.NewDecoder(bytes.NewReader(m.Payload))
+	dec.UseNumber() // as gqlgen's transports do: Int variables stay exact
+	if err := dec.Decode(&params); err != nil {
+		c.sendErrors(m.ID, gqlerror.List{{Message: "invalid json"}})
+		c.st.ended(m.ID)
+		return
+	}
+	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
+	params.Headers = c.headers
+	rc, errs := c.exec.CreateOperationContext(ctx, &params)
+	if errs != nil {
+		resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
+		if errcode.GetErrorKind(errs) == errcode.KindProtocol {
+			c.sendErrors(m.ID, resp.Errors)
+		} else {
+			c.sendNext(m.ID, resp)
+			c.sendComplete(m.ID)
+		}
+		c.st.ended(m.ID)
+		return
+	}
+	ctx = graphql.WithOperationContext(ctx, rc)
+	op := &wsOp{c: c, id: m.ID}
+	ctx, op.cancel = context.WithCancel(ctx)
+	op.ctx = ctx
+	if rc.Operation != nil && rc.Operation.Operation == ast.Subscription {
+		op.group = c.s.wsGroups.join(rc, ctx)
+		op.ctx = push.With(ctx, op)
+	}
+	c.mu.Lock()
+	c.ops[m.ID] = op
+	c.mu.Unlock()
+	go op.run(rc)
+}
+
+// sendNext sends one response of operation id.
+func (c *wsConn) sendNext(id string, resp *graphql.Response) bool {
+	b, err := json.Marshal(resp)
+	if err != nil {
+		b, _ = json.Marshal(&graphql.Response{Errors: gqlerror.List{{Message: "internal error: unencodable response"}}})
+	}
+	return c.sendPayload(id, b)
+}
+
+func (c *wsConn) sendPayload(id string, payload []byte) bool {
+	typ := "next"
+	if c.legacy {
+		typ = "data"
+	}
+	return c.send(frame(typ, id, payload))
+}
+
+func (c *wsConn) sendErrors(id string, errs gqlerror.List) {
+	b, err := json.Marshal(errs)
+	if err != nil {
+		b = []byte(`[{"message":"internal error"}]`)
+	}
+	c.send(frame("error", id, b))
+}
+
+func (c *wsConn) sendComplete(id string) { c.send(frame("complete", id, nil)) }
+
+// wsOp is one running operation. Subscriptions whose resolver adopts it
+// as their push.Sink get their events by Deliver, on the event source's
+// goroutine.
+type wsOp struct {
+	c      *wsConn
+	id     string
+	ctx    context.Context
+	cancel context.CancelFunc
+	group  *wsGroup // nil: not a subscription
+
+	mu        sync.Mutex
+	responses graphql.ResponseHandler // set once the resolver has returned
+	pending   []pendingEvent          // delivered before that
+	adopted   bool
+	endAsked  bool
+	ended     bool
+	errs      gqlerror.List
+}
+
+type pendingEvent struct {
+	key   any
+	queue func()
+}
+
+// Events a subscription may receive while its resolver is still setting
+// up (a replay, say); beyond, it is ended as too slow.
+const wsMaxPending = 4096
+
+var _ push.Sink = (*wsOp)(nil)
+
+func (op *wsOp) Adopt() {
+	op.mu.Lock()
+	op.adopted = true
+	op.mu.Unlock()
+}
+
+func (op *wsOp) Fail(err *gqlerror.Error) {
+	op.mu.Lock()
+	op.errs = append(op.errs, err)
+	op.mu.Unlock()
+}
+
+func (op *wsOp) Deliver(key any, queue func()) bool {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	switch {
+	case op.ended || op.endAsked:
+		return false
+	case op.responses == nil:
+		if len(op.pending) >= wsMaxPending {
+			return false
+		}
+		op.pending = append(op.pending, pendingEvent{key, queue})
+		return true
+	}
+	return op.deliver(key, queue)
+}
+
+// deliver encodes one event (or takes its encoding from an identical
+// subscription) and queues it; op.mu is held.
+func (op *wsOp) deliver(key any, queue func()) bool {
+	if payload := op.group.cached(key); payload != nil {
+		return op.c.sendPayload(op.id, payload)
+	}
+	queue()
+	resp := op.responses(op.ctx)
+	if resp == nil {
+		return false
+	}
+	payload, err := json.Marshal(resp)
+	if err != nil {
+		return op.c.sendNext(op.id, &graphql.Response{Errors: gqlerror.List{{Message: "internal error: unencodable response"}}})
+	}
+	if len(resp.Errors) == 0 && len(resp.Extensions) == 0 {
+		op.group.store(key, payload) // errors name the request: never shared
+	}
+	return op.c.sendPayload(op.id, payload)
+}
+
+func (op *wsOp) End() {
+	op.mu.Lock()
+	armed := op.responses != nil
+	op.endAsked = true
+	op.mu.Unlock()
+	if armed {
+		op.finish()
+	} // else run finishes it once the resolver has returned
+}
+
+// run executes the operation.
+func (op *wsOp) run(rc *graphql.OperationContext) {
+	defer func() {
+		if r := recover(); r != nil {
+			err := rc.Recover(op.ctx, r)
+			var gqlErr *gqlerror.Error
+			if !errors.As(err, &gqlErr) {
+				gqlErr = &gqlerror.Error{Message: fmt.Sprint(err)}
+			}
+			op.Fail(gqlErr)
+			op.finish()
+		}
+	}()
+	responses, ctx := op.c.exec.DispatchOperation(op.ctx, rc)
+	if op.group == nil { // a query or mutation: one response
+		if resp := responses(ctx); resp != nil {
+			op.c.sendNext(op.id, resp)
+		}
+		op.finish()
+		return
+	}
+	op.mu.Lock()
+	op.responses = responses
+	op.ctx = ctx
+	ok := true
+	for _, p := range op.pending {
+		if ok = op.deliver(p.key, p.queue); !ok {
+			break
+		}
+	}
+	op.pending = nil
+	adopted, endAsked := op.adopted, op.endAsked
+	op.mu.Unlock()
+	switch {
+	case !ok || endAsked:
+		op.finish()
+	case !adopted: // a resolver of channels: read them here
+		for {
+			resp := responses(ctx)
+			if resp == nil {
+				break
+			}
+			op.c.sendNext(op.id, resp)
+		}
+		op.finish()
+	}
+}
+
+// finish ends the operation once: errors recorded by Fail, else complete
+// (unless the socket is closing), and its context.
+func (op *wsOp) finish() {
+	op.mu.Lock()
+	if op.ended {
+		op.mu.Unlock()
+		return
+	}
+	op.ended = true
+	errs := op.errs
+	op.pending = nil
+	op.mu.Unlock()
+	c := op.c
+	c.mu.Lock()
+	if c.ops[op.id] == op {
+		delete(c.ops, op.id)
+	}
+	c.mu.Unlock()
+	if c.ctx.Err() == nil {
+		if len(errs) > 0 {
+			c.sendErrors(op.id, errs)
+		} else {
+			c.sendComplete(op.id)
+		}
+	}
+	c.st.ended(op.id)
+	op.cancel()
+	if op.group != nil {
+		c.s.wsGroups.leave(op.group)
+	}
+}
+
+// wsGroups holds the encodings that identical subscriptions share: same
+// document, operation, variables and user, so the same response.
+type wsGroups struct {
+	mu     sync.Mutex
+	groups map[string]*wsGroup
+}
+
+type wsGroup struct {
+	id   string
+	refs int // guarded by wsGroups.mu
+
+	mu      sync.Mutex
+	key     any // the last event encoded
+	payload []byte
+}
+
+func (gs *wsGroups) join(rc *graphql.OperationContext, ctx context.Context) *wsGroup {
+	var id strings.Builder
+	vars, _ := json.Marshal(rc.Variables) // maps marshal with sorted keys
+	fmt.Fprintf(&id, "%q %q %q %s", codecrafter.UserIDFromContext(ctx), rc.OperationName, rc.RawQuery, vars)
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gs.groups == nil {
+		gs.groups = map[string]*wsGroup{}
+	}
+	g := gs.groups[id.String()]
+	if g == nil {
+		g = &wsGroup{id: id.String()}
+		gs.groups[g.id] = g
+	}
+	g.refs++
+	return g
+}
+
+func (gs *wsGroups) leave(g *wsGroup) {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if g.refs--; g.refs == 0 {
+		delete(gs.groups, g.id)
+	}
+}
+
+func (g *wsGroup) cached(key any) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.payload != nil && g.key == key {
+		return g.payload
+	}
+	return nil
+}
+
+func (g *wsGroup) store(key any, payload []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.key, g.payload = key, bytes.Clone(payload)
+}
