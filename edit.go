@@ -30,13 +30,15 @@ type Edit struct {
 // EditStore is a session's log of edits, the truth of its code: every
 // change has a revision and an author.
 type EditStore interface {
-	// AppendEdit stores e as revision e.Revision of its session. before is
-	// the code at revision e.Revision-1, which the store may keep as a
-	// snapshot so that loading stays cheap. It is a compare-and-set:
-	// CONFLICT when revision e.Revision is already stored (another writer
-	// got there first), and BAD_USER_INPUT-free: the caller validated e.
-	// Revision n is stored only after revision n-1 (CONFLICT otherwise).
-	AppendEdit(ctx context.Context, e *Edit, before string) error
+	// AppendEdits stores a prefix of edits (consecutive revisions from
+	// edits[0].Revision; at least one of them) in one atomic write and
+	// returns how many it stored; the caller appends the rest in turn.
+	// before is the code at revision edits[0].Revision-1, which the store
+	// may keep as a snapshot so that loading stays cheap. It is a
+	// compare-and-set: CONFLICT, and nothing stored, when edits[0].Revision
+	// is already stored (another writer got there first) or revision
+	// edits[0].Revision-1 is not. The caller validated the edits.
+	AppendEdits(ctx context.Context, edits []*Edit, before string) (int, error)
 	// EditsSince returns a snapshot at some revision base <= after (the
 	// code at base) and every edit after base up to the newest, in order,
 	// so that the caller can rebuild the code at after and at the head.

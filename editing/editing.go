@@ -30,8 +30,8 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	locks  sync.Map // session id -> *sync.Mutex: one writer per session per process
-	heads  sync.Map // session id -> *history, read and written under its lock
+	queues sync.Map // session id -> *queue: edits waiting for the session's writer
+	heads  sync.Map // session id -> *history, used by the session's writer only
 	nHeads atomic.Int64
 }
 
@@ -47,9 +47,10 @@ func (s *Service) remember(sessionID string, h *history) {
 	}
 }
 
-// Edit keeps each session's recent history in memory, so that an edit
-// usually costs one store write: the compare-and-set of the append finds
-// out when another replica moved the head, and the history is reloaded.
+// Edit keeps each session's recent history in memory, so that a batch of
+// edits usually costs one store write: the compare-and-set of the append
+// finds out when another replica moved the head, and the history is
+// reloaded.
 const (
 	keepEdits = 256  // beyond, the cached history drops its oldest half
 	maxHeads  = 1000 // sessions whose history is cached
@@ -75,13 +76,13 @@ type Input struct {
 	Seq          *int
 }
 
-// maxAttempts bounds the compare-and-set retries of one edit; within a
-// process edits of a session take turns, so only other replicas' edits
-// make an attempt fail.
+// maxAttempts bounds the compare-and-set retries of a batch; within a
+// process a session's edits are written by one writer, so only other
+// replicas' edits make an attempt fail.
 const maxAttempts = 20
 
-// Edit applies the caller's edit and returns it as applied. A resent edit
-// (same clientId and seq) returns the edit as first applied.
+// Edit applies the caller's edit and returns it as applied, once stored.
+// A resent edit (same clientId and seq) returns the edit as first applied.
 func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecrafter.Edit, error) {
 	sess, userID, err := s.authorize(ctx, sessionID, codecrafter.ActionEdit)
 	if err != nil {
@@ -91,97 +92,241 @@ func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecr
 	if err != nil {
 		return nil, err
 	}
-	var clientID string
-	var seq int
+	r := &request{ctx: ctx, sess: sess, userID: userID, base: in.BaseRevision, op: op, done: make(chan result, 1)}
 	if in.ClientID != nil {
-		clientID = *in.ClientID
-		if clientID == "" || len(clientID) > 100 || in.Seq == nil || *in.Seq < 1 {
+		r.clientID = *in.ClientID
+		if r.clientID == "" || len(r.clientID) > 100 || in.Seq == nil || *in.Seq < 1 {
 			return nil, codecrafter.Errorf(codecrafter.EINVALID, "clientId: 1 to 100 characters, with a positive seq")
 		}
-		seq = *in.Seq
+		r.seq = *in.Seq
 	}
 	if in.BaseRevision < 0 {
 		return nil, codecrafter.Errorf(codecrafter.EINVALID, "baseRevision: must not be negative")
 	}
-
-	mu, _ := s.locks.LoadOrStore(sessionID, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
-
-	for attempt := range maxAttempts {
-		h, _ := s.heads.Load(sessionID)
-		cached, _ := h.(*history)
-		if cached == nil || attempt > 0 || in.BaseRevision < cached.base || in.BaseRevision > cached.head() {
-			if cached, err = s.load(ctx, sess, in.BaseRevision); err != nil {
-				return nil, err
-			}
-		}
-		if e, err := s.edit1(ctx, sess, userID, in, op, clientID, seq, cached); err != errRetry {
-			return e, err
-		}
+	s.enqueue(sessionID, r)
+	select {
+	case res := <-r.done:
+		return res.edit, res.err
+	case <-ctx.Done():
+		// The writer may still store it: a resend with the same clientId
+		// and seq finds out.
+		return nil, codecrafter.Wrap(ctx.Err(), codecrafter.EUNAVAILABLE, "the edit was not confirmed in time; resend it with its clientId and seq")
 	}
-	return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "the code is changing too fast; resend the edit")
 }
 
-var errRetry = fmt.Errorf("editing: revision taken, retry")
+// Group commit: a session's edits queue up for its writer (one goroutine
+// per session per process while there is work), which transforms and
+// applies all the queued edits in order in memory, then stores them in
+// one write; each answer waits until its edit is stored. One store round
+// trip then carries many edits, which is what bounds a hot session.
+type queue struct {
+	mu      sync.Mutex
+	pending []*request
+	busy    bool // a writer is draining pending
+	dead    bool // drained and dropped from Service.queues
+}
 
-// edit1 tries to append the edit on h and returns it as applied;
-// errRetry when another writer took the revision (h is then stale).
-func (s *Service) edit1(ctx context.Context, sess *codecrafter.Session, userID string, in Input, op ot.Operation, clientID string, seq int, h *history) (*codecrafter.Edit, error) {
-	sessionID := sess.ID
-	if in.BaseRevision > h.head() {
-		return nil, codecrafter.Errorf(codecrafter.ECONFLICT, "baseRevision %d is newer than the document (revision %d): reload the session", in.BaseRevision, h.head())
+// request is an edit waiting for its session's writer.
+type request struct {
+	ctx      context.Context
+	sess     *codecrafter.Session
+	userID   string
+	base     int
+	op       ot.Operation
+	clientID string
+	seq      int
+	done     chan result // buffered: the writer never waits for the caller
+}
+
+type result struct {
+	edit *codecrafter.Edit
+	err  error
+}
+
+// maxBatch bounds the edits of one write.
+const maxBatch = 64
+
+// enqueue adds r to its session's queue and starts a writer when none
+// is draining it.
+func (s *Service) enqueue(sessionID string, r *request) {
+	for {
+		v, _ := s.queues.LoadOrStore(sessionID, &queue{})
+		q := v.(*queue)
+		q.mu.Lock()
+		if q.dead { // its writer just dropped it: take a new one
+			q.mu.Unlock()
+			continue
+		}
+		q.pending = append(q.pending, r)
+		start := !q.busy
+		q.busy = true
+		q.mu.Unlock()
+		if start {
+			go s.drain(sessionID, q)
+		}
+		return
 	}
-	if clientID != "" {
-		if e := h.find(in.BaseRevision, clientID, seq); e != nil {
-			return e, nil // a resend: applied once already
+}
+
+// drain commits q's edits, a batch at a time, until none is left.
+func (s *Service) drain(sessionID string, q *queue) {
+	for {
+		q.mu.Lock()
+		n := min(len(q.pending), maxBatch)
+		if n == 0 {
+			q.busy, q.dead = false, true
+			s.queues.CompareAndDelete(sessionID, q)
+			q.mu.Unlock()
+			return
+		}
+		batch := q.pending[:n:n]
+		q.pending = q.pending[n:]
+		q.mu.Unlock()
+		s.commit(sessionID, batch)
+	}
+}
+
+// writeTimeout bounds a batch's store work (its requests may have ended;
+// their edits are still stored or not, as one).
+const writeTimeout = 30 * time.Second
+
+// commit applies batch in order on the session's history and stores the
+// new edits, answering each request once its edit is stored. When
+// another replica took a revision (the compare-and-set failed), it
+// reloads and transforms the unanswered ones again.
+func (s *Service) commit(sessionID string, batch []*request) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), writeTimeout)
+	defer cancel()
+	fail := func(err error) {
+		s.heads.Delete(sessionID)
+		for _, r := range batch {
+			r.done <- result{err: err}
 		}
 	}
-	if n, err := h.lenAt(in.BaseRevision); err != nil {
-		return nil, err
-	} else if op.BaseLen() != n {
-		return nil, codecrafter.Errorf(codecrafter.EINVALID, "ops: the edit spans %d code points, the code at revision %d has %d (retains + deletes must cover it)", op.BaseLen(), in.BaseRevision, n)
+	for attempt := 0; len(batch) > 0; attempt++ {
+		if attempt == maxAttempts {
+			fail(codecrafter.Errorf(codecrafter.ECONFLICT, "the code is changing too fast; resend the edit"))
+			return
+		}
+		minBase, maxBase := batch[0].base, batch[0].base
+		for _, r := range batch {
+			minBase, maxBase = min(minBase, r.base), max(maxBase, r.base)
+		}
+		v, _ := s.heads.Load(sessionID)
+		h, _ := v.(*history)
+		if h == nil || attempt > 0 || minBase < h.base || maxBase > h.head() {
+			var err error
+			if h, err = s.load(ctx, batch[0].sess, minBase); err != nil {
+				fail(err)
+				return
+			}
+		}
+		// Stage every request on h (in memory), then store the new edits.
+		// h is changed in place: on any failure it is dropped from the cache.
+		stored := h.head() // durable up to here
+		before, err := h.headCode()
+		if err != nil {
+			fail(err)
+			return
+		}
+		results := make([]result, len(batch))
+		var fresh []*codecrafter.Edit
+		var after []string // after[i]: the code once fresh[i] is applied
+		for i, r := range batch {
+			e, next, err := s.stage(h, r)
+			results[i] = result{edit: e, err: err}
+			if next != nil {
+				fresh, after = append(fresh, e), append(after, *next)
+			}
+		}
+		answered := make([]bool, len(batch))
+		answer := func() { // those whose edit is stored, and the errors
+			for i, r := range batch {
+				if !answered[i] && (results[i].err != nil || results[i].edit.Revision <= stored) {
+					answered[i] = true
+					r.done <- results[i]
+				}
+			}
+		}
+		answer()
+		var werr error
+		for len(fresh) > 0 {
+			var n int
+			if n, werr = s.edits.AppendEdits(ctx, fresh, before); werr != nil {
+				break
+			}
+			for _, e := range fresh[:n] {
+				if err := s.bus.Publish(ctx, codecrafter.EditsTopic(sessionID), encodeEdit(e)); err != nil {
+					s.log.WarnContext(ctx, "publish edit", "session", sessionID, "err", err)
+				}
+			}
+			stored, before = fresh[n-1].Revision, after[n-1]
+			fresh, after = fresh[n:], after[n:]
+			answer()
+		}
+		if len(fresh) == 0 {
+			h.trim()
+			s.remember(sessionID, h)
+			return
+		}
+		var rest []*request
+		for i, r := range batch {
+			if !answered[i] {
+				rest = append(rest, r)
+			}
+		}
+		batch = rest
+		if !codecrafter.IsCode(werr, codecrafter.ECONFLICT) {
+			fail(werr)
+			return
+		}
+		s.heads.Delete(sessionID) // another replica took the revision: transform over it too
 	}
-	applied := op
+}
+
+// stage applies r's edit on h in memory and returns it as applied with the
+// code after it; a resend returns the edit as first applied and no code.
+func (s *Service) stage(h *history, r *request) (*codecrafter.Edit, *string, error) {
+	if r.base > h.head() {
+		return nil, nil, codecrafter.Errorf(codecrafter.ECONFLICT, "baseRevision %d is newer than the document (revision %d): reload the session", r.base, h.head())
+	}
+	if r.clientID != "" {
+		if e := h.find(r.base, r.clientID, r.seq); e != nil {
+			return e, nil, nil // a resend: applied once already
+		}
+	}
+	if n, err := h.lenAt(r.base); err != nil {
+		return nil, nil, err
+	} else if r.op.BaseLen() != n {
+		return nil, nil, codecrafter.Errorf(codecrafter.EINVALID, "ops: the edit spans %d code points, the code at revision %d has %d (retains + deletes must cover it)", r.op.BaseLen(), r.base, n)
+	}
+	applied := r.op
 	var err error
 	for _, e := range h.edits {
-		if e.Revision > in.BaseRevision {
+		if e.Revision > r.base {
 			if _, applied, err = ot.Transform(toOT(e.Ops), applied); err != nil {
-				return nil, fmt.Errorf("transform over revision %d: %w", e.Revision, err)
+				return nil, nil, fmt.Errorf("transform over revision %d: %w", e.Revision, err)
 			}
 		}
 	}
 	headCode, err := h.headCode()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	next, err := ot.Apply(headCode, applied)
 	if err != nil {
-		return nil, fmt.Errorf("apply at revision %d: %w", h.head(), err)
+		return nil, nil, fmt.Errorf("apply at revision %d: %w", h.head(), err)
 	}
 	if len(next) > codecrafter.MaxCodeLen {
-		return nil, codecrafter.Errorf(codecrafter.EINVALID, "code: at most %d bytes after the edit, would be %d", codecrafter.MaxCodeLen, len(next))
+		return nil, nil, codecrafter.Errorf(codecrafter.EINVALID, "code: at most %d bytes after the edit, would be %d", codecrafter.MaxCodeLen, len(next))
 	}
 	e := &codecrafter.Edit{
-		SessionID: sessionID, Revision: h.head() + 1, UserID: userID,
-		ClientID: clientID, ClientSeq: seq, Ops: fromOT(applied),
+		SessionID: r.sess.ID, Revision: h.head() + 1, UserID: r.userID,
+		ClientID: r.clientID, ClientSeq: r.seq, Ops: fromOT(applied),
 		CreatedAt: s.now().UTC().Truncate(time.Millisecond),
 	}
-	err = s.edits.AppendEdit(ctx, e, headCode)
-	if codecrafter.IsCode(err, codecrafter.ECONFLICT) {
-		s.heads.Delete(sessionID)
-		return nil, errRetry // another replica took the revision: transform over it too
-	}
-	if err != nil {
-		s.heads.Delete(sessionID)
-		return nil, err
-	}
 	h.appended(e, next)
-	s.remember(sessionID, h)
-	if err := s.bus.Publish(context.WithoutCancel(ctx), codecrafter.EditsTopic(sessionID), encodeEdit(e)); err != nil {
-		s.log.WarnContext(ctx, "publish edit", "session", sessionID, "err", err)
-	}
-	return e, nil
+	return e, &next, nil
 }
 
 // Head returns the session's current revision and code.
@@ -381,10 +526,15 @@ func (h *history) lenAt(rev int) (int, error) {
 	return n, nil
 }
 
-// appended records e, whose result is next, and keeps the history short.
+// appended records e, whose result is next.
 func (h *history) appended(e *codecrafter.Edit, next string) {
 	h.edits = append(h.edits, e)
 	h.headText, h.headOK = next, true
+}
+
+// trim keeps the history short (not while a batch is staged: its
+// requests' bases must stay within it).
+func (h *history) trim() {
 	if len(h.edits) > keepEdits {
 		base := h.head() - keepEdits/2
 		if code, err := h.codeAt(base); err == nil {

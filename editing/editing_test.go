@@ -147,10 +147,8 @@ func randomEdit(r *rand.Rand, doc string, who int) []editing.OpInput {
 	n := utf8.RuneCountInString(doc)
 	pos := r.IntN(n + 1)
 	if n > 0 && r.IntN(3) == 0 { // a delete
-		k := 1 + r.IntN(min(3, n-pos+1))
-		if pos+k > n {
-			pos = n - k
-		}
+		k := 1 + r.IntN(min(3, n))
+		pos = min(pos, n-k)
 		var ops []editing.OpInput
 		if pos > 0 {
 			ops = append(ops, editing.OpInput{Retain: ip(pos)})
@@ -317,39 +315,145 @@ func TestSelectionsMoveWithTheText(t *testing.T) {
 }
 
 // TestTwoReplicasEditOneSession: two services on one store (two
-// replicas) edit one session in turns and at once; each finds the other's
-// revisions through the append's compare-and-set, and the log converges.
+// replicas) edit one session in turns and at once, several clients each,
+// so that batches form; each finds the other's revisions through the
+// append's compare-and-set, and the log converges.
 func TestTwoReplicasEditOneSession(t *testing.T) {
 	e := newEnv(t, "")
 	other := editing.New(e.store, e.store, inmem.NewBus(), slog.New(slog.DiscardHandler))
+	const clients, edits = 3, 6 // per replica, per client
 	var wg sync.WaitGroup
 	for i, svc := range []*editing.Service{e.svc, other} {
-		wg.Go(func() {
-			for range 20 {
-				rev, doc, err := svc.Head(e.owner, e.sess)
-				if err != nil {
-					t.Error(err)
-					return
+		for range clients {
+			wg.Go(func() {
+				for range edits {
+					rev, doc, err := svc.Head(e.owner, e.sess)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					n := utf8.RuneCountInString(doc)
+					if _, err := svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: rev, Ops: insertAt(n, n, fmt.Sprint(i))}); err != nil {
+						t.Error(err)
+						return
+					}
 				}
-				n := utf8.RuneCountInString(doc)
-				if _, err := svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: rev, Ops: insertAt(n, n, fmt.Sprint(i))}); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
+			})
+		}
 	}
 	wg.Wait()
+	const total = 2 * clients * edits
 	for _, svc := range []*editing.Service{e.svc, other} {
 		rev, code, err := svc.Head(e.owner, e.sess)
-		if err != nil || rev != 40 || utf8.RuneCountInString(code) != 40 {
-			t.Fatalf("head %d %q %v, want revision 40 of 40 code points", rev, code, err)
+		if err != nil || rev != total || strings.Count(code, "0") != total/2 || strings.Count(code, "1") != total/2 {
+			t.Fatalf("head %d %q %v, want revision %d with %d of each replica's inserts", rev, code, err, total, total/2)
 		}
 	}
 	// The cached history of the first is stale now: an edit through it at
 	// the head still lands as the next revision.
-	ed, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: 40, Ops: insertAt(40, 40, "!")})
-	if err != nil || ed.Revision != 41 {
+	ed, err := e.svc.Edit(e.owner, e.sess.ID, editing.Input{BaseRevision: total, Ops: insertAt(total, total, "!")})
+	if err != nil || ed.Revision != total+1 {
 		t.Fatalf("edit after the other replica's: %+v, %v", ed, err)
+	}
+}
+
+// gatedStore holds the first append until gate closes, and records how
+// many edits each append stored and the newest stored revision.
+type gatedStore struct {
+	codecrafter.EditStore
+	entered, gate chan struct{} // closed by the first append; closed to let it go on
+	once          sync.Once
+	mu            sync.Mutex
+	writes        []int
+	stored        int
+}
+
+func (g *gatedStore) AppendEdits(ctx context.Context, edits []*codecrafter.Edit, before string) (int, error) {
+	g.once.Do(func() { close(g.entered); <-g.gate })
+	n, err := g.EditStore.AppendEdits(ctx, edits, before)
+	if err == nil {
+		g.mu.Lock()
+		g.writes, g.stored = append(g.writes, n), edits[n-1].Revision
+		g.mu.Unlock()
+	}
+	return n, err
+}
+
+func (g *gatedStore) storedRevision() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stored
+}
+
+// TestEditsQueuedBehindAWriteAreStoredInOne: while a session's write is in
+// flight, the edits that arrive queue up and are then stored in one
+// write; each is answered only once stored; a resend within the batch
+// gets the edit as first applied.
+func TestEditsQueuedBehindAWriteAreStoredInOne(t *testing.T) {
+	e := newEnv(t, "")
+	g := &gatedStore{EditStore: e.store, entered: make(chan struct{}), gate: make(chan struct{})}
+	svc := editing.New(e.store, g, inmem.NewBus(), slog.New(slog.DiscardHandler))
+	type answer struct {
+		ed  *codecrafter.Edit
+		err error
+		// stored: the newest stored revision when the answer came
+		stored int
+	}
+	answers := make(chan answer, 8)
+	edit := func(in editing.Input) {
+		ed, err := svc.Edit(e.owner, e.sess.ID, in)
+		answers <- answer{ed, err, g.storedRevision()}
+	}
+	go edit(editing.Input{Ops: insertAt(0, 0, "a")}) // its write waits for the gate
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first edit was not written")
+	}
+	inputs := []editing.Input{
+		{Ops: insertAt(0, 0, "b")},
+		{Ops: insertAt(0, 0, "c"), ClientID: sp("tab"), Seq: ip(1)},
+		{Ops: insertAt(0, 0, "c"), ClientID: sp("tab"), Seq: ip(1)}, // a resend
+		{Ops: insertAt(0, 0, "d")},
+		{Ops: []editing.OpInput{{Retain: ip(5)}}}, // invalid: the code at 0 is empty
+	}
+	// One at a time, so that they queue in this order.
+	for i, in := range inputs {
+		go edit(in)
+		for deadline := time.Now().Add(10 * time.Second); svc.Queued(e.sess.ID) < i+1; {
+			if time.Now().After(deadline) {
+				t.Fatalf("edit %d not queued", i)
+			}
+			runtime.Gosched()
+		}
+	}
+	close(g.gate)
+	var revs []int
+	for range 1 + len(inputs) {
+		select {
+		case a := <-answers:
+			switch {
+			case a.err != nil:
+				if !codecrafter.IsCode(a.err, codecrafter.EINVALID) {
+					t.Fatalf("error %v, want BAD_USER_INPUT for the invalid edit", a.err)
+				}
+			case a.ed.Revision > a.stored:
+				t.Fatalf("revision %d answered when only %d was stored", a.ed.Revision, a.stored)
+			default:
+				revs = append(revs, a.ed.Revision)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("an edit was not answered")
+		}
+	}
+	slices.Sort(revs)
+	if !slices.Equal(revs, []int{1, 2, 3, 3, 4}) {
+		t.Fatalf("revisions %v, want 1 2 3 3 4 (the resend shares 3)", revs)
+	}
+	if !slices.Equal(g.writes, []int{1, 3}) {
+		t.Fatalf("writes of %v edits, want 1 then the 3 queued behind it", g.writes)
+	}
+	if rev, code := head(t, e); rev != 4 || code != "abcd" { // at a tie the one applied first goes first
+		t.Fatalf("head %d %q, want 4 abcd", rev, code)
 	}
 }

@@ -20,7 +20,7 @@ func TestEdits(t *testing.T, newStore func(t *testing.T) codecrafter.EditStore) 
 		for rev := 1; rev <= n; rev++ {
 			e := testEdit(sid, rev)
 			want[rev] = e
-			noErr(t, s.AppendEdit(t.Context(), e, snapshot(rev-1)))
+			noErr(t, appendOne(t, s, e, snapshot(rev-1)))
 		}
 		for _, after := range []int{0, 1, 31, 32, 33, 63, 64, 65, 69, 70, 100} {
 			base, code, edits, ok, err := s.EditsSince(t.Context(), sid, after)
@@ -40,24 +40,67 @@ func TestEdits(t *testing.T, newStore func(t *testing.T) codecrafter.EditStore) 
 		}
 		// Taken revisions, and gaps.
 		for _, rev := range []int{1, 2, 32, 33, 64, 70} {
-			wantCode(t, s.AppendEdit(t.Context(), testEdit(sid, rev), "x"), codecrafter.ECONFLICT)
+			wantCode(t, appendOne(t, s, testEdit(sid, rev), "x"), codecrafter.ECONFLICT)
 		}
 		for _, rev := range []int{72, 96, 97, 128} {
-			wantCode(t, s.AppendEdit(t.Context(), testEdit(sid, rev), "x"), codecrafter.ECONFLICT)
+			wantCode(t, appendOne(t, s, testEdit(sid, rev), "x"), codecrafter.ECONFLICT)
 		}
 		_, _, edits, _, err := s.EditsSince(t.Context(), sid, 0)
 		noErr(t, err)
 		if len(edits) != n {
 			t.Fatalf("%d edits after the refused appends, want %d", len(edits), n)
 		}
-		noErr(t, s.AppendEdit(t.Context(), testEdit(sid, n+1), snapshot(n)))
+		noErr(t, appendOne(t, s, testEdit(sid, n+1), snapshot(n)))
+	})
+	t.Run("AppendBatches", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		sid := codecrafter.NewID()
+		// Batches of 5 to 70: each call stores a prefix (at least one), the
+		// rest follow; across any page boundary.
+		head := 0
+		var all []*codecrafter.Edit
+		for _, size := range []int{5, 30, 70, 1, 9} {
+			batch := make([]*codecrafter.Edit, size)
+			for i := range batch {
+				batch[i] = testEdit(sid, head+1+i)
+			}
+			all = append(all, batch...)
+			wantCode(t, appendOne(t, s, testEdit(sid, head+2), "x"), codecrafter.ECONFLICT) // a gap
+			for len(batch) > 0 {
+				n, err := s.AppendEdits(t.Context(), batch, snapshot(batch[0].Revision-1))
+				noErr(t, err)
+				if n < 1 || n > len(batch) {
+					t.Fatalf("stored %d of %d", n, len(batch))
+				}
+				if _, err := s.AppendEdits(t.Context(), batch, "x"); !codecrafter.IsCode(err, codecrafter.ECONFLICT) {
+					t.Fatalf("the same batch again: %v, want CONFLICT", err)
+				}
+				batch, head = batch[n:], head+n
+			}
+		}
+		base, code, edits, _, err := s.EditsSince(t.Context(), sid, 0)
+		noErr(t, err)
+		if base != 0 || code != snapshot(0) || len(edits) != head {
+			t.Fatalf("base %d code %q, %d edits; want 0, %q, %d", base, code, len(edits), snapshot(0), head)
+		}
+		for i, e := range edits {
+			sameEdit(t, e, all[i])
+		}
+		for _, after := range []int{31, 32, 33, 64, 100} {
+			base, code, _, _, err := s.EditsSince(t.Context(), sid, after)
+			noErr(t, err)
+			if code != snapshot(base) {
+				t.Fatalf("after %d: base %d with code %q", after, base, code)
+			}
+		}
 	})
 	t.Run("GapInAFreshSession", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
 		sid := codecrafter.NewID()
 		for _, rev := range []int{2, 33, 34} {
-			wantCode(t, s.AppendEdit(t.Context(), testEdit(sid, rev), "x"), codecrafter.ECONFLICT)
+			wantCode(t, appendOne(t, s, testEdit(sid, rev), "x"), codecrafter.ECONFLICT)
 		}
 		_, _, edits, ok, err := s.EditsSince(t.Context(), sid, 0)
 		noErr(t, err)
@@ -84,13 +127,13 @@ func TestEdits(t *testing.T, newStore func(t *testing.T) codecrafter.EditStore) 
 		for _, rev := range []int{1, 2, 3, 31, 32, 33, 34} {
 			for head < rev-1 {
 				head++
-				noErr(t, s.AppendEdit(t.Context(), testEdit(sid, head), snapshot(head-1)))
+				noErr(t, appendOne(t, s, testEdit(sid, head), snapshot(head-1)))
 			}
 			tries := make([]*codecrafter.Edit, racers)
 			errs := race(racers, func(i int) error {
 				tries[i] = testEdit(sid, rev)
 				tries[i].ClientID = fmt.Sprint("racer", i)
-				return s.AppendEdit(t.Context(), tries[i], snapshot(rev-1))
+				return appendOne(t, s, tries[i], snapshot(rev-1))
 			})
 			if c := countCodes(errs); c[""] != 1 || c[codecrafter.ECONFLICT] != racers-1 {
 				t.Fatalf("revision %d: %v", rev, c)
@@ -105,6 +148,15 @@ func TestEdits(t *testing.T, newStore func(t *testing.T) codecrafter.EditStore) 
 			sameEdit(t, edits[len(edits)-1], winner)
 		}
 	})
+}
+
+// appendOne appends e alone.
+func appendOne(t *testing.T, s codecrafter.EditStore, e *codecrafter.Edit, before string) error {
+	n, err := s.AppendEdits(t.Context(), []*codecrafter.Edit{e}, before)
+	if err == nil && n != 1 {
+		t.Errorf("revision %d alone: stored %d", e.Revision, n) // (not Fatal: racers call this)
+	}
+	return err
 }
 
 // snapshot is the code at rev in the suite's sessions.
