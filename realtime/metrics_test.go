@@ -11,9 +11,9 @@ import (
 	"github.com/codecrafter/codecrafter/realtime"
 )
 
-// TestMetrics: bus events published and delivered count by kind, an
-// ended slow subscriber counts as dropped, and a live chat message's
-// delivery latency is observed.
+// TestMetrics: bus events published and delivered count by kind, chat
+// messages handed to subscribers count, an ended slow subscriber counts as
+// dropped, and a live chat message's delivery latency is observed.
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, err := realtime.NewMetrics(reg)
@@ -40,6 +40,9 @@ func TestMetrics(t *testing.T) {
 	}
 	if n := value("codecrafter_bus_events_delivered_total", chat); n != 1 {
 		t.Errorf("chat events delivered %v, want 1", n)
+	}
+	if n := value("codecrafter_chat_messages_delivered_total", nil); n != 1 {
+		t.Errorf("chat messages delivered %v, want 1", n)
 	}
 	if n := value("codecrafter_bus_events_published_total", map[string]string{"kind": "typing"}); n != 1 {
 		t.Errorf("typing events published %v, want 1 (cleared on send)", n)

@@ -1,14 +1,18 @@
 // Package realtime is a session's chat, typing indicators and presence.
-// Chat messages are stored, then published; a subscriber subscribes to
-// the bus first, then reads the store, then forwards live messages above
-// what it read, re-reading the store on a gap, so that it misses nothing
-// and sees nothing twice (the discipline of executionOutput). Typing is
+// Chat messages are stored, then published. A process follows a session's
+// chat once for all its subscribers (a stream.Hub): it subscribes to the
+// bus first, then reads the store's tail, then hands out live messages
+// above it, re-reading the store on a gap, so that it misses nothing and
+// sends nothing twice (the discipline of executionOutput); a subscriber
+// that resumes from an older message replays the store up to the
+// follower, then joins it. Typing is
 // ephemeral: never stored, and it expires by itself on the subscriber's
 // side. Presence is a codecrafter.Presence registry.
 package realtime
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -25,13 +29,18 @@ type Config struct {
 	TypingTTL time.Duration
 	// Metrics, if set, observes chat delivery latency.
 	Metrics *Metrics
+	// MessageBuffer is how many messages MessageAdded holds for a reader
+	// (default 256); one slower than that is dropped and watches again
+	// from the store.
+	MessageBuffer int
 }
 
 // Defaults.
 const (
-	DefaultTypingTTL = 5 * time.Second
-	MaxPageLimit     = 100 // messages(limit)
-	replayPage       = 100
+	DefaultTypingTTL     = 5 * time.Second
+	DefaultMessageBuffer = 256
+	MaxPageLimit         = 100 // messages(limit)
+	replayPage           = 100
 )
 
 // Service implements the realtime operations for the caller in ctx.
@@ -44,6 +53,7 @@ type Service struct {
 	limit    codecrafter.Limiter // messages per user; nil: none
 	log      *slog.Logger
 	now      func() time.Time
+	chat     *stream.Hub[*codecrafter.Message] // one follower per session
 }
 
 // New returns a Service. limit (may be nil) rate-limits sendMessage per user.
@@ -52,8 +62,13 @@ func New(cfg Config, sessions codecrafter.SessionStore, messages codecrafter.Mes
 	if cfg.TypingTTL <= 0 {
 		cfg.TypingTTL = DefaultTypingTTL
 	}
-	return &Service{cfg: cfg, sessions: sessions, messages: messages, bus: bus, presence: presence,
+	if cfg.MessageBuffer <= 0 {
+		cfg.MessageBuffer = DefaultMessageBuffer
+	}
+	s := &Service{cfg: cfg, sessions: sessions, messages: messages, bus: bus, presence: presence,
 		limit: limit, log: logger, now: time.Now}
+	s.chat = stream.NewHub(stream.HubConfig[*codecrafter.Message]{Source: s.chatStream, Tail: s.tail})
+	return s
 }
 
 // Send stores a chat message from the caller, then publishes it, and
@@ -132,36 +147,124 @@ func afterSeq(sessionID string, after *string) (int, error) {
 // When the bus ends the live subscription (fell behind, connection lost),
 // it subscribes again and catches up from the store. The channel closes
 // when ctx ends.
+//
+// It is WatchMessages for a channel reader: a reader more than
+// Config.MessageBuffer messages behind is dropped by the session's
+// follower, and once it has read those buffered it watches again after
+// the last, from the store: it too misses nothing.
 func (s *Service) MessageAdded(ctx context.Context, sessionID string, after *string) (<-chan *codecrafter.Message, error) {
-	seq, err := afterSeq(sessionID, after)
+	seq, err := s.watchable(ctx, sessionID, after)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	live, err := s.bus.Subscribe(ctx, codecrafter.ChatTopic(sessionID))
-	if err != nil {
-		cancel()
-		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "live chat is unavailable; try again shortly")
-	}
-	if _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead); err != nil {
-		cancel()
-		return nil, err
-	}
-	if after == nil {
-		// From what is stored now on: a resync after the bus ended the
-		// subscription needs to know where "now" was.
-		if seq, err = s.tail(ctx, sessionID); err != nil {
-			cancel()
-			return nil, err
+	buf := make(chan *codecrafter.Message, s.cfg.MessageBuffer)
+	ended := make(chan error, 1)
+	last := seq // of the last message put in buf; read after end, which follows the last emit
+	emit := func(m *codecrafter.Message) bool {
+		select {
+		case buf <- m:
+			last = m.Seq
+			return true
+		default:
+			return false
 		}
+	}
+	end := func(err error) { ended <- err }
+	if err := s.watchChat(ctx, sessionID, seq, emit, end); err != nil {
+		return nil, err
 	}
 	out := make(chan *codecrafter.Message)
 	go func() {
-		defer cancel()
 		defer close(out)
-		stream.Follow(ctx, s.chatStream(sessionID), live, seq, out)
+		forward := func(m *codecrafter.Message) bool {
+			select {
+			case out <- m:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for {
+			select {
+			case m := <-buf:
+				if !forward(m) {
+					return
+				}
+			case err := <-ended:
+				for len(buf) > 0 { // the rest: no emit comes after end
+					if !forward(<-buf) {
+						return
+					}
+				}
+				if err == nil || ctx.Err() != nil {
+					return
+				}
+				// Fell behind, and the reader has now read all it was
+				// given: watch again from there.
+				if err := s.watchChat(ctx, sessionID, last, emit, end); err != nil {
+					s.log.WarnContext(ctx, "chat: watch again", "session", sessionID, "err", err)
+					return
+				}
+			}
+		}
 	}()
 	return out, nil
+}
+
+// WatchMessages calls emit with the session's new messages, each once, in
+// order (with after as in MessageAdded), and end once after the last: nil
+// when ctx ended, UNAVAILABLE when emit returned false (the watcher could
+// not keep up; the message says which after to watch again with). emit
+// must not block: it is called on the session's one follower in this
+// process (or on the goroutine replaying the store for this watcher), with
+// the same *Message for every watcher. Errors (access, a bad after, the
+// bus or store unavailable) are returned at once, and then neither emit
+// nor end is called.
+func (s *Service) WatchMessages(ctx context.Context, sessionID string, after *string, emit func(*codecrafter.Message) bool, end func(error)) error {
+	seq, err := s.watchable(ctx, sessionID, after)
+	if err != nil {
+		return err
+	}
+	return s.watchChat(ctx, sessionID, seq, emit, end)
+}
+
+// watchable checks the caller may watch the session's chat, and returns
+// the seq to watch after (-1: from now on).
+func (s *Service) watchable(ctx context.Context, sessionID string, after *string) (int, error) {
+	seq, err := afterSeq(sessionID, after)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead); err != nil {
+		return 0, err
+	}
+	if after == nil || *after == "" {
+		return -1, nil
+	}
+	return seq, nil
+}
+
+// watchChat watches the session's chat on the hub, counting deliveries
+// and saying in a fell-behind error where to resume.
+func (s *Service) watchChat(ctx context.Context, sessionID string, after int, emit func(*codecrafter.Message) bool, end func(error)) error {
+	last := after // of the last message emitted; read by end, after the last emit
+	return s.chat.Watch(ctx, sessionID, after, func(m *codecrafter.Message) bool {
+		if !emit(m) {
+			return false
+		}
+		last = m.Seq
+		s.cfg.Metrics.countDelivery()
+		return true
+	}, func(err error) {
+		if codecrafter.IsCode(err, codecrafter.EUNAVAILABLE) {
+			msg := "live chat fell behind; subscribe again"
+			if last > 0 {
+				msg += fmt.Sprintf(" with after: %q", codecrafter.MessageID(sessionID, last))
+			}
+			err = codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, msg)
+		}
+		end(err)
+	})
 }
 
 // tail returns the seq of the session's last stored message (0: none). It

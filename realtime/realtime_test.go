@@ -215,21 +215,19 @@ func sendN(t *testing.T, e *env, from, to int) {
 	}
 }
 
-// TestMessageAddedSurvivesSlowSubscription: a subscriber that falls behind
-// the bus's buffer has its bus subscription ended; it subscribes again and
-// reads the rest from the store, missing nothing, repeating nothing.
+// TestMessageAddedSurvivesSlowSubscription: a reader that falls behind
+// (more unread messages than MessageAdded buffers) is dropped by the session's follower, then watches again from
+// the store: it misses nothing and sees nothing twice.
 func TestMessageAddedSurvivesSlowSubscription(t *testing.T) {
 	bus := inmem.NewBusWithBuffer(2)
 	e := newEnvWith(t, nil, bus, nil)
+	e.svc = realtime.New(realtime.Config{MessageBuffer: 4}, e.db, e.db, bus, inmem.NewPresence(bus), nil, slog.New(slog.DiscardHandler))
 	sendN(t, e, 1, 3) // before the subscription: not streamed
 	ch, err := e.svc.MessageAdded(e.viewer, e.session, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sendN(t, e, 4, 30) // not read meanwhile: far more than the buffer
-	if bus.Dropped() == 0 {
-		t.Fatal("the bus did not end the slow subscription")
-	}
+	sendN(t, e, 4, 30) // not read meanwhile: far more than the 4 buffered
 	expectSeqs(t, ch, 4, 30)
 	sendN(t, e, 31, 31) // live again, and no duplicate came before it
 	expectSeqs(t, ch, 31, 31)
@@ -414,21 +412,24 @@ func TestMessageAddedWaitsForReorderedEvents(t *testing.T) {
 	}
 }
 
-// flakyMessages fails the first fails reads.
+// flakyMessages lets the first pass reads through, then fails the next
+// fails ones.
 type flakyMessages struct {
 	codecrafter.MessageStore
-	fails atomic.Int32
+	pass, fails atomic.Int32
 }
 
 func (f *flakyMessages) Messages(ctx context.Context, sessionID string, after, limit int) ([]*codecrafter.Message, error) {
-	if f.fails.Add(-1) >= 0 {
+	if f.pass.Add(-1) < 0 && f.fails.Add(-1) >= 0 {
 		return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "the database is unavailable")
 	}
 	return f.MessageStore.Messages(ctx, sessionID, after, limit)
 }
 
 // TestMessageAddedRetriesTheStore: a replay the store fails is tried
-// again by itself, with no later message to trigger it.
+// again by itself, with no later message to trigger it. (The first read,
+// the session's tail where its follower starts, passes: a failure there
+// is returned to the subscriber.)
 func TestMessageAddedRetriesTheStore(t *testing.T) {
 	e := newEnv(t, nil)
 	var first string
@@ -442,7 +443,8 @@ func TestMessageAddedRetriesTheStore(t *testing.T) {
 		}
 	}
 	store := &flakyMessages{MessageStore: e.db}
-	store.fails.Store(2)
+	store.pass.Store(1)
+	store.fails.Store(2) // the follower's catch-up and the subscriber's replay
 	svc := realtime.New(realtime.Config{}, e.db, store, e.bus, inmem.NewPresence(e.bus), nil, slog.New(slog.DiscardHandler))
 	ch, err := svc.MessageAdded(e.viewer, e.session, &first)
 	if err != nil {
@@ -452,5 +454,88 @@ func TestMessageAddedRetriesTheStore(t *testing.T) {
 		if m := next(t, ch); m.Seq != want {
 			t.Fatalf("got seq %d, want %d", m.Seq, want)
 		}
+	}
+	if store.fails.Load() > 0 {
+		t.Fatal("the store never failed")
+	}
+}
+
+// watcher records what WatchMessages gives it.
+type watcher struct {
+	refuse bool // emit refuses from the second message on
+	n      int
+	got    chan *codecrafter.Message
+	ended  chan error
+}
+
+func newWatcher(refuse bool) *watcher {
+	return &watcher{refuse: refuse, got: make(chan *codecrafter.Message, 100), ended: make(chan error, 1)}
+}
+
+func (w *watcher) emit(m *codecrafter.Message) bool {
+	if w.n++; w.refuse && w.n > 1 {
+		return false
+	}
+	w.got <- m
+	return true
+}
+
+func (w *watcher) end(err error) { w.ended <- err }
+
+// TestWatchMessages: watchers of a session share its follower (one tail
+// read, the same *Message for all); an outsider gets NOT_FOUND at once and
+// no call; a watcher that cannot keep up is ended with UNAVAILABLE saying
+// where to resume, and one whose ctx ends with nil.
+func TestWatchMessages(t *testing.T) {
+	e := newEnv(t, nil)
+	sendN(t, e, 1, 2)
+	store := &countingMessages{MessageStore: e.db}
+	svc := realtime.New(realtime.Config{}, e.db, store, e.bus, inmem.NewPresence(e.bus), nil, slog.New(slog.DiscardHandler))
+	out := newWatcher(false)
+	if err := svc.WatchMessages(e.outsider, e.session, nil, out.emit, out.end); !codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
+		t.Fatalf("outsider: %v, want NOT_FOUND", err)
+	}
+	ctx, cancel := context.WithCancel(e.viewer)
+	defer cancel()
+	var ws []*watcher
+	for i := range 10 {
+		w := newWatcher(i == 0)
+		if err := svc.WatchMessages(ctx, e.session, nil, w.emit, w.end); err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	sendN(t, e, 3, 4)
+	first := next(t, ws[0].got)
+	for _, w := range ws[1:] {
+		if m := next(t, w.got); m != first {
+			t.Fatalf("watchers got different *Message values for seq %d (%d)", first.Seq, m.Seq)
+		}
+	}
+	for _, w := range ws[1:] {
+		if m := next(t, w.got); m.Seq != 4 {
+			t.Fatalf("got seq %d, want 4", m.Seq)
+		}
+	}
+	// The tail and the follower's first catch-up: not one per watcher.
+	if n := store.reads.Load(); n > 2 {
+		t.Errorf("%d store reads for 10 watchers", n)
+	}
+	err := next(t, ws[0].ended)
+	if !codecrafter.IsCode(err, codecrafter.EUNAVAILABLE) || !strings.Contains(codecrafter.ErrorMessage(err), first.ID) {
+		t.Fatalf("slow watcher ended with %v, want UNAVAILABLE naming %s", err, first.ID)
+	}
+	cancel()
+	for _, w := range ws[1:] {
+		if err := next(t, w.ended); err != nil {
+			t.Fatalf("ended with %v, want nil", err)
+		}
+	}
+	select {
+	case m := <-out.got:
+		t.Fatalf("outsider got %+v", m)
+	case err := <-out.ended:
+		t.Fatalf("outsider ended: %v", err)
+	default:
 	}
 }

@@ -45,14 +45,22 @@ const (
 // caller's subscription, made before it read where to start, so that no
 // item falls between the two.
 func Follow[T any](ctx context.Context, src Source[T], live <-chan []byte, last int, out chan<- T) {
-	f := follower[T]{src: src, out: out, last: last}
+	f := follower[T]{src: src, last: last, emit: func(ctx context.Context, item T) bool {
+		select {
+		case out <- item:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}}
 	f.follow(ctx, live)
 }
 
 type follower[T any] struct {
 	src  Source[T]
-	out  chan<- T
 	last int // number of the last item sent (or skipped: before the start)
+	// emit hands an item on; false when ctx ended first.
+	emit func(ctx context.Context, item T) bool
 }
 
 func (f *follower[T]) follow(ctx context.Context, live <-chan []byte) {
@@ -181,11 +189,9 @@ func (f *follower[T]) catchUp(ctx context.Context) error {
 }
 
 func (f *follower[T]) send(ctx context.Context, item T) bool {
-	select {
-	case f.out <- item:
-		f.last = f.src.Seq(item)
-		return true
-	case <-ctx.Done():
+	if !f.emit(ctx, item) {
 		return false
 	}
+	f.last = f.src.Seq(item)
+	return true
 }
