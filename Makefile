@@ -6,17 +6,24 @@ BIN   := bin
 # Our own packages for coverage: everything but generated code and commands.
 COVERPKG = $(shell $(GO) list ./... | grep -v -e /graph -e /cmd/ -e /internal/testenv | paste -sd, -)
 
-.PHONY: run build test services images generate check-generated vet contract cover clean
+.PHONY: run build test test-web services images generate check-generated vet contract cover clean
 
 ## run: build and start the server on the embedded default (FerretDB, in-process bus and queue, Docker sandbox)
 run: build services-docker images
 	$(BIN)/codecrafter serve
 
-## build: the server/worker binary and the in-sandbox helper
-build:
+## build: the web client (when its sources changed), the server/worker binary (embedding it) and the in-sandbox helper
+build: web/dist/index.html
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/codecrafter ./cmd/codecrafter
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ccbox ./cmd/ccbox
+
+# The web client: npm ci when the lockfile changed, a build when a source did.
+WEB_SRC := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json web/package.json
+web/node_modules/.package-lock.json: web/package-lock.json web/package.json
+	cd web && npm ci --no-audit --no-fund
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SRC)
+	cd web && npm run build
 
 services-docker:
 	scripts/services.sh docker
@@ -29,11 +36,20 @@ services:
 images: build services-docker
 	$(BIN)/codecrafter images build --ccbox $(BIN)/ccbox
 
-## test: start every service, build images, run all tests with -race, print total coverage
-test: services images
+## test: start every service, build images, run all tests with -race (the web client's too), print total coverage
+test: services images test-web
 	CI=$${CI:-false} $(GO) test -race -count=1 -timeout 40m -coverpkg=$(COVERPKG) -coverprofile=cover.out ./... \
 		| sed -E 's/ of statements in .*/ of our statements/'  # -coverpkg names every package on every line
 	@$(GO) tool cover -func=cover.out | tail -n 1 | awk '{print "total coverage (own packages, generated code excluded): " $$3}'
+
+## test-web: the web client's unit tests (Vitest), then two Chromium users on a real `codecrafter serve` (web/e2e)
+test-web: build images
+	cd web && npx vitest run
+	@command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || true
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$${CI:-false}" = true ]; then echo "test-web: chromium is missing and CI=true"; exit 1; fi; \
+		echo "test-web: chromium is missing (apt-get install chromium): end-to-end tests skipped"; exit 0; \
+	fi; cd web && CODECRAFTER_BIN=../$(BIN)/codecrafter node e2e/session.e2e.mjs
 
 ## generate: regenerate gqlgen code
 generate:

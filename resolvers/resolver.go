@@ -15,6 +15,7 @@ import (
 	"github.com/codecrafter/codecrafter/graph/model"
 	"github.com/codecrafter/codecrafter/realtime"
 	"github.com/codecrafter/codecrafter/sessions"
+	"github.com/codecrafter/codecrafter/timeline"
 )
 
 // Resolver is the dependency root of the GraphQL layer.
@@ -24,6 +25,7 @@ type Resolver struct {
 	Runs     *executions.Service // code executions
 	Realtime *realtime.Service   // chat, typing, presence
 	Editing  *editing.Service    // the code's edit log
+	Timeline *timeline.Service   // a session's story in one order
 	Users    codecrafter.UserStore
 	Runtimes codecrafter.Runtimes
 	// Access ends subscriptions of participants who lose access (nil: none).

@@ -216,7 +216,7 @@ func (r *queryResolver) CodeAt(ctx context.Context, sessionID string, revision i
 }
 
 func (r *queryResolver) Timeline(ctx context.Context, sessionID string, after *string, limit *int) ([]*model.TimelineItem, error) {
-	return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "the timeline is not available yet")
+	return r.timeline(ctx, sessionID, after, limit)
 }
 
 func (r *selectionEventResolver) User(ctx context.Context, obj *editing.Selection) (*codecrafter.User, error) {
@@ -316,7 +316,7 @@ func (r *subscriptionResolver) SessionExecutions(ctx context.Context, sessionID 
 }
 
 func (r *subscriptionResolver) TimelineAdded(ctx context.Context, sessionID string, after *string) (<-chan *model.TimelineItem, error) {
-	return nil, codecrafter.Errorf(codecrafter.EUNAVAILABLE, "the timeline is not available yet")
+	return r.timelineAdded(ctx, sessionID, after)
 }
 
 func (r *typingEventResolver) User(ctx context.Context, obj *realtime.TypingEvent) (*codecrafter.User, error) {

@@ -31,6 +31,7 @@ import (
 	"github.com/codecrafter/codecrafter/sandbox"
 	"github.com/codecrafter/codecrafter/server"
 	"github.com/codecrafter/codecrafter/sessions"
+	"github.com/codecrafter/codecrafter/timeline"
 	"github.com/codecrafter/codecrafter/worker"
 )
 
@@ -254,7 +255,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 	}
 	res := &resolvers.Resolver{
 		Auth:     authSvc,
-		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")),
+		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")).WithHistory(a.db),
 		Runs:     execSvc,
 		Realtime: realtime.New(realtime.Config{Metrics: a.busMetrics}, a.db, a.db, a.bus, a.presence, a.chatLimit,
 			a.log.With("component", "realtime")),
@@ -263,6 +264,7 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 		Runtimes: a.runtimes,
 		Access:   hub,
 	}
+	res.Timeline = timeline.New(a.db, a.bus, res.Realtime, editSvc, a.log.With("component", "timeline"))
 	schema := graph.NewExecutableSchema(graph.Config{Resolvers: res})
 	a.server, err = server.New(server.Config{
 		AllowedOrigins: a.cfg.origins(),

@@ -1,0 +1,263 @@
+// End to end: two real Chromium contexts as two users on a real
+// `codecrafter serve` (embedded store, Docker sandbox). Run by `make
+// test-web`; alone: `npm run e2e` in web/ (after `make build`).
+//
+// BASE_URL: use a running server; otherwise this starts CODECRAFTER_BIN
+// (default ../bin/codecrafter) on a free port with a fresh data dir.
+// SCREENSHOTS=dir saves pictures of the session page there.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const T = 30_000; // the longest any one step may wait (a cold sandbox included)
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
+
+let server, dataDir, browser;
+const failures = [];
+const log = (...a) => console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
+
+async function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    }).on('error', fail);
+  });
+}
+
+async function startServer() {
+  if (process.env.BASE_URL) return process.env.BASE_URL.replace(/\/$/, '');
+  const bin = resolve(process.env.CODECRAFTER_BIN ?? '../bin/codecrafter');
+  const port = await freePort();
+  dataDir = mkdtempSync(join(tmpdir(), 'cc-e2e-'));
+  const base = `http://127.0.0.1:${port}`;
+  server = spawn(bin, ['serve', '-addr', `127.0.0.1:${port}`, '-data-dir', dataDir, '-metrics-addr', '', '-log-format', 'text', '-log-level', 'warn'], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, MONGO_URI: '', REDIS_URL: '', AMQP_URL: '' },
+  });
+  const exited = new Promise((_, fail) => server.once('exit', (c) => fail(new Error(`server exited (${c}) before it was ready`))));
+  const ready = (async () => {
+    for (;;) {
+      try {
+        if ((await fetch(`${base}/readyz`)).ok) return;
+      } catch { /* not listening yet */ }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  await Promise.race([ready, exited, new Promise((_, f) => setTimeout(() => f(new Error('server not ready in 60 s')), 60_000))]);
+  log('server ready at', base);
+  return base;
+}
+
+/** Waits until fn() (run in the page) is truthy. */
+async function until(page, what, fn, arg) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout: T, polling: 100 });
+  } catch (e) {
+    throw new Error(`${what}: not within ${T / 1000} s (${e.message.split('\n')[0]})`);
+  }
+}
+
+// The editor's text, without the other users' caret labels.
+const editorText = (page) => page.evaluate(() => {
+  const lines = [...document.querySelectorAll('.cm-content .cm-line')].map((l) => {
+    const c = l.cloneNode(true);
+    c.querySelectorAll('.cc-remote-caret').forEach((x) => x.remove());
+    return c.textContent;
+  });
+  return lines.join('\n');
+});
+
+async function serverCode(page, sessionId) {
+  return page.evaluate(async (id) => {
+    const t = JSON.parse(localStorage.getItem('codecrafter.auth')).accessToken;
+    const r = await fetch('/graphql', { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${t}` },
+      body: JSON.stringify({ query: 'query($id: ID!) { session(id: $id) { code revision } }', variables: { id } }) });
+    return (await r.json()).data.session.code;
+  }, sessionId);
+}
+
+async function converged(pages, sessionId, what) {
+  const deadline = Date.now() + T;
+  let texts;
+  for (;;) {
+    const code = await serverCode(pages[0], sessionId);
+    texts = [code, ...(await Promise.all(pages.map(editorText)))];
+    if (texts.every((t) => t === code)) return code;
+    if (Date.now() > deadline) throw new Error(`${what}: editors and server differ: ${JSON.stringify(texts)}`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+async function signUp(page, base, name, email, path = '/') {
+  await page.goto(base + path);
+  await page.getByRole('link', { name: 'Sign up' }).click();
+  await page.getByLabel('Name').fill(name);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill('correct horse battery');
+  await page.getByRole('button', { name: 'Create account' }).click();
+}
+
+async function newContext(name) {
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 950 } });
+  // Every WebSocket the page opens, so a test can drop them.
+  await ctx.addInitScript(() => {
+    const WS = window.WebSocket;
+    window.__sockets = [];
+    window.WebSocket = class extends WS {
+      constructor(...a) { super(...a); window.__sockets.push(this); }
+    };
+  });
+  const page = await ctx.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content.Security.Policy|Refused to/i.test(m.text())) failures.push(`${name}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => failures.push(`${name}: page error: ${e.message}`));
+  page.on('dialog', (d) => d.accept());
+  return { ctx, page };
+}
+
+async function main() {
+  const base = await startServer();
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+  const stamp = Date.now();
+  const ann = await newContext('ann');
+  const bob = await newContext('bob');
+  const A = ann.page, B = bob.page;
+
+  log('sign up, create a session');
+  await signUp(A, base, 'Ann', `ann-${stamp}@example.com`);
+  await A.getByLabel('Title').fill('Pairing');
+  await A.getByLabel('Language').selectOption('python');
+  await A.getByRole('button', { name: 'New session' }).click();
+  await A.waitForURL(/\/s\/[^/]+$/, { timeout: T });
+  const sessionId = decodeURIComponent(new URL(A.url()).pathname.split('/').pop());
+  const invite = await A.getByLabel('Invite link', { exact: true }).inputValue();
+  if (!invite.includes('/join/')) throw new Error(`invite link: ${invite}`);
+
+  log('second user joins by the invite link');
+  await signUp(B, base, 'Bob', `bob-${stamp}@example.com`, new URL(invite).pathname);
+  await B.waitForURL(new RegExp(`/s/${sessionId}$`), { timeout: T });
+  for (const p of [A, B]) await p.getByRole('textbox', { name: 'Code' }).waitFor({ timeout: T });
+
+  log('presence: each sees the other online');
+  const onlineDot = (page, who) => page.getByRole('list', { name: 'Participants' }).getByRole('listitem').filter({ hasText: who }).getByRole('img', { name: 'online' });
+  await onlineDot(A, 'Bob').waitFor({ timeout: T });
+  await onlineDot(B, 'Ann').waitFor({ timeout: T });
+
+  log('both type at once; editors and server converge');
+  await A.getByRole('textbox', { name: 'Code' }).click();
+  await A.keyboard.type('# 😀 shared\n');
+  await converged([A, B], sessionId, 'first line');
+  await B.getByRole('textbox', { name: 'Code' }).click();
+  await B.keyboard.press('Control+End');
+  await A.keyboard.press('Control+End');
+  await Promise.all([
+    A.keyboard.type("print('from ann 😀')\n", { delay: 15 }),
+    (async () => { await B.keyboard.press('Control+Home'); await B.keyboard.type("print('from bob')\n", { delay: 15 }); })(),
+  ]);
+  const code = await converged([A, B], sessionId, 'typing at once');
+  for (const want of ["print('from ann 😀')", "print('from bob')", '# 😀 shared']) {
+    if (!code.includes(want)) throw new Error(`converged text lacks ${want}: ${JSON.stringify(code)}`);
+  }
+
+  log("cursors: each sees the other's, with a name");
+  await A.getByRole('textbox', { name: 'Code' }).click();
+  await B.getByRole('textbox', { name: 'Code' }).click();
+  await until(A, "Bob's cursor in Ann's editor", () => [...document.querySelectorAll('.cc-remote-name')].some((e) => e.textContent === 'Bob'));
+  await until(B, "Ann's cursor in Bob's editor", () => [...document.querySelectorAll('.cc-remote-name')].some((e) => e.textContent === 'Ann'));
+
+  log('chat both ways, with the typing indicator');
+  await B.getByLabel('Message').fill('hi');
+  await A.getByText('Bob is typing…').waitFor({ timeout: T });
+  await B.getByLabel('Message').fill('hello Ann');
+  await B.getByRole('button', { name: 'Send' }).click();
+  await A.getByRole('list', { name: 'Chat history' }).getByText('hello Ann').waitFor({ timeout: T });
+  await A.getByLabel('Message').fill('hello Bob');
+  await A.getByRole('button', { name: 'Send' }).click();
+  await B.getByRole('list', { name: 'Chat history' }).getByText('hello Bob').waitFor({ timeout: T });
+
+  log('Run: the output streams to both');
+  await A.getByRole('button', { name: 'Run', exact: true }).click();
+  for (const p of [A, B]) {
+    const out = p.getByRole('region', { name: 'Output' });
+    await out.getByText('from ann 😀').waitFor({ timeout: T * 2 });
+    await out.getByText('from bob').waitFor({ timeout: T });
+    await out.getByText('SUCCEEDED').waitFor({ timeout: T });
+    await out.getByText('exit code 0').waitFor({ timeout: T });
+  }
+  if (process.env.SCREENSHOTS) {
+    mkdirSync(process.env.SCREENSHOTS, { recursive: true });
+    await A.screenshot({ path: join(process.env.SCREENSHOTS, 'session-ann.png') });
+    await B.screenshot({ path: join(process.env.SCREENSHOTS, 'session-bob.png') });
+  }
+
+  log("a viewer's Run is disabled and the editor read-only");
+  await A.getByLabel('Role of Bob').selectOption('VIEWER');
+  await until(B, 'Run disabled for the viewer', () => [...document.querySelectorAll('button')].find((b) => b.textContent === 'Run')?.disabled === true);
+  await until(B, 'read-only editor', () => document.querySelector('.cm-content')?.getAttribute('contenteditable') === 'false');
+  await A.getByLabel('Role of Bob').selectOption('EDITOR');
+  await until(B, 'Run enabled again', () => [...document.querySelectorAll('button')].find((b) => b.textContent === 'Run')?.disabled === false);
+  await until(B, 'editable again', () => document.querySelector('.cm-content')?.getAttribute('contenteditable') === 'true');
+
+  log('Bob drops off the network: his edits wait, and he catches up on everything when back');
+  await bob.ctx.setOffline(true);
+  await B.evaluate(() => window.__sockets.forEach((s) => s.close()));
+  await B.getByRole('status').getByText('Reconnecting…').waitFor({ timeout: T });
+  await A.getByLabel('Message').fill('while you were away');
+  await A.getByRole('button', { name: 'Send' }).click();
+  await A.getByRole('textbox', { name: 'Code' }).click();
+  await A.keyboard.press('Control+End');
+  await A.keyboard.type("print('ann offline')\n");
+  await B.getByRole('textbox', { name: 'Code' }).click();
+  await B.keyboard.press('Control+Home');
+  await B.keyboard.type('# bob offline\n');
+  await bob.ctx.setOffline(false);
+  await until(B, 'reconnected', () => !document.querySelector('.banner'));
+  await B.getByRole('list', { name: 'Chat history' }).getByText('while you were away').waitFor({ timeout: T });
+  const resumed = await converged([A, B], sessionId, 'after the reconnect');
+  for (const want of ["print('ann offline')", '# bob offline']) {
+    if (!resumed.includes(want)) throw new Error(`after the reconnect the text lacks ${want}: ${JSON.stringify(resumed)}`);
+  }
+  const msgs = await B.getByRole('list', { name: 'Chat history' }).getByRole('listitem').allTextContents();
+  const want = ['Bob hello Ann', 'Ann hello Bob', 'Ann while you were away'];
+  if (JSON.stringify(msgs) !== JSON.stringify(want)) throw new Error(`Bob's messages after the reconnect: ${JSON.stringify(msgs)}, want ${JSON.stringify(want)}`);
+
+  log('history: the slider shows the code as it was');
+  await A.getByRole('button', { name: 'History' }).click();
+  const slider = A.getByLabel('History position');
+  await slider.waitFor({ timeout: T });
+  const max = Number(await slider.getAttribute('max'));
+  await slider.fill('0');
+  await until(A, 'code at the start of the history', () => document.querySelector('[aria-label="Code at this point"]')?.textContent === '' ||
+    !document.querySelector('[aria-label="Code at this point"]')?.textContent.includes('ann offline'));
+  await slider.fill(String(max));
+  await until(A, 'code at the end of the history', (c) => document.querySelector('[aria-label="Code at this point"]')?.textContent === c, resumed);
+  const timeline = await A.getByRole('list', { name: 'Timeline' }).count();
+  log(timeline ? 'history from the timeline' : 'history from revisions (no timeline on this server)');
+
+  if (failures.length) throw new Error(failures.join('\n'));
+  log('PASS');
+}
+
+let code = 0;
+try {
+  await main();
+} catch (e) {
+  code = 1;
+  console.error('e2e FAILED:', e.message);
+  if (failures.length) console.error(failures.join('\n'));
+} finally {
+  await browser?.close().catch(() => {});
+  if (server) {
+    server.kill('SIGTERM');
+    await new Promise((r) => (server.exitCode !== null ? r() : server.once('exit', r)));
+  }
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+}
+process.exit(code);
