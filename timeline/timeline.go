@@ -188,6 +188,7 @@ func (s *Service) Follow(ctx context.Context, sessionID string, after *string) (
 				return
 			}
 		}
+		st.items = nil // sent: an idle subscription keeps only the open bursts
 		memberEvents := make(chan *codecrafter.MemberEvent)
 		wg.Add(1)
 		go func() {

@@ -262,3 +262,32 @@ func TestTimeline(t *testing.T) {
 		break
 	}
 }
+
+// TestTimelineAcrossReplicas: what happens through one replica reaches a
+// timelineAdded subscriber of the other (events on Redis, the store shared).
+func TestTimelineAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	a, b := startReplicas(t)
+	ada, bob, cid := a.register(t, "ada"), b.register(t, "bob"), a.register(t, "cid")
+	s := createSession(t, ada, "two replicas")
+	join(t, bob, *s.InviteCode)
+	var tl struct{ Timeline []timelineItem }
+	bob.Do(t, timelineQ, map[string]any{"s": s.ID, "l": 10}, &tl)
+	if len(tl.Timeline) != 2 || tl.Timeline[1].String() != "JOINED "+bob.ID+" EDITOR" {
+		t.Fatalf("timeline through b: %v", tl.Timeline)
+	}
+	sock := openSocket(t, b, "graphql-transport-ws", bob.Access)
+	sock.subscribe("tl", timelineAddedQ, map[string]any{"s": s.ID, "a": tl.Timeline[1].Cursor})
+	ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": "through a"}, nil)
+	ada.Do(t, editQ, map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": 0, "ops": []map[string]any{{"insert": "# "}, {"retain": 8}}}}, nil)
+	join(t, cid, *s.InviteCode)
+	ada.Do(t, roleQ, map[string]any{"s": s.ID, "u": cid.ID, "r": "VIEWER"}, nil)
+	for _, want := range []string{
+		"MESSAGE " + ada.ID + " through a", "EDITS " + ada.ID + " 1..1 (1)",
+		"JOINED " + cid.ID + " EDITOR", "ROLE_CHANGED " + cid.ID + " VIEWER",
+	} {
+		if got := field[timelineItem](t, sock.await("tl", func(map[string]json.RawMessage) bool { return true }), "timelineAdded"); got.String() != want {
+			t.Fatalf("through b: %v, want %s", got, want)
+		}
+	}
+}
