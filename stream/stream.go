@@ -4,7 +4,8 @@
 // holds after its start, then live events, holding an early event briefly
 // for a reordered predecessor, reading the store on a gap, subscribing
 // again when the bus ends its subscription, and retrying a store that
-// fails. The store is the truth.
+// fails. The store is the truth. Follow runs one follower for one
+// reader; a Hub runs one per key for all of a process's watchers.
 package stream
 
 import (
