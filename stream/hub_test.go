@@ -86,6 +86,8 @@ type env struct {
 	store *store
 	hub   *stream.Hub[*item]
 	tails atomic.Int32
+	// onTail, if set, runs after a tail read, before the follower starts.
+	onTail func()
 }
 
 const key = "k"
@@ -110,7 +112,11 @@ func newEnv(t testing.TB, maxPending int) *env {
 		},
 		Tail: func(context.Context, string) (int, error) {
 			e.tails.Add(1)
-			return e.store.len(), nil
+			n := e.store.len()
+			if e.onTail != nil {
+				e.onTail()
+			}
+			return n, nil
 		},
 		MaxPending: maxPending,
 	})
@@ -267,6 +273,17 @@ func TestHubShares(t *testing.T) {
 	if n := e.tails.Load(); n != 1 {
 		t.Errorf("%d tail reads, want 1", n)
 	}
+}
+
+// TestHubStartMissesNothing: an item stored and published after the first
+// watcher's follower read the tail, before it started, is not missed.
+func TestHubStartMissesNothing(t *testing.T) {
+	e := newEnv(t, 0)
+	e.add(t, 2)
+	e.onTail = func() { e.add(t, 1) }
+	r := newRec()
+	e.watch(t, t.Context(), -1, r)
+	r.has(t, 2, 3)
 }
 
 // TestHubReplaysThenLive: watchers joining with an old after while items
