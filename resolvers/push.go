@@ -27,8 +27,20 @@ const watchBuffer = 256
 // presents the error that ended the watch.
 func watch[T any](ctx context.Context, report func(error), start watchFunc[T]) (<-chan *T, error) {
 	if sink := push.From(ctx); sink != nil {
-		ch := make(chan *T, 1) // the transport reads each value right after queueing it
-		emit := func(v *T) bool { return sink.Deliver(v, func() { ch <- v }) }
+		// The transport reads each value right after queueing it; a value
+		// left unread (the operation ended meanwhile) is replaced, so that
+		// queueing never blocks the event source.
+		ch := make(chan *T, 1)
+		queue := func(v *T) func() {
+			return func() {
+				select {
+				case <-ch:
+				default:
+				}
+				ch <- v
+			}
+		}
+		emit := func(v *T) bool { return sink.Deliver(v, queue(v)) }
 		end := func(err error) {
 			if err != nil {
 				report(err)

@@ -33,6 +33,8 @@ type Resolver struct {
 	// Present formats subscription errors like every other error (nil:
 	// gqlgen's default presenter).
 	Present graphql.ErrorPresenterFunc
+
+	users userCache
 }
 
 func payload(p *auth.Payload, err error) (*model.AuthPayload, error) {
@@ -44,7 +46,7 @@ func payload(p *auth.Payload, err error) (*model.AuthPayload, error) {
 
 // user loads a user referenced by another object (owner, author...).
 func (r *Resolver) user(ctx context.Context, id string) (*codecrafter.User, error) {
-	return r.Users.User(ctx, id)
+	return r.users.get(ctx, r.Users, id)
 }
 
 func strPtr(s string) *string {

@@ -257,7 +257,9 @@ func (r *sessionResolver) InviteEnabled(ctx context.Context, obj *codecrafter.Se
 
 func (r *subscriptionResolver) MessageAdded(ctx context.Context, sessionID string, after *string) (<-chan *codecrafter.Message, error) {
 	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
-	ch, err := r.Realtime.MessageAdded(ctx, sessionID, after)
+	ch, err := watch(ctx, r.subscriptionError(ctx), func(emit func(*codecrafter.Message) bool, end func(error)) error {
+		return r.Realtime.WatchMessages(ctx, sessionID, after, emit, end)
+	})
 	r.hold(ctx, sessionID, err)
 	return ch, err
 }

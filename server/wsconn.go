@@ -66,9 +66,8 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	ctx := r.Context()
 	c := &wsConn{
 		s: s, exec: exec, st: st, conn: conn, ctx: ctx,
-		legacy:  conn.Subprotocol() != graphqlTransportWS,
-		headers: r.Header.Clone(),
-		ops:     map[string]*wsOp{},
+		legacy: conn.Subprotocol() != graphqlTransportWS,
+		ops:    map[string]*wsOp{},
 	}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	st.accepted(conn, c.finished)
@@ -87,12 +86,11 @@ var wsWriteBuffers sync.Pool
 
 // wsConn is one socket.
 type wsConn struct {
-	s       *Server
-	exec    graphql.GraphExecutor
-	st      *wsState
-	conn    *websocket.Conn
-	legacy  bool // graphql-ws (subscriptions-transport-ws)
-	headers http.Header
+	s      *Server
+	exec   graphql.GraphExecutor
+	st     *wsState
+	conn   *websocket.Conn
+	legacy bool // graphql-ws (subscriptions-transport-ws)
 
 	ctx    context.Context // the socket's: ends when it closes
 	cancel context.CancelFunc
@@ -178,7 +176,11 @@ func (c *wsConn) readFailed(err error) {
 func (c *wsConn) handle(m *message) bool {
 	switch m.Type {
 	case "connection_init":
-		return c.init(m.Payload)
+		// On a goroutine of its own: verifying the token takes a deep
+		// stack, which the reader would keep for the socket's life.
+		ok := make(chan bool)
+		go func() { ok <- c.init(m.Payload) }()
+		return <-ok
 	case "subscribe", "start":
 		c.start(m)
 	case "complete", "stop":
@@ -382,46 +384,49 @@ func (c *wsConn) finished(start time.Time, code int) {
 		"duration", time.Since(start).Round(time.Millisecond), "close_code", code)
 }
 
-// start runs an operation: queries and mutations on a goroutine that ends
-// with them; subscriptions on a goroutine that ends once the resolver has
-// set up, when it delivers through push (wsOp), or else reads its channel.
+// start runs an operation on a goroutine of its own, so that the reader
+// stays shallow (its stack is per socket): queries and mutations until
+// they answer; subscriptions until the resolver has set up, when it
+// delivers through push (wsOp), or else for as long as they last.
 func (c *wsConn) start(m *message) {
-	start := graphql.Now()
-	ctx := graphql.StartOperationTrace(c.initCtx)
+	op := &wsOp{c: c, id: m.ID}
+	op.ctx, op.cancel = context.WithCancel(c.initCtx)
+	c.mu.Lock()
+	c.ops[m.ID] = op
+	c.mu.Unlock()
+	go op.prepare(graphql.Now(), m.Payload)
+}
+
+// prepare parses and validates the operation, then runs it.
+func (op *wsOp) prepare(start time.Time, payload json.RawMessage) {
+	c := op.c
+	ctx := graphql.StartOperationTrace(op.ctx)
 	var params graphql.RawParams
-	dec := json.NewDecoder(bytes.NewReader(m.Payload))
+	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber() // as gqlgen's transports do: Int variables stay exact
 	if err := dec.Decode(&params); err != nil {
-		c.sendErrors(m.ID, gqlerror.List{{Message: "invalid json"}})
-		c.st.ended(m.ID)
+		op.Fail(&gqlerror.Error{Message: "invalid json"})
+		op.finish()
 		return
 	}
 	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
-	params.Headers = c.headers
 	rc, errs := c.exec.CreateOperationContext(ctx, &params)
 	if errs != nil {
 		resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
 		if errcode.GetErrorKind(errs) == errcode.KindProtocol {
-			c.sendErrors(m.ID, resp.Errors)
+			op.errs = resp.Errors
 		} else {
-			c.sendNext(m.ID, resp)
-			c.sendComplete(m.ID)
+			c.sendNext(op.id, resp)
 		}
-		c.st.ended(m.ID)
+		op.finish()
 		return
 	}
-	ctx = graphql.WithOperationContext(ctx, rc)
-	op := &wsOp{c: c, id: m.ID}
-	ctx, op.cancel = context.WithCancel(ctx)
-	op.ctx = ctx
+	op.ctx = graphql.WithOperationContext(ctx, rc)
 	if rc.Operation != nil && rc.Operation.Operation == ast.Subscription {
-		op.group = c.s.wsGroups.join(rc, ctx)
-		op.ctx = push.With(ctx, op)
+		op.group = c.s.wsGroups.join(rc, op.ctx)
+		op.ctx = push.With(op.ctx, op)
 	}
-	c.mu.Lock()
-	c.ops[m.ID] = op
-	c.mu.Unlock()
-	go op.run(rc)
+	op.run(rc)
 }
 
 // sendNext sends one response of operation id.
@@ -512,6 +517,9 @@ func (op *wsOp) Deliver(key any, queue func()) bool {
 // deliver encodes one event (or takes its encoding from an identical
 // subscription) and queues it; op.mu is held.
 func (op *wsOp) deliver(key any, queue func()) bool {
+	if op.ctx.Err() != nil {
+		return false
+	}
 	if payload := op.group.cached(key); payload != nil {
 		return op.c.sendPayload(op.id, payload)
 	}

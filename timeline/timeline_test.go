@@ -75,7 +75,9 @@ type fixture struct {
 }
 
 // setup makes a session of "a" with "b" in it, on a clock at t0 + 1 h.
-func setup(t *testing.T) *fixture {
+func setup(t *testing.T) *fixture { t.Helper(); return setupTB(t) }
+
+func setupTB(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{st: &store{DB: mongotest.Open(t, storeURI)}, bus: inmem.NewBus(), sid: codecrafter.NewID(),
 		live: &live{msgs: make(chan *codecrafter.Message), edits: make(chan *codecrafter.Edit)},
@@ -108,7 +110,12 @@ func (f *fixture) message(t *testing.T, user, body string, at time.Time) *codecr
 
 func (f *fixture) run(t *testing.T, user string, finished time.Time) *codecrafter.Execution {
 	t.Helper()
-	ctx := t.Context()
+	return f.runTB(t, user, finished)
+}
+
+func (f *fixture) runTB(t testing.TB, user string, finished time.Time) *codecrafter.Execution {
+	t.Helper()
+	ctx := context.Background()
 	e := &codecrafter.Execution{ID: codecrafter.NewID(), SessionID: f.sid, UserID: user, Language: "python", Code: "print(1)",
 		TimeLimit: time.Second, MemoryLimitMB: 64, Status: codecrafter.StatusQueued, CreatedAt: finished.Add(-time.Second),
 		Output: []codecrafter.OutputChunk{{Seq: 1, Status: codecrafter.StatusQueued}}}
@@ -172,7 +179,7 @@ func (f *fixture) shows(items []*Item) []string {
 
 func as(user string) context.Context { return codecrafter.WithUserID(context.Background(), user) }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -168,7 +168,7 @@ func (a *app) openStore(ctx context.Context) error {
 		uri = emb.URI()
 		a.log.Info("embedded store started", "dir", dir, "uri", uri)
 	}
-	db, err := mongo.Open(ctx, uri, a.cfg.MongoDB, a.log.With("component", "store"))
+	db, err := mongo.Open(ctx, a.storeURI(uri), a.cfg.MongoDB, a.log.With("component", "store"))
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -331,6 +331,16 @@ func (a *app) close() {
 		a.closers[i]()
 	}
 	a.closers = nil
+}
+
+// storeURI caps the embedded store's connection pool: SQLite serializes
+// its writes anyway, and each connection holds 128 KiB of proxy buffers
+// (a burst of subscriptions would otherwise open a hundred).
+func (a *app) storeURI(uri string) string {
+	if a.cfg.MongoURI != "" || strings.Contains(uri, "?") {
+		return uri
+	}
+	return uri + "?maxPoolSize=16"
 }
 
 func defaultWorkerID() string {

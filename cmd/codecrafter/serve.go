@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -42,6 +43,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	// An undocumented profiling listener, for benchmarks (bench fanout).
 	if addr := os.Getenv("CODECRAFTER_PPROF_ADDR"); addr != "" {
+		runtime.MemProfileRate = 4096 // fine-grained heap profiles
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
