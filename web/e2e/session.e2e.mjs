@@ -73,13 +73,26 @@ const editorText = (page) => page.evaluate(() => {
   return lines.join('\n');
 });
 
-async function serverCode(page, sessionId) {
-  return page.evaluate(async (id) => {
+/** A query as the page's user. */
+function gql(page, query, variables) {
+  return page.evaluate(async ([query, variables]) => {
     const t = JSON.parse(localStorage.getItem('codecrafter.auth')).accessToken;
     const r = await fetch('/graphql', { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${t}` },
-      body: JSON.stringify({ query: 'query($id: ID!) { session(id: $id) { code revision } }', variables: { id } }) });
-    return (await r.json()).data.session.code;
-  }, sessionId);
+      body: JSON.stringify({ query, variables }) });
+    return (await r.json()).data;
+  }, [query, variables]);
+}
+
+async function eventually(what, fn) {
+  const deadline = Date.now() + T;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${T / 1000} s`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+async function serverCode(page, sessionId) {
+  return (await gql(page, 'query($id: ID!) { session(id: $id) { code } }', { id: sessionId })).session.code;
 }
 
 async function converged(pages, sessionId, what) {
@@ -171,6 +184,19 @@ async function main() {
   await B.getByRole('textbox', { name: 'Code' }).click();
   await until(A, "Bob's cursor in Ann's editor", () => [...document.querySelectorAll('.cc-remote-name')].some((e) => e.textContent === 'Bob'));
   await until(B, "Ann's cursor in Bob's editor", () => [...document.querySelectorAll('.cc-remote-name')].some((e) => e.textContent === 'Ann'));
+  // Where it is: Bob's cursor after "# 😀 sh" on line 2 shows there for Ann (an emoji is 2 UTF-16 units, 1 code point).
+  await B.keyboard.press('Control+Home');
+  await B.keyboard.press('ArrowDown');
+  for (let i = 0; i < 6; i++) await B.keyboard.press('ArrowRight');
+  await until(A, "Bob's cursor after '# 😀 sh'", () => {
+    const caret = [...document.querySelectorAll('.cc-remote-caret')].find((e) => e.textContent === 'Bob');
+    const line = caret?.closest('.cm-line');
+    if (!line) return false;
+    const r = document.createRange();
+    r.setStart(line, 0);
+    r.setEndBefore(caret);
+    return r.toString() === '# 😀 sh';
+  });
 
   log('chat both ways, with the typing indicator');
   await B.getByLabel('Message').fill('hi');
@@ -240,6 +266,27 @@ async function main() {
   await until(A, 'code at the end of the history', (c) => document.querySelector('[aria-label="Code at this point"]')?.textContent === c, resumed);
   const timeline = await A.getByRole('list', { name: 'Timeline' }).count();
   log(timeline ? 'history from the timeline' : 'history from revisions (no timeline on this server)');
+  if (timeline) await A.getByRole('list', { name: 'Timeline' }).getByText('while you were away').waitFor({ timeout: T });
+  if (process.env.SCREENSHOTS) {
+    await slider.fill(String(Math.floor(max * 0.6)));
+    await A.getByRole('region', { name: 'History' }).screenshot({ path: join(process.env.SCREENSHOTS, 'history.png') });
+    await slider.fill(String(max));
+  }
+
+  log('the owner turns the invite link off: a newcomer cannot join by it');
+  await A.getByRole('checkbox', { name: 'Invite link on' }).uncheck();
+  // (the server's answer, not only the box: a newcomer next)
+  await eventually('invite off', async () => (await gql(A, 'query($id: ID!) { session(id: $id) { inviteEnabled } }', { id: sessionId })).session.inviteEnabled === false);
+  const carl = await newContext('carl');
+  await signUp(carl.page, base, 'Carl', `carl-${stamp}@example.com`, new URL(invite).pathname);
+  await carl.page.getByRole('alert').getByText('Could not join').waitFor({ timeout: T });
+
+  log('fork from here: a new session of Ann with the code at that point');
+  await A.getByRole('button', { name: 'Fork from here' }).click();
+  await A.waitForURL((u) => u.pathname.startsWith('/s/') && !u.pathname.endsWith(sessionId), { timeout: T });
+  await A.getByRole('textbox', { name: 'Code' }).waitFor({ timeout: T });
+  const forked = await converged([A], decodeURIComponent(new URL(A.url()).pathname.split('/').pop()), 'the fork');
+  if (forked !== resumed) throw new Error(`the fork has ${JSON.stringify(forked)}, want ${JSON.stringify(resumed)}`);
 
   if (failures.length) throw new Error(failures.join('\n'));
   log('PASS');

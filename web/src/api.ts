@@ -96,13 +96,20 @@ export function dropSocket() {
 
 export interface Sink<T> { next(v: T): void; error?(e: unknown): void; complete?(): void }
 
+// Errors after which a stream is worth asking for again: the server ends
+// typing, presence and sessionExecutions with UNAVAILABLE when its bus
+// connection drops (README "Realtime").
+const TRANSIENT = new Set(['UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED', 'NETWORK']);
+
 /**
  * Subscribes over the socket. variables is called each time the operation
  * is (re)sent: graphql-ws sends the same payload object again after a
  * reconnect, and JSON.stringify reads the getter then, so a resumable
- * stream asks for what came after the last item it saw.
+ * stream asks for what came after the last item it saw. A stream that
+ * ends with a transient error (or, when endless, completes) is subscribed
+ * again with backoff; other errors go to sink.error.
  */
-export function subscribe<T = any>(q: string, variables: () => object, sink: Sink<T>): () => void {
+export function subscribe<T = any>(q: string, variables: () => object, sink: Sink<T>, { endless = true } = {}): () => void {
   socketCount++;
   const payload = {
     query: q,
@@ -110,15 +117,44 @@ export function subscribe<T = any>(q: string, variables: () => object, sink: Sin
       return variables();
     },
   };
-  const stop = ws().subscribe<T>(payload as any, {
-    next: (r) => {
-      if (r.data) sink.next(r.data as T);
-      else if (r.errors) sink.error?.(r.errors);
-    },
-    error: (e) => sink.error?.(e),
-    complete: () => sink.complete?.(),
-  });
+  let gen = 0, retries = 0, stopped = false;
+  let stop = () => {};
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const again = () => {
+    stop();
+    const ms = Math.min(10_000, 250 * 2 ** retries++) * (0.5 + Math.random() / 2);
+    timer = setTimeout(start, ms);
+  };
+  const start = () => {
+    if (stopped) return;
+    const mine = ++gen;
+    let failed = false;
+    const fail = (e: unknown) => {
+      if (mine !== gen || failed) return;
+      failed = true;
+      if (!stopped && TRANSIENT.has(errorCode(e))) again();
+      else sink.error?.(e);
+    };
+    stop = ws().subscribe<T>(payload as any, {
+      next: (r) => {
+        if (mine !== gen) return;
+        if (r.data) {
+          retries = 0;
+          sink.next(r.data as T);
+        } else if (r.errors) fail(r.errors);
+      },
+      error: fail,
+      complete: () => {
+        if (mine !== gen || failed || stopped) return;
+        if (endless) again();
+        else sink.complete?.();
+      },
+    });
+  };
+  start();
   return () => {
+    stopped = true;
+    clearTimeout(timer);
     socketCount--;
     stop();
   };

@@ -283,8 +283,14 @@ function Invite({ session, onChange }: { session: SessionData; onChange: (s: Par
     onChange(d.rotateInviteCode);
   }
   async function toggle(enabled: boolean) {
-    const d = await mutate('mutation($s: ID!, $e: Boolean!) { setInviteEnabled(sessionId: $s, enabled: $e) { inviteCode inviteEnabled } }', { s: session.id, e: enabled });
-    onChange(d.setInviteEnabled);
+    onChange({ inviteEnabled: enabled }); // at once; the answer confirms it
+    try {
+      const d = await mutate('mutation($s: ID!, $e: Boolean!) { setInviteEnabled(sessionId: $s, enabled: $e) { inviteCode inviteEnabled } }', { s: session.id, e: enabled });
+      onChange(d.setInviteEnabled);
+    } catch (err) {
+      onChange({ inviteEnabled: !enabled });
+      alert(errorMessage(err));
+    }
   }
   async function copy() {
     try {
@@ -524,6 +530,7 @@ function Runs({ sessionId, language, canRun, waitSynced }: { sessionId: string; 
           }
         },
       },
+      { endless: false }, // it completes after the final status
     );
   }, [current, upsert]);
 
