@@ -281,6 +281,15 @@ async function main() {
   await signUp(carl.page, base, 'Carl', `carl-${stamp}@example.com`, new URL(invite).pathname);
   await carl.page.getByRole('alert').getByText('Could not join').waitFor({ timeout: T });
 
+  log('on again, Carl joins; the owner removes him and his page says so');
+  await A.getByRole('checkbox', { name: 'Invite link on' }).check();
+  await eventually('invite on', async () => (await gql(A, 'query($id: ID!) { session(id: $id) { inviteEnabled } }', { id: sessionId })).session.inviteEnabled === true);
+  await carl.page.goto(invite);
+  await carl.page.getByRole('textbox', { name: 'Code' }).waitFor({ timeout: T });
+  await A.getByRole('button', { name: 'Remove Carl' }).click({ timeout: T }); // its confirm() is accepted
+  await carl.page.getByRole('alert').getByText('You are no longer in this session.').waitFor({ timeout: T });
+  await A.getByRole('list', { name: 'Participants' }).getByText('Carl').waitFor({ state: 'detached', timeout: T });
+
   log('fork from here: a new session of Ann with the code at that point');
   await A.getByRole('button', { name: 'Fork from here' }).click();
   await A.waitForURL((u) => u.pathname.startsWith('/s/') && !u.pathname.endsWith(sessionId), { timeout: T });
