@@ -6,7 +6,7 @@ BIN   := bin
 # Our own packages for coverage: everything but generated code and commands.
 COVERPKG = $(shell $(GO) list ./... | grep -v -e /graph -e /cmd/ -e /internal/testenv | paste -sd, -)
 
-.PHONY: run build test test-web services images generate check-generated vet contract cover clean
+.PHONY: run build test test-web services images generate check-generated vet contract cover clean stack-up stack-down test-stack
 
 ## run: build and start the server on the embedded default (FerretDB, in-process bus and queue, Docker sandbox)
 run: build services-docker images
@@ -50,6 +50,18 @@ test-web: build images
 		if [ "$${CI:-false}" = true ]; then echo "test-web: chromium is missing and CI=true"; exit 1; fi; \
 		echo "test-web: chromium is missing (apt-get install chromium): end-to-end tests skipped"; exit 0; \
 	fi; cd web && CODECRAFTER_BIN=../$(BIN)/codecrafter node e2e/session.e2e.mjs
+
+## stack-up: the docker-compose stack (2 API replicas behind nginx, 2 workers, store, Redis, RabbitMQ, Prometheus); writes .env with fresh secrets when missing
+stack-up: images
+	deploy/stack.sh up
+
+## stack-down: stop and remove the stack with its volumes
+stack-down:
+	deploy/stack.sh down
+
+## test-stack: a throwaway stack, the smoke journey through its balancer, then down -v (also on failure)
+test-stack: services images
+	deploy/stack.sh test
 
 ## generate: regenerate gqlgen code
 generate:

@@ -241,7 +241,7 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("version %q: docker-compose 1.29 needs 2.x (2.4) for depends_on conditions", v)
 	}
 	services, _ := get(c, "services").(map[string]any)
-	for _, want := range []string{"store", "redis", "rabbitmq", "api", "worker", "prometheus", "grafana"} {
+	for _, want := range []string{"store", "redis", "rabbitmq", "api1", "api2", "lb", "docker-proxy", "worker", "prometheus", "grafana"} {
 		if services[want] == nil {
 			t.Errorf("no service %s", want)
 		}
@@ -480,7 +480,7 @@ func TestMetricsOffTheAPIPort(t *testing.T) {
 
 	// Compose: Prometheus scrapes the api where it serves its metrics.
 	compose := decodeAll(t, "../docker-compose.yml")[0]
-	addr := str(compose, "services", "api", "environment", "CODECRAFTER_METRICS_ADDR")
+	addr := str(compose, "services", "api1", "environment", "CODECRAFTER_METRICS_ADDR")
 	var scraped string
 	for _, sc := range list(decodeAll(t, "prometheus/prometheus.yml")[0], "scrape_configs") {
 		if str(sc, "job_name") == "codecrafter-api" {
@@ -491,5 +491,74 @@ func TestMetricsOffTheAPIPort(t *testing.T) {
 	}
 	if addr == "" || addr != ":"+scraped || scraped == "8080" {
 		t.Errorf("compose api CODECRAFTER_METRICS_ADDR %q, Prometheus scrapes the api on port %s", addr, scraped)
+	}
+}
+
+// TestComposeStack checks the scale-out wiring: every API replica names
+// itself, sits behind the balancer and is scraped; the workers reach the
+// engine only through docker-proxy, which alone holds the socket and is
+// on an internal network.
+func TestComposeStack(t *testing.T) {
+	t.Parallel()
+	c := decodeAll(t, "../docker-compose.yml")[0]
+	services, _ := get(c, "services").(map[string]any)
+	nginx := string(readFile(t, "nginx/nginx.conf"))
+	var scraped []any
+	for _, sc := range list(decodeAll(t, "prometheus/prometheus.yml")[0], "scrape_configs") {
+		if str(sc, "job_name") == "codecrafter-api" {
+			for _, sd := range list(sc, "dns_sd_configs") {
+				scraped = append(scraped, list(sd, "names")...)
+			}
+		}
+	}
+	names := map[string]string{}
+	for name, s := range services {
+		if !slices.Contains(list(s, "command"), any("serve")) {
+			continue
+		}
+		replica := str(s, "environment", "CODECRAFTER_REPLICA_NAME")
+		if replica == "" || names[replica] != "" {
+			t.Errorf("api service %s: CODECRAFTER_REPLICA_NAME %q missing or shared with %s", name, replica, names[replica])
+		}
+		names[replica] = name
+		if str(s, "environment", "CODECRAFTER_WORKER") != "off" {
+			t.Errorf("api service %s runs a worker", name)
+		}
+		if !strings.Contains(nginx, "server "+name+":8080") {
+			t.Errorf("api service %s is not in nginx's upstream", name)
+		}
+		if !slices.Contains(scraped, any(name)) {
+			t.Errorf("api service %s is not scraped by Prometheus (%v)", name, scraped)
+		}
+		if get(s, "ports") != nil {
+			t.Errorf("api service %s publishes ports: only lb should", name)
+		}
+	}
+	if len(names) < 2 {
+		t.Errorf("%d API replicas, want 2 or more", len(names))
+	}
+	for name, s := range services {
+		mountsSocket := false
+		for _, v := range list(s, "volumes") {
+			mountsSocket = mountsSocket || strings.Contains(fmt.Sprint(v), "docker.sock")
+		}
+		if mountsSocket != (name == "docker-proxy") {
+			t.Errorf("service %s: mounts the Docker socket %v; only docker-proxy may", name, mountsSocket)
+		}
+	}
+	proxy, worker := services["docker-proxy"], services["worker"]
+	if nets := list(proxy, "networks"); !slices.Equal(nets, []any{"engine"}) || get(c, "networks", "engine", "internal") != true {
+		t.Errorf("docker-proxy networks %v, engine internal %v: want only the internal engine network", nets, get(c, "networks", "engine", "internal"))
+	}
+	if h := str(worker, "environment", "DOCKER_HOST"); h != "tcp://docker-proxy:2375" || str(worker, "user") == "root" {
+		t.Errorf("worker: DOCKER_HOST %q, user %q: want the proxy, not root", h, str(worker, "user"))
+	}
+	for _, svc := range []string{"worker", "docker-proxy"} {
+		if str(services[svc], "environment", "CODECRAFTER_SANDBOX_RUNTIME") != "${CODECRAFTER_SANDBOX_RUNTIME:-}" {
+			t.Errorf("%s: CODECRAFTER_SANDBOX_RUNTIME must come from the one variable", svc)
+		}
+	}
+	if !strings.Contains(nginx, "proxy_set_header Upgrade $http_upgrade") || strings.Contains(nginx, "ip_hash") || strings.Contains(nginx, "sticky") {
+		t.Errorf("nginx.conf: WebSocket upgrades must pass and nothing may pin clients to a replica")
 	}
 }
