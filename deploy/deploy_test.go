@@ -144,8 +144,9 @@ func TestKubernetesManifests(t *testing.T) {
 	for _, want := range []key{
 		{"Namespace", "codecrafter"}, {"ConfigMap", "codecrafter"}, {"Secret", "codecrafter"},
 		{"Deployment", "api"}, {"Service", "api"}, {"PodDisruptionBudget", "api"}, {"HorizontalPodAutoscaler", "api"},
-		{"Deployment", "worker"}, {"StatefulSet", "store"}, {"StatefulSet", "redis"}, {"StatefulSet", "rabbitmq"},
-		{"NetworkPolicy", "default-deny-ingress"},
+		{"Deployment", "worker"}, {"PodDisruptionBudget", "worker"}, {"Ingress", "api"},
+		{"StatefulSet", "store"}, {"StatefulSet", "redis"}, {"StatefulSet", "rabbitmq"},
+		{"NetworkPolicy", "default-deny-ingress"}, {"NetworkPolicy", "default-deny-egress"},
 	} {
 		if objects[want] == nil {
 			t.Errorf("missing %s/%s", want.kind, want.name)
@@ -560,5 +561,91 @@ func TestComposeStack(t *testing.T) {
 	}
 	if !strings.Contains(nginx, "proxy_set_header Upgrade $http_upgrade") || strings.Contains(nginx, "ip_hash") || strings.Contains(nginx, "sticky") {
 		t.Errorf("nginx.conf: WebSocket upgrades must pass and nothing may pin clients to a replica")
+	}
+}
+
+// TestKubernetesScaleOut checks the manifests' scale-out and isolation:
+// two or more API replicas without affinity, disruption budgets, the
+// worker's engine behind the docker-proxy sidecar, and egress limited to
+// what each pod needs.
+func TestKubernetesScaleOut(t *testing.T) {
+	t.Parallel()
+	objects := map[key]doc{}
+	files, _ := filepath.Glob("k8s/*.yaml")
+	for _, f := range files {
+		for _, d := range decodeAll(t, f) {
+			objects[key{str(d, "kind"), str(d, "metadata", "name")}] = d
+		}
+	}
+	api := objects[key{"Deployment", "api"}]
+	if n, _ := get(api, "spec", "replicas").(uint64); n < 2 {
+		t.Errorf("Deployment/api: %v replicas, want 2 or more", get(api, "spec", "replicas"))
+	}
+	if n, _ := get(objects[key{"HorizontalPodAutoscaler", "api"}], "spec", "minReplicas").(uint64); n < 2 {
+		t.Errorf("HPA/api: minReplicas %v, want 2 or more", n)
+	}
+	if a := str(objects[key{"Service", "api"}], "spec", "sessionAffinity"); a != "" && a != "None" {
+		t.Errorf("Service/api: sessionAffinity %q: no stickiness is needed", a)
+	}
+	for ann := range objects[key{"Ingress", "api"}]["metadata"].(map[string]any)["annotations"].(map[string]any) {
+		if strings.Contains(ann, "affinity") {
+			t.Errorf("Ingress/api: %s: no stickiness is needed", ann)
+		}
+	}
+	for _, name := range []string{"api", "worker"} {
+		if objects[key{"PodDisruptionBudget", name}] == nil {
+			t.Errorf("no PodDisruptionBudget for %s", name)
+		}
+	}
+
+	worker := objects[key{"Deployment", "worker"}]
+	sockets := map[string]bool{}
+	dockerHost := map[string]string{}
+	for _, c := range list(worker, "spec", "template", "spec", "containers") {
+		for _, m := range list(c, "volumeMounts") {
+			sockets[str(c, "name")] = sockets[str(c, "name")] || str(m, "mountPath") == "/var/run/docker.sock"
+		}
+		for _, e := range list(c, "env") {
+			if str(e, "name") == "DOCKER_HOST" {
+				dockerHost[str(c, "name")] = str(e, "value")
+			}
+		}
+	}
+	if sockets["worker"] || !sockets["docker-proxy"] || dockerHost["worker"] != "tcp://127.0.0.1:2375" {
+		t.Errorf("Deployment/worker: socket mounted in %v, worker DOCKER_HOST %q: want the socket in docker-proxy only and the worker on it",
+			sockets, dockerHost["worker"])
+	}
+
+	// Egress: the backends get DNS only; api and worker the backends' ports.
+	for k, np := range objects {
+		if k.kind != "NetworkPolicy" || !slices.Contains(list(np, "spec", "policyTypes"), any("Egress")) {
+			continue
+		}
+		if k.name == "default-deny-egress" {
+			for _, e := range list(np, "spec", "egress") {
+				for _, p := range list(e, "ports") {
+					if fmt.Sprint(get(p, "port")) != "53" {
+						t.Errorf("NetworkPolicy/%s: every pod may reach port %v", k.name, get(p, "port"))
+					}
+				}
+			}
+			continue
+		}
+		var selected []any
+		for _, e := range list(np, "spec", "podSelector", "matchExpressions") {
+			selected = append(selected, list(e, "values")...)
+		}
+		for _, backend := range []string{"store", "redis", "rabbitmq"} {
+			if slices.Contains(selected, any(backend)) || str(np, "spec", "podSelector", "matchLabels", "app.kubernetes.io/name") == backend {
+				t.Errorf("NetworkPolicy/%s gives %s egress: backends need none", k.name, backend)
+			}
+		}
+		for _, e := range list(np, "spec", "egress") {
+			for _, p := range list(e, "ports") {
+				if port := fmt.Sprint(get(p, "port")); port != "27017" && port != "6379" && port != "5672" {
+					t.Errorf("NetworkPolicy/%s allows egress to port %s", k.name, port)
+				}
+			}
+		}
 	}
 }
