@@ -120,7 +120,7 @@ func (s *Service) Page(ctx context.Context, sessionID string, after *string, lim
 	if err := s.authorize(ctx, sessionID); err != nil {
 		return nil, err
 	}
-	st, err := s.read(ctx, sessionID, k)
+	st, err := s.read(ctx, sessionID, k, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -165,13 +165,14 @@ func (s *Service) Follow(ctx context.Context, sessionID string, after *string) (
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.read(ctx, sessionID, k)
+	if after == nil { // from now on: what is stored after now, and on
+		k = key{ms: s.now().UnixMilli(), rank: rankRun + 1}
+	}
+	st, err := s.read(ctx, sessionID, k, 0)
 	if err != nil {
 		return nil, err
 	}
-	if after == nil {
-		st.items = nil // from now on
-	} else {
+	if after != nil {
 		st.items = append(st.items, st.open(k, s.now())...)
 		slices.SortFunc(st.items, func(a, b *Item) int { return a.key.cmp(b.key) })
 	}
@@ -182,7 +183,7 @@ func (s *Service) Follow(ctx context.Context, sessionID string, after *string) (
 		defer close(out)
 		defer wg.Wait()
 		defer cancel()
-		f := follower{s: s, sessionID: sessionID, st: st, out: out}
+		f := follower{s: s, sessionID: sessionID, after: k, st: st, out: out}
 		for _, it := range st.items {
 			if !f.send(ctx, it) {
 				return
@@ -213,43 +214,64 @@ type state struct {
 
 const readPage = 200
 
-// read reads every source of the session and keeps the items after k.
-func (s *Service) read(ctx context.Context, sessionID string, k key) (*state, error) {
+// read reads the sources of the session from before k and keeps the
+// items after it. With limit > 0 (a page), it stops reading the chat and
+// the membership history past limit items after k; with 0 it reads them
+// to the end, and the state says where each source ended.
+func (s *Service) read(ctx context.Context, sessionID string, k key, limit int) (*state, error) {
 	st := &state{runs: map[string]bool{}, bursts: map[string]*Item{}}
 	var items []*Item
-	for {
+	keep := func(it *Item) bool {
+		if it.key.cmp(k) <= 0 {
+			return false
+		}
+		items = append(items, it)
+		return true
+	}
+	full := func(n, got int) bool { return got < readPage || (limit > 0 && n >= limit) }
+	for n := 0; ; { // a session's membership history is short: from the first
 		evs, err := s.store.MemberEvents(ctx, sessionID, st.memberSeq, readPage)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range evs {
-			items = append(items, memberItem(e))
+			if keep(memberItem(e)) {
+				n++
+			}
 			st.memberSeq = e.Seq
 		}
-		if len(evs) < readPage {
+		if full(n, len(evs)) {
 			break
 		}
 	}
-	for {
+	if k != start {
+		var err error
+		if st.msgSeq, err = s.chatBefore(ctx, sessionID, time.UnixMilli(k.ms).Add(-clockSlack)); err != nil {
+			return nil, err
+		}
+	}
+	for n := 0; ; {
 		ms, err := s.store.Messages(ctx, sessionID, st.msgSeq, readPage)
 		if err != nil {
 			return nil, err
 		}
 		for _, m := range ms {
-			items = append(items, messageItem(m))
+			if keep(messageItem(m)) {
+				n++
+			}
 			st.msgSeq = m.Seq
 		}
-		if len(ms) < readPage {
+		if full(n, len(ms)) {
 			break
 		}
 	}
-	runs, err := s.store.ListExecutions(ctx, sessionID, 0)
+	runs, err := s.runsAround(ctx, sessionID, k)
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range runs {
 		if it := runItem(e); it != nil {
-			items = append(items, it)
+			keep(it)
 			st.runs[e.ID] = true
 		}
 	}
@@ -259,16 +281,73 @@ func (s *Service) read(ctx context.Context, sessionID string, k key) (*state, er
 	}
 	for _, e := range edits {
 		if it, fresh := st.addEdit(e); fresh {
-			items = append(items, it)
+			keep(it)
 		}
 	}
-	for _, it := range items {
-		if it.key.cmp(k) > 0 {
-			st.items = append(st.items, it)
-		}
-	}
-	slices.SortFunc(st.items, func(a, b *Item) int { return a.key.cmp(b.key) })
+	slices.SortFunc(items, func(a, b *Item) int { return a.key.cmp(b.key) })
+	st.items = items
 	return st, nil
+}
+
+// Sources are read from a little before the time they are needed from:
+// items of one source are stored in about the order of their times, but
+// not exactly (clocks of replicas, writes that wait).
+const (
+	clockSlack = time.Minute
+	// runWindow bounds a run's life: the reaper ends runs QUEUED or
+	// RUNNING for 10 minutes.
+	runWindow = time.Hour
+)
+
+// chatBefore returns a seq such that the messages up to it are older than
+// t (a place to read the chat from): it gallops over the chat with
+// one-message reads, then bisects to within a page.
+func (s *Service) chatBefore(ctx context.Context, sessionID string, t time.Time) (int, error) {
+	older := func(seq int) (bool, error) { // message seq is stored and older than t
+		ms, err := s.store.Messages(ctx, sessionID, seq-1, 1)
+		return err == nil && len(ms) == 1 && ms[0].CreatedAt.Before(t), err
+	}
+	lo, hi := 0, 0 // older(lo) or lo == 0; !older(hi)
+	for step := 32; ; step *= 2 {
+		ok, err := older(lo + step)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			hi = lo + step
+			break
+		}
+		lo += step
+	}
+	for hi-lo > 32 {
+		mid := (lo + hi) / 2
+		ok, err := older(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
+}
+
+// runsAround returns the session's runs that may have ended after k: all
+// of them when k is the start, else the newest, more each time, until one
+// created runWindow before k is among them.
+func (s *Service) runsAround(ctx context.Context, sessionID string, k key) ([]*codecrafter.Execution, error) {
+	if k == start {
+		return s.store.ListExecutions(ctx, sessionID, 0)
+	}
+	since := time.UnixMilli(k.ms).Add(-runWindow)
+	for n := 16; ; n *= 4 {
+		runs, err := s.store.ListExecutions(ctx, sessionID, n)
+		if err != nil || len(runs) < n || runs[len(runs)-1].CreatedAt.Before(since) {
+			return runs, err
+		}
+	}
 }
 
 // editsAround returns enough of the edit log, up to the head, to tell the
@@ -357,6 +436,7 @@ func later(a, b time.Time) time.Time {
 type follower struct {
 	s         *Service
 	sessionID string
+	after     key // where the subscription started
 	st        *state
 	out       chan<- *Item
 }
@@ -441,14 +521,14 @@ func (f *follower) resubscribe(ctx context.Context) <-chan []byte {
 
 // catchUpRuns sends the ended runs the store has that were not sent.
 func (f *follower) catchUpRuns(ctx context.Context) bool {
-	runs, err := f.s.store.ListExecutions(ctx, f.sessionID, 0)
+	runs, err := f.s.runsAround(ctx, f.sessionID, f.after)
 	if err != nil {
 		f.s.log.WarnContext(ctx, "timeline: reading runs", "session", f.sessionID, "err", err)
 		return ctx.Err() == nil // the next event tries again
 	}
 	var items []*Item
 	for _, e := range runs {
-		if it := runItem(e); it != nil && !f.st.runs[e.ID] {
+		if it := runItem(e); it != nil && !f.st.runs[e.ID] && it.key.cmp(f.after) > 0 {
 			f.st.runs[e.ID] = true
 			items = append(items, it)
 		}

@@ -371,3 +371,62 @@ func TestFollowResendsOpenBursts(t *testing.T) {
 		t.Fatalf("resumed with %s", f.show(it))
 	}
 }
+
+// TestPageLongHistory: paging deep into a long chat, log and run list
+// (read from near the cursor, not from the start) gives what one read of
+// everything gives, and so does a subscription resuming half way.
+func TestPageLongHistory(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	for i := range 150 {
+		f.message(t, "b", fmt.Sprint("m", i), f.at(float64(i*60)))
+		f.st.addEdit([]string{"a", "b"}[i%2], f.at(float64(i*60+30)))
+	}
+	for i := range 70 {
+		f.run(t, "a", f.at(float64(i*250+10)))
+	}
+	all, err := f.svc.Page(as("a"), f.sid, nil, MaxLimit)
+	must(t, err)
+	for after := &all[len(all)-1].Cursor; ; {
+		p, err := f.svc.Page(as("a"), f.sid, after, MaxLimit)
+		must(t, err)
+		if len(p) == 0 {
+			break
+		}
+		all = append(all, p...)
+		after = &p[len(p)-1].Cursor
+	}
+	if len(all) != 150+150+70 {
+		t.Fatalf("%d items, want %d", len(all), 370)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].key.cmp(all[i-1].key) <= 0 {
+			t.Fatalf("item %d %s not after %s", i, f.show(all[i]), f.show(all[i-1]))
+		}
+	}
+	var paged []*Item
+	for after := &all[200].Cursor; ; {
+		p, err := f.svc.Page(as("b"), f.sid, after, 40)
+		must(t, err)
+		if len(p) == 0 {
+			break
+		}
+		paged = append(paged, p...)
+		after = &p[len(p)-1].Cursor
+	}
+	if got, want := f.shows(paged), f.shows(all[201:]); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("paged from item 200:\n%q\nwant\n%q", got, want)
+	}
+	ctx, cancel := context.WithCancel(as("b"))
+	defer cancel()
+	ch, err := f.svc.Follow(ctx, f.sid, &all[200].Cursor)
+	must(t, err)
+	for i := 201; i < len(all); i++ {
+		if it := next(t, ch); it.Cursor != all[i].Cursor {
+			t.Fatalf("replayed %s, want item %d %s", f.show(it), i, f.show(all[i]))
+		}
+	}
+	cancel()
+	for range ch {
+	}
+}
