@@ -26,6 +26,7 @@ func (r *Resolver) timeline(ctx context.Context, sessionID string, after *string
 func (r *Resolver) timelineAdded(ctx context.Context, sessionID string, after *string) (<-chan *model.TimelineItem, error) {
 	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
 	items, err := r.Timeline.Follow(ctx, sessionID, after)
+	r.hold(ctx, sessionID, err) // online while it lasts, like the session's other subscriptions
 	if err != nil {
 		return nil, err
 	}
