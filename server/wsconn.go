@@ -66,8 +66,9 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	ctx := r.Context()
 	c := &wsConn{
 		s: s, exec: exec, st: st, conn: conn, ctx: ctx,
-		legacy: conn.Subprotocol() != graphqlTransportWS,
-		ops:    map[string]*wsOp{},
+		legacy:  conn.Subprotocol() != graphqlTransportWS,
+		ops:     map[string]*wsOp{},
+		handled: make(chan bool),
 	}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	st.accepted(conn, c.finished)
@@ -86,11 +87,12 @@ var wsWriteBuffers sync.Pool
 
 // wsConn is one socket.
 type wsConn struct {
-	s      *Server
-	exec   graphql.GraphExecutor
-	st     *wsState
-	conn   *websocket.Conn
-	legacy bool // graphql-ws (subscriptions-transport-ws)
+	s       *Server
+	exec    graphql.GraphExecutor
+	st      *wsState
+	conn    *websocket.Conn
+	legacy  bool      // graphql-ws (subscriptions-transport-ws)
+	handled chan bool // read's handler goroutine answers here
 
 	ctx    context.Context // the socket's: ends when it closes
 	cancel context.CancelFunc
@@ -141,19 +143,28 @@ func (c *wsConn) read() {
 			return
 		}
 		alive()
-		var m message
-		if json.Unmarshal(b, &m) != nil || m.Type == "" {
-			c.close(closeBadMessage, "Invalid message received")
-			return
-		}
-		if code, reason := c.st.incoming(m.Type, m.ID); code != 0 {
-			c.close(code, reason)
-			return
-		}
-		if !c.handle(&m) {
+		// Each message is handled on a goroutine of its own, in order: the
+		// reader's stack, kept for the socket's life, stays as shallow as
+		// reading (decoding JSON, verifying a token go deep).
+		go func() { c.handled <- c.message(b) }()
+		if !<-c.handled {
 			return
 		}
 	}
+}
+
+// message acts on one client message; false ends the socket.
+func (c *wsConn) message(b []byte) bool {
+	var m message
+	if json.Unmarshal(b, &m) != nil || m.Type == "" {
+		c.close(closeBadMessage, "Invalid message received")
+		return false
+	}
+	if code, reason := c.st.incoming(m.Type, m.ID); code != 0 {
+		c.close(code, reason)
+		return false
+	}
+	return c.handle(&m)
 }
 
 // closeBadMessage is graphql-transport-ws's code for a message it cannot
@@ -176,11 +187,7 @@ func (c *wsConn) readFailed(err error) {
 func (c *wsConn) handle(m *message) bool {
 	switch m.Type {
 	case "connection_init":
-		// On a goroutine of its own: verifying the token takes a deep
-		// stack, which the reader would keep for the socket's life.
-		ok := make(chan bool)
-		go func() { ok <- c.init(m.Payload) }()
-		return <-ok
+		return c.init(m.Payload)
 	case "subscribe", "start":
 		c.start(m)
 	case "complete", "stop":
