@@ -220,3 +220,55 @@ func TestChatErrors(t *testing.T) {
 	ada.Fail(t, "BAD_USER_INPUT", `query($s: ID!) { messages(sessionId: $s, after: "nope") { id } }`, map[string]any{"s": s.ID})
 	ada.Fail(t, "BAD_USER_INPUT", `query($s: ID!) { messages(sessionId: $s, limit: 1000) { id } }`, map[string]any{"s": s.ID})
 }
+
+// TestIdenticalSubscriptionsShareNothingPrivate: the transport encodes an
+// event once for identical subscriptions (same query, variables and
+// user); each of them still gets it, and a field only its user may see
+// (email) never reaches another user's subscription through that
+// sharing.
+func TestIdenticalSubscriptionsShareNothingPrivate(t *testing.T) {
+	ta := startApp(t)
+	ada, bob := ta.register(t, "ada"), ta.register(t, "bob")
+	s := createSession(t, ada, "private")
+	join(t, bob, *s.InviteCode)
+	var first struct{ SendMessage chatEvent }
+	ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": "first"}, &first)
+	const q = `subscription($s: ID!, $a: ID) { messageAdded(sessionId: $s, after: $a) { body author { id email } } }`
+	vars := map[string]any{"s": s.ID, "a": first.SendMessage.ID}
+	type sub struct {
+		sock  *rawSocket
+		user  string
+		email bool // may see the author's email (the author themself)
+	}
+	var subs []sub
+	for _, proto := range []string{"graphql-transport-ws", "graphql-ws"} {
+		for range 2 { // two identical subscriptions of each user per protocol
+			a := openSocket(t, ta, proto, ada.Access)
+			a.subscribe("chat", q, vars)
+			b := openSocket(t, ta, proto, bob.Access)
+			b.subscribe("chat", q, vars)
+			subs = append(subs, sub{a, ada.ID, true}, sub{b, bob.ID, false})
+		}
+	}
+	for i := range 3 {
+		ada.Do(t, sendQ, map[string]any{"s": s.ID, "b": fmt.Sprint("m", i)}, nil)
+	}
+	type event struct {
+		Body   string
+		Author struct {
+			ID    string
+			Email *string
+		}
+	}
+	for _, sb := range subs {
+		for i := range 3 {
+			ev := field[event](t, sb.sock.await("chat", func(map[string]json.RawMessage) bool { return true }), "messageAdded")
+			if ev.Body != fmt.Sprint("m", i) || ev.Author.ID != ada.ID {
+				t.Fatalf("%s got %+v, want m%d by ada", sb.user, ev, i)
+			}
+			if (ev.Author.Email != nil) != sb.email {
+				t.Fatalf("%s sees author email %v", sb.user, ev.Author.Email)
+			}
+		}
+	}
+}
