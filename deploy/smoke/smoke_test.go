@@ -243,6 +243,36 @@ func TestStack(t *testing.T) {
 		})
 	})
 
+	j.step("the workers' warm sandboxes run under the configured runtime", time.Minute, func(ctx context.Context) error {
+		want := env("CODECRAFTER_SANDBOX_RUNTIME", "runc")
+		workers, err := containers(ctx, "worker")
+		if err != nil {
+			return err
+		}
+		return poll(ctx, time.Second, func() error {
+			for _, w := range workers {
+				host, err := docker(ctx, "inspect", "-f", "{{.Config.Hostname}}", w)
+				if err != nil {
+					return err
+				}
+				// The worker's instance label: codecrafter-compose-<hostname>.
+				boxes, err := docker(ctx, "ps", "-q", "--filter", "label=org.codecrafter.sandbox=codecrafter-compose-"+host)
+				if err != nil || boxes == "" {
+					return fmt.Errorf("no warm sandbox of %s yet (%v)", w, err)
+				}
+				rt, err := docker(ctx, "inspect", "-f", "{{.HostConfig.Runtime}}", strings.Fields(boxes)[0])
+				if err != nil {
+					return err
+				}
+				if rt != want {
+					return fmt.Errorf("a sandbox of %s runs under %q, want %q", w, rt, want)
+				}
+				logf("%s: sandbox %s under %s", w, strings.Fields(boxes)[0], rt)
+			}
+			return nil
+		})
+	})
+
 	stamp := time.Now().UnixNano()
 	var alice, bob user
 	j.step("register two users", time.Minute, func(ctx context.Context) error {
