@@ -228,7 +228,8 @@ func (s *Service) read(ctx context.Context, sessionID string, k key, limit int) 
 		items = append(items, it)
 		return true
 	}
-	full := func(n, got int) bool { return got < readPage || (limit > 0 && n >= limit) }
+	// Past the limit, a few more: stored order and time order may differ a little.
+	full := func(n, got int) bool { return got < readPage || (limit > 0 && n >= limit+readPage/4) }
 	for n := 0; ; { // a session's membership history is short: from the first
 		evs, err := s.store.MemberEvents(ctx, sessionID, st.memberSeq, readPage)
 		if err != nil {
