@@ -83,12 +83,16 @@ test)
 		fi
 		echo "--- down -v ($(elapsed))"
 		"${compose[@]}" down -v --remove-orphans --timeout 10 || true
+		# Sandboxes a killed worker left (stopped workers remove their own).
+		docker ps -a --filter label=org.codecrafter.sandbox --format '{{.ID}} {{.Label "org.codecrafter.sandbox"}}' |
+			awk -v p="$project-" 'index($2, p) == 1 {print $1}' | xargs -r docker rm -f >/dev/null || true
 		rm -f "$envfile"
 		echo "test-stack: $([[ $rc == 0 ]] && echo passed || echo FAILED) in $(elapsed)"
 		exit $rc
 	}
 	trap cleanup EXIT
-	write_env "$envfile" "$project" "CODECRAFTER_HTTP_PORT=$port" "PROMETHEUS_PORT=$prom"
+	write_env "$envfile" "$project" "CODECRAFTER_HTTP_PORT=$port" "PROMETHEUS_PORT=$prom" \
+		"CODECRAFTER_SANDBOX_INSTANCE=$project"
 	echo "--- binaries ($(elapsed))"
 	binaries
 	echo "--- build images ($(elapsed))"

@@ -160,6 +160,16 @@ func collect(ctx context.Context, ch <-chan wsMsg, onChunk func(output)) (stdout
 	}
 }
 
+// claimed reports whether a worker's log has it claiming the execution.
+func claimed(logs, id string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, `"msg":"run claimed"`) && strings.Contains(line, `"execution":"`+id+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
 func isFinal(s string) bool { return s != "QUEUED" && s != "RUNNING" }
 
 // TestStack is the smoke journey through the balancer: cross-replica
@@ -255,19 +265,28 @@ func TestStack(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				// The worker's instance label: codecrafter-compose-<hostname>.
-				boxes, err := docker(ctx, "ps", "-q", "--filter", "label=org.codecrafter.sandbox=codecrafter-compose-"+host)
-				if err != nil || boxes == "" {
-					return fmt.Errorf("no warm sandbox of %s yet (%v)", w, err)
+				// The worker's instance label: <prefix>-<its hostname>.
+				out, err := docker(ctx, "ps", "--filter", "label=org.codecrafter.sandbox", "--format", `{{.ID}} {{.Label "org.codecrafter.sandbox"}}`)
+				if err != nil {
+					return err
 				}
-				rt, err := docker(ctx, "inspect", "-f", "{{.HostConfig.Runtime}}", strings.Fields(boxes)[0])
+				box := ""
+				for _, line := range strings.Split(out, "\n") {
+					if f := strings.Fields(line); len(f) == 2 && strings.HasSuffix(f[1], "-"+host) {
+						box = f[0]
+					}
+				}
+				if box == "" {
+					return fmt.Errorf("no warm sandbox of %s yet", w)
+				}
+				rt, err := docker(ctx, "inspect", "-f", "{{.HostConfig.Runtime}}", box)
 				if err != nil {
 					return err
 				}
 				if rt != want {
 					return fmt.Errorf("a sandbox of %s runs under %q, want %q", w, rt, want)
 				}
-				logf("%s: sandbox %s under %s", w, strings.Fields(boxes)[0], rt)
+				logf("%s: sandbox %s under %s", w, box, rt)
 			}
 			return nil
 		})
@@ -430,7 +449,7 @@ func TestStack(t *testing.T) {
 			}
 			for _, w := range workers {
 				logs, err := docker(ctx, "logs", w)
-				if err == nil && strings.Contains(logs, `"execution":"`+id+`"`) {
+				if err == nil && claimed(logs, id) {
 					_, err = docker(ctx, "kill", w)
 					logf("killed %s after the first chunk (seq %d): %v", w, o.Seq, err)
 					killed <- err
