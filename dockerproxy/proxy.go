@@ -6,8 +6,10 @@
 // and create/attach/start/wait/kill/update/inspect/remove of containers
 // carrying the sandbox label, list and events narrowed to that label.
 // A create must keep the sandbox's hardening (no network, no privilege,
-// no mounts or devices, no added capabilities, no host namespaces, the
-// configured runtime). Everything else is refused with 403.
+// a non-root user, a read-only root, every capability dropped,
+// no-new-privileges, no mounts, volumes or devices, no host namespaces,
+// the engine's /proc masks and cgroup, the configured runtime).
+// Everything else is refused with 403.
 //
 // What it still trusts its client with: starting any number of labelled
 // containers from the allowed images with any resource limits, and
@@ -193,12 +195,22 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 func (p *Proxy) allowedImage(ref string) bool {
+	if strings.Contains(ref, "..") {
+		return false
+	}
 	for _, pre := range p.cfg.ImagePrefixes {
 		if strings.HasPrefix(ref, pre) {
 			return true
 		}
 	}
 	return false
+}
+
+// rootUser reports a user spec that runs as uid 0 ("" is the image's
+// default, root in the sandbox images' base).
+func rootUser(u string) bool {
+	name, _, _ := strings.Cut(u, ":")
+	return name == "" || name == "0" || name == "root"
 }
 
 func (p *Proxy) checkImage(r *http.Request, m []string) error {
@@ -212,10 +224,19 @@ func (p *Proxy) checkImage(r *http.Request, m []string) error {
 // matching is encoding/json's, as the engine's own decoding.
 type createRequest struct {
 	Image           string
+	User            string
 	Labels          map[string]string
 	NetworkDisabled bool
+	Volumes         map[string]json.RawMessage
 	HostConfig      *struct {
 		Privileged     bool
+		ReadonlyRootfs bool
+		CapDrop        []string
+		Capabilities   []string
+		CgroupParent   string
+		OomScoreAdj    int
+		MaskedPaths    json.RawMessage
+		ReadonlyPaths  json.RawMessage
 		Binds          []string
 		Mounts         []json.RawMessage
 		VolumesFrom    []string
@@ -262,6 +283,18 @@ func (p *Proxy) checkCreate(r *http.Request, _ []string) error {
 		return refuse("create: a HostConfig is required")
 	case h.Privileged:
 		return refuse("create: privileged containers are not allowed")
+	case rootUser(c.User):
+		return refuse("create: the container must run as a non-root user")
+	case !h.ReadonlyRootfs:
+		return refuse("create: the root filesystem must be read-only")
+	case !slices.Contains(h.CapDrop, "ALL") || len(h.Capabilities) > 0:
+		return refuse("create: every capability must be dropped")
+	case h.CgroupParent != "" || h.OomScoreAdj < 0:
+		return refuse("create: cgroup parent and OOM priority are the engine's")
+	case !absent(h.MaskedPaths) || !absent(h.ReadonlyPaths): // [] unmasks everything
+		return refuse("create: masked and read-only /proc paths are the engine's")
+	case len(c.Volumes) > 0:
+		return refuse("create: volumes are not allowed")
 	case len(h.Binds)+len(h.Mounts)+len(h.VolumesFrom) > 0:
 		return refuse("create: mounts are not allowed")
 	case len(h.Devices)+len(h.DeviceRequests) > 0:
@@ -319,10 +352,16 @@ func (p *Proxy) checkUpdate(r *http.Request, m []string) error {
 	return p.checkLabelled(r, m)
 }
 
+// absent reports a field left out or null.
+func absent(v json.RawMessage) bool {
+	t := string(bytes.TrimSpace(v))
+	return t == "" || t == "null"
+}
+
 // isZero reports a JSON zero value (clients send whole structs).
 func isZero(v json.RawMessage) bool {
 	switch string(bytes.TrimSpace(v)) {
-	case "null", "0", `""`, "false", "[]", "{}":
+	case "", "null", "0", `""`, "false", "[]", "{}":
 		return true
 	}
 	return false

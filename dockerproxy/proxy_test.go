@@ -181,6 +181,16 @@ func TestFilter(t *testing.T) {
 		{"create another image", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { m["Image"] = "debian:bookworm" }), 403, ""},
 		{"create another runtime", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["Runtime"] = "kata" }), 403, ""},
 		{"create lower-case keys", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["privileged"] = true }), 403, ""},
+		{"create as root", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { m["User"] = "0:0" }), 403, ""},
+		{"create as the image's user", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { delete(m, "User") }), 403, ""},
+		{"create writable root", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["ReadonlyRootfs"] = false }), 403, ""},
+		{"create keeping capabilities", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["CapDrop"] = []string{"NET_RAW"} }), 403, ""},
+		{"create with a capability set", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["Capabilities"] = []string{"CAP_SYS_ADMIN"} }), 403, ""},
+		{"create unmasked /proc", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["MaskedPaths"] = []string{} }), 403, ""},
+		{"create in another cgroup", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["CgroupParent"] = "/" }), 403, ""},
+		{"create OOM-protected", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["OomScoreAdj"] = -1000 }), 403, ""},
+		{"create with a volume", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { m["Volumes"] = map[string]any{"/data": map[string]any{}} }), 403, ""},
+		{"image path trick", "GET", "/v1.47/images/codecrafter/../debian/json", "", 403, ""},
 		{"create not JSON", "POST", "/v1.47/containers/create", "{", 400, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
