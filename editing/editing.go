@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -75,11 +76,6 @@ type Input struct {
 	ClientID     *string // with Seq: the submission's identity, for resends
 	Seq          *int
 }
-
-// maxAttempts bounds the compare-and-set retries of a batch; within a
-// process a session's edits are written by one writer, so only other
-// replicas' edits make an attempt fail.
-const maxAttempts = 20
 
 // Edit applies the caller's edit and returns it as applied, once stored.
 // A resent edit (same clientId and seq) returns the edit as first applied.
@@ -186,14 +182,15 @@ func (s *Service) drain(sessionID string, q *queue) {
 	}
 }
 
-// writeTimeout bounds a batch's store work (its requests may have ended;
-// their edits are still stored or not, as one).
+// writeTimeout bounds a batch's store work, retries across replicas
+// included (its requests may have ended; their edits are stored or not,
+// each once).
 const writeTimeout = 30 * time.Second
 
 // commit applies batch in order on the session's history and stores the
 // new edits, answering each request once its edit is stored. When
 // another replica took a revision (the compare-and-set failed), it
-// reloads and transforms the unanswered ones again.
+// reloads and transforms the unanswered ones again, until writeTimeout.
 func (s *Service) commit(sessionID string, batch []*request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), writeTimeout)
 	defer cancel()
@@ -204,7 +201,7 @@ func (s *Service) commit(sessionID string, batch []*request) {
 		}
 	}
 	for attempt := 0; len(batch) > 0; attempt++ {
-		if attempt == maxAttempts {
+		if ctx.Err() != nil {
 			fail(codecrafter.Errorf(codecrafter.ECONFLICT, "the code is changing too fast; resend the edit"))
 			return
 		}
@@ -280,7 +277,13 @@ func (s *Service) commit(sessionID string, batch []*request) {
 			fail(werr)
 			return
 		}
-		s.heads.Delete(sessionID) // another replica took the revision: transform over it too
+		// Another replica took the revision: reload, transform over it too.
+		s.heads.Delete(sessionID)
+		s.log.DebugContext(ctx, "edit revision taken", "session", sessionID, "revision", fresh[0].Revision, "attempt", attempt)
+		// A replica whose writes keep losing to another's busy writer
+		// retries at a random moment: in step with it, it could lose each
+		// time, until the deadline.
+		time.Sleep(rand.N(time.Duration(min(attempt+1, 10)) * time.Millisecond))
 	}
 }
 

@@ -457,3 +457,30 @@ func TestEditsQueuedBehindAWriteAreStoredInOne(t *testing.T) {
 		t.Fatalf("head %d %q, want 4 abcd", rev, code)
 	}
 }
+
+// losingStore refuses the first losses appends as if another replica had
+// taken the revision each time.
+type losingStore struct {
+	codecrafter.EditStore
+	losses int
+}
+
+func (l *losingStore) AppendEdits(ctx context.Context, edits []*codecrafter.Edit, before string) (int, error) {
+	if l.losses > 0 {
+		l.losses--
+		return 0, codecrafter.Errorf(codecrafter.ECONFLICT, "revision %d is taken", edits[0].Revision)
+	}
+	return l.EditStore.AppendEdits(ctx, edits, before)
+}
+
+// TestEditLandsAfterLosingManyTimes: a replica whose writes keep losing to
+// another's busy writer retries until its deadline, not a fixed few times
+// (a busy replica starved the other that way).
+func TestEditLandsAfterLosingManyTimes(t *testing.T) {
+	e := newEnv(t, "")
+	svc := editing.New(e.store, &losingStore{EditStore: e.store, losses: 30}, inmem.NewBus(), slog.New(slog.DiscardHandler))
+	ed, err := svc.Edit(e.owner, e.sess.ID, editing.Input{Ops: insertAt(0, 0, "x")})
+	if err != nil || ed.Revision != 1 {
+		t.Fatalf("edit after 30 lost appends: %+v, %v", ed, err)
+	}
+}
