@@ -621,6 +621,7 @@ func (op *wsOp) finish() {
 		delete(c.ops, op.id)
 	}
 	c.mu.Unlock()
+	c.st.ended(op.id) // before the client hears of it: it may reuse the id at once
 	if c.ctx.Err() == nil {
 		if len(errs) > 0 {
 			c.sendErrors(op.id, errs)
@@ -628,7 +629,6 @@ func (op *wsOp) finish() {
 			c.sendComplete(op.id)
 		}
 	}
-	c.st.ended(op.id)
 	op.cancel()
 	if op.group != nil {
 		c.s.wsGroups.leave(op.group)
