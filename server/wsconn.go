@@ -71,6 +71,8 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 		handled: make(chan bool),
 	}
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	// Shutdown ends ctx: close the socket, initialised or not.
+	context.AfterFunc(c.ctx, func() { c.close(websocket.CloseNormalClosure, "terminated") })
 	st.accepted(conn, c.finished)
 	s.metrics.wsActive.Inc()
 	s.logger(ctx).Info("websocket connected", "subprotocol", conn.Subprotocol(), "origin", r.Header.Get("Origin"))
@@ -97,11 +99,11 @@ type wsConn struct {
 	ctx    context.Context // the socket's: ends when it closes
 	cancel context.CancelFunc
 
-	initCtx   context.Context // after connection_init: the user's context
-	keepAlive *time.Timer
+	initCtx context.Context // after connection_init: the user's context
 
-	mu  sync.Mutex
-	ops map[string]*wsOp
+	mu        sync.Mutex
+	ops       map[string]*wsOp
+	keepAlive *time.Timer
 
 	wmu     sync.Mutex // guards the write queue
 	out     [][]byte
@@ -237,7 +239,9 @@ func (c *wsConn) init(payload json.RawMessage) bool {
 	if c.legacy {
 		c.send(frame("ka", "", nil))
 	}
+	c.mu.Lock()
 	c.keepAlive = time.AfterFunc(c.s.cfg.WebSocketKeepAlive, c.ping)
+	c.mu.Unlock()
 	return true
 }
 
@@ -255,7 +259,9 @@ func (c *wsConn) ping() {
 	} else {
 		c.send(frame("ping", "", nil))
 	}
+	c.mu.Lock()
 	c.keepAlive.Reset(c.s.cfg.WebSocketKeepAlive)
+	c.mu.Unlock()
 }
 
 // frame encodes a protocol message; payload is raw JSON or nil.
@@ -375,9 +381,11 @@ func (c *wsConn) close(code int, reason string) {
 // for the socket.
 func (c *wsConn) finish() {
 	c.close(websocket.CloseAbnormalClosure, "")
+	c.mu.Lock()
 	if c.keepAlive != nil {
 		c.keepAlive.Stop()
 	}
+	c.mu.Unlock()
 	c.st.finish()
 }
 
