@@ -2,6 +2,7 @@ package mongo
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -25,12 +26,25 @@ var _ codecrafter.EditStore = (*DB)(nil)
 const editPageSize = 32
 
 type editPage struct {
-	Count int       `bson:"count"`
-	Base  string    `bson:"base"`
-	Edits []editDoc `bson:"edits"`
+	Count int             `bson:"count"`
+	Base  string          `bson:"base"`
+	Edits []bson.RawValue `bson:"edits"` // packed strings; documents (editDoc) before
 }
 
-// editDoc is an edit in its page; its position gives its revision.
+// An edit in its page is packed into one string (packedEdit as JSON): the
+// embedded store decodes the whole page on every append (twice: the
+// guard's lookup, then the update), and a string is one value to it
+// where a document of fields and ops is dozens. The position gives the
+// revision.
+type packedEdit struct {
+	UserID    string            `json:"u"`
+	ClientID  string            `json:"c,omitempty"`
+	ClientSeq int               `json:"s,omitempty"`
+	Ops       []json.RawMessage `json:"o"` // retain n: n, insert s: "s", delete n: -n
+	At        int64             `json:"t"` // Unix milliseconds
+}
+
+// editDoc is how an edit was stored before packedEdit; still read.
 type editDoc struct {
 	UserID    string    `bson:"userId"`
 	ClientID  string    `bson:"clientId,omitempty"`
@@ -43,6 +57,64 @@ type textOp struct {
 	Retain int    `bson:"r,omitempty"`
 	Insert string `bson:"i,omitempty"`
 	Delete int    `bson:"d,omitempty"`
+}
+
+func packEdit(e *codecrafter.Edit) string {
+	p := packedEdit{UserID: e.UserID, ClientID: e.ClientID, ClientSeq: e.ClientSeq, Ops: make([]json.RawMessage, len(e.Ops)), At: e.CreatedAt.UnixMilli()}
+	for i, op := range e.Ops {
+		switch {
+		case op.Retain > 0:
+			p.Ops[i] = strconv.AppendInt(nil, int64(op.Retain), 10)
+		case op.Delete > 0:
+			p.Ops[i] = strconv.AppendInt(nil, -int64(op.Delete), 10)
+		default:
+			p.Ops[i], _ = json.Marshal(op.Insert)
+		}
+	}
+	b, _ := json.Marshal(p)
+	return string(b)
+}
+
+// unpackEdit reads revision rev of sessionID from its page entry, in
+// either format.
+func unpackEdit(sessionID string, rev int, v bson.RawValue) (*codecrafter.Edit, error) {
+	e := &codecrafter.Edit{SessionID: sessionID, Revision: rev}
+	if s, ok := v.StringValueOK(); ok {
+		var p packedEdit
+		if err := json.Unmarshal([]byte(s), &p); err != nil {
+			return nil, codecrafter.Wrap(err, codecrafter.EINTERNAL, "edit log: revision "+strconv.Itoa(rev)+" unreadable")
+		}
+		e.UserID, e.ClientID, e.ClientSeq, e.CreatedAt = p.UserID, p.ClientID, p.ClientSeq, time.UnixMilli(p.At).UTC()
+		e.Ops = make([]codecrafter.TextOp, len(p.Ops))
+		for i, o := range p.Ops {
+			if len(o) > 0 && o[0] == '"' {
+				if err := json.Unmarshal(o, &e.Ops[i].Insert); err != nil {
+					return nil, codecrafter.Wrap(err, codecrafter.EINTERNAL, "edit log: revision "+strconv.Itoa(rev)+" unreadable")
+				}
+				continue
+			}
+			n, err := strconv.Atoi(string(o))
+			if err != nil || n == 0 {
+				return nil, codecrafter.Errorf(codecrafter.EINTERNAL, "edit log: revision %d: bad op %s", rev, o)
+			}
+			if n > 0 {
+				e.Ops[i].Retain = n
+			} else {
+				e.Ops[i].Delete = -n
+			}
+		}
+		return e, nil
+	}
+	var d editDoc
+	if err := v.Unmarshal(&d); err != nil {
+		return nil, dbErr(err, "edit")
+	}
+	e.UserID, e.ClientID, e.ClientSeq, e.CreatedAt = d.UserID, d.ClientID, d.ClientSeq, d.At.UTC()
+	e.Ops = make([]codecrafter.TextOp, len(d.Ops))
+	for i, op := range d.Ops {
+		e.Ops[i] = codecrafter.TextOp{Retain: op.Retain, Insert: op.Insert, Delete: op.Delete}
+	}
+	return e, nil
 }
 
 // AppendEdits stores edits up to the end of the page holding the first,
@@ -59,7 +131,7 @@ func (db *DB) AppendEdits(ctx context.Context, edits []*codecrafter.Edit, before
 	id := editPageID(edits[0].SessionID, page)
 	docs := make(bson.A, n)
 	for j, e := range edits[:n] {
-		docs[j] = newEditDoc(e)
+		docs[j] = packEdit(e)
 	}
 	if i > 0 {
 		// The guard is the compare-and-set: the page holds exactly the
@@ -105,14 +177,6 @@ func (db *DB) AppendEdits(ctx context.Context, edits []*codecrafter.Edit, before
 	return n, nil
 }
 
-func newEditDoc(e *codecrafter.Edit) editDoc {
-	ops := make([]textOp, len(e.Ops))
-	for i, op := range e.Ops {
-		ops[i] = textOp{Retain: op.Retain, Insert: op.Insert, Delete: op.Delete}
-	}
-	return editDoc{UserID: e.UserID, ClientID: e.ClientID, ClientSeq: e.ClientSeq, Ops: ops, At: e.CreatedAt}
-}
-
 func revisionConflict(rev int) error {
 	return codecrafter.Errorf(codecrafter.ECONFLICT, "revision %d is taken, or the one before is missing", rev)
 }
@@ -147,16 +211,12 @@ func (db *DB) EditsSince(ctx context.Context, sessionID string, after int) (base
 		if page == q {
 			code = p.Base
 		}
-		for i, d := range p.Edits {
-			ops := make([]codecrafter.TextOp, len(d.Ops))
-			for j, op := range d.Ops {
-				ops[j] = codecrafter.TextOp{Retain: op.Retain, Insert: op.Insert, Delete: op.Delete}
+		for i, v := range p.Edits {
+			e, err := unpackEdit(sessionID, page*editPageSize+i+1, v)
+			if err != nil {
+				return 0, "", nil, false, err
 			}
-			edits = append(edits, &codecrafter.Edit{
-				SessionID: sessionID, Revision: page*editPageSize + i + 1,
-				UserID: d.UserID, ClientID: d.ClientID, ClientSeq: d.ClientSeq,
-				Ops: ops, CreatedAt: d.At.UTC(),
-			})
+			edits = append(edits, e)
 		}
 		if len(p.Edits) < editPageSize {
 			break
