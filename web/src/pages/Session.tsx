@@ -255,7 +255,6 @@ function useCollabEditor(session: SessionData, me: Me, canEdit: boolean, resync:
       clientRef.current = null;
     };
     // The editor lives as long as the view; language and role changes are reconfigured below.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [sessionId]);
 
   useEffect(() => {
