@@ -33,10 +33,10 @@ type box struct {
 	id       string
 	lang     *Language
 	memoryMB int
-	conn     client.HijackedResponse // attached stdin/stdout/stderr
-	out      *demux                  // conn's stdout
-	waited   client.ContainerWaitResult
-	stopped  bool // waited has delivered
+	conn     client.HijackedResponse    // attached stdin/stdout/stderr
+	out      *demux                     // conn's stdout
+	waited   client.ContainerWaitResult // asked for by run.finish when needed
+	stopped  bool                       // waited has delivered
 }
 
 // createOptions is the hardened container: no network, read-only root,
@@ -124,9 +124,9 @@ func (d *Docker) startBox(ctx context.Context, l *Language, memoryMB int) (b *bo
 	if _, err := d.cli.ContainerStart(ctx, b.id, client.ContainerStartOptions{}); err != nil {
 		return b, fmt.Errorf("start: %w", err)
 	}
-	// Not tied to ctx: a pooled box outlives the filler's call. It ends
-	// when the container stops or the box is removed.
-	b.waited = d.cli.ContainerWait(context.WithoutCancel(ctx), b.id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	// No ContainerWait here: a clean exit never needs it (see
+	// run.finish, which asks for it when it does), and each held one is a
+	// request the engine serves for the box's whole life.
 	return b, nil
 }
 

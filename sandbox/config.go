@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -27,13 +28,28 @@ type Config struct {
 	TmpfsMB          int           // size of /box (exec) and of /tmp (noexec) each
 	CPUs             float64       // CPU quota of a box
 	NoFile           int64         // open files per process
-	// Pool is how many started containers wait per language id. The
-	// default keeps one warm for python and javascript, the languages
-	// people run most and whose runs are short enough that container
-	// start-up (~0.5 s) dominates; compiled languages spend seconds in
-	// their compilers, so a warm container saves them proportionally
-	// little while costing idle memory per language.
+	// Pool is the floor of each language's warm pool: started containers
+	// that wait whatever the demand. Above it every language's pool
+	// follows its recent runs (demand.go), up to PoolMax, and shrinks back
+	// to the floor when nobody ran it for PoolIdle. The default keeps one
+	// warm for python and javascript, the languages people run most and
+	// whose runs are short enough that container start-up dominates; the
+	// others start cold and shrink to zero.
 	Pool map[string]int
+	// PoolMax caps a language's pool (default 16; under runsc the
+	// default is no demand-sized pools, see withDefaults); -1: only the
+	// floors of Pool wait, none grows with demand.
+	PoolMax int
+	// PoolMemoryMB is the budget of all pools' waiting containers,
+	// counted at poolBoxMB each (default 512: 32 containers).
+	PoolMemoryMB int
+	// PoolIdle is how long a language's pool keeps its demand-sized
+	// containers after its last run (default 10 min).
+	PoolIdle time.Duration
+	// Starts bounds the containers being started at once, for pools and
+	// runs alike (default twice the CPUs: a start mostly waits on the
+	// engine's processes, but past that they only slow each other down).
+	Starts int
 }
 
 // DefaultConfig returns the defaults.
@@ -52,6 +68,9 @@ func DefaultConfig() Config {
 		CPUs:             1,
 		NoFile:           256,
 		Pool:             map[string]int{"python": 1, "javascript": 1},
+		PoolMax:          16,
+		PoolMemoryMB:     512,
+		PoolIdle:         10 * time.Minute,
 	}
 }
 
@@ -95,6 +114,22 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Pool == nil {
 		c.Pool = d.Pool
+	}
+	switch {
+	case c.PoolMax == 0 && c.OCIRuntime == "runsc":
+		// An idle gVisor sandbox costs far more than a runc box (its
+		// sentry's memory, and disk: TestGVisor saw ~300 MB for a few
+		// waiting ones), so under runsc only the floors wait unless
+		// PoolMax is set.
+	case c.PoolMax == 0:
+		c.PoolMax = d.PoolMax
+	case c.PoolMax < 0:
+		c.PoolMax = 0
+	}
+	set(&c.PoolMemoryMB, d.PoolMemoryMB)
+	set(&c.Starts, 2*runtime.NumCPU())
+	if c.PoolIdle <= 0 {
+		c.PoolIdle = d.PoolIdle
 	}
 	return c
 }

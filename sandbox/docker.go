@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -26,13 +27,20 @@ type Docker struct {
 	metrics *metrics
 	owner   owner // LabelOwner of this runner's boxes
 
-	pools     map[string]*pool // by language id
+	pools map[string]*pool // by language id
+	now   func() time.Time
+	// creates bounds the boxes being started at once (Config.Starts);
+	// poolBoxes counts the
+	// pools' boxes, ready or starting, against the memory budget.
+	creates   chan struct{}
+	poolBoxes atomic.Int64
 	stop      context.CancelFunc
 	fillers   sync.WaitGroup
 	closeOnce sync.Once
 	// kernelMemcg: the engine's runtime is runc, whose boxes live in a
 	// kernel memory cgroup whose OOM kill count ccbox can read.
 	kernelMemcg bool
+	resizable   bool // runc: a pooled box's memory limit can be changed live
 
 	// Used boxes are removed in the background (removeLater); removing
 	// bounds how many are pending, so a slow engine still slows runs down.
@@ -79,7 +87,8 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 		return nil, fmt.Errorf("sandbox: metrics: %w", err)
 	}
 	d := &Docker{cli: cli, cfg: cfg, reg: reg, log: logger, metrics: m, owner: newOwner(), pools: map[string]*pool{},
-		removing: make(chan struct{}, maxPendingRemovals)}
+		removing: make(chan struct{}, maxPendingRemovals), now: time.Now,
+		creates: make(chan struct{}, cfg.Starts)}
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return nil, fmt.Errorf("sandbox: docker engine: %w", err)
 	}
@@ -87,12 +96,13 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: docker engine: %w", err)
 	}
-	runtime := cmp.Or(cfg.OCIRuntime, info.Info.DefaultRuntime)
-	d.kernelMemcg = runtime == "runc" || runtime == "io.containerd.runc.v2"
+	rt := cmp.Or(cfg.OCIRuntime, info.Info.DefaultRuntime)
+	d.kernelMemcg = rt == "runc" || rt == "io.containerd.runc.v2"
+	d.resizable = d.kernelMemcg
 	if err := d.sweep(ctx); err != nil {
 		return nil, err
 	}
-	logger.Info("sandbox: runner started", "instance", cfg.Instance, "owner", d.owner.String(), "runtime", runtime)
+	logger.Info("sandbox: runner started", "instance", cfg.Instance, "owner", d.owner.String(), "runtime", rt)
 	for _, l := range reg.Languages() {
 		if _, err := cli.ImageInspect(ctx, l.Image); err != nil {
 			logger.Warn("sandbox: runtime image missing: build it with `codecrafter images build`", "language", l.ID, "image", l.Image, "err", err)
@@ -100,12 +110,16 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 	}
 	poolCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	d.stop = stop
-	for id, n := range cfg.Pool {
-		if n == 0 {
+	for _, l := range reg.Languages() {
+		floor, most := cfg.Pool[l.ID], cfg.PoolMax
+		if most == 0 { // demand off: a fixed pool of the floor
+			most = floor
+		}
+		if most = max(most, floor); most == 0 {
 			continue
 		}
-		l, _ := reg.Language(id)
-		p := newPool(d, l, n)
+		dem := newDemand(floor, most, cfg.PoolIdle)
+		p := newPool(d, l, dem)
 		d.pools[l.ID] = p
 		d.fillers.Add(1)
 		go func() {
@@ -148,6 +162,37 @@ func (d *Docker) sweep(ctx context.Context) error {
 	}
 	return nil
 }
+
+// poolBoxMB is what a waiting box is counted at against the pools'
+// memory budget: its containerd shim (~13 MB resident) plus tini and
+// ccbox (~1 MB in its cgroup), measured on runc.
+const poolBoxMB = 16
+
+// reserveBox takes a place in the pools' memory budget for a new box.
+func (d *Docker) reserveBox() bool {
+	limit := int64(d.cfg.PoolMemoryMB / poolBoxMB)
+	for {
+		n := d.poolBoxes.Load()
+		if n >= limit {
+			return false
+		}
+		if d.poolBoxes.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// createSlot waits for one of the creation slots.
+func (d *Docker) createSlot(ctx context.Context) error {
+	select {
+	case d.creates <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *Docker) releaseSlot() { <-d.creates }
 
 // maxPendingRemovals bounds the used containers awaiting removal.
 const maxPendingRemovals = 8

@@ -94,10 +94,11 @@ func (d *Docker) runOnce(ctx context.Context, l *Language, lim limits, req codec
 }
 
 // acquire takes a pooled box, adjusting its memory limit when the run's
-// differs, or starts a new one.
+// differs (on runc, whose cgroup limit a live update changes), or starts
+// a new one within a creation slot.
 func (d *Docker) acquire(ctx context.Context, l *Language, memoryMB int, pooled bool) (*box, error) {
-	if p := d.pools[l.ID]; p != nil && pooled {
-		if b := p.take(); b != nil {
+	if p := d.pools[l.ID]; p != nil && pooled && (memoryMB == d.cfg.DefaultMemoryMB || d.resizable) {
+		if b := p.take(ctx); b != nil {
 			if b.memoryMB == memoryMB || d.resize(ctx, b, memoryMB) == nil {
 				d.metrics.acquired.WithLabelValues(l.ID, "pool").Inc()
 				return b, nil
@@ -106,6 +107,10 @@ func (d *Docker) acquire(ctx context.Context, l *Language, memoryMB int, pooled 
 		}
 	}
 	d.metrics.acquired.WithLabelValues(l.ID, "fresh").Inc()
+	if err := d.createSlot(ctx); err != nil {
+		return nil, err
+	}
+	defer d.releaseSlot()
 	return d.startBox(ctx, l, memoryMB)
 }
 
@@ -359,6 +364,11 @@ read:
 func (r *run) finish(ctx context.Context, exit *wire.Exit, violated string) (*container.State, error) {
 	if exit != nil && exit.OOMKills != nil && violated == "" && r.stopped() == stopNone && r.d.kernelMemcg {
 		return &container.State{OOMKilled: *exit.OOMKills > 0}, nil
+	}
+	if r.b.waited.Result == nil {
+		// Not tied to ctx: it ends when the container stops or is removed
+		// (a stopped container answers at once).
+		r.b.waited = r.d.cli.ContainerWait(context.WithoutCancel(ctx), r.b.id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	}
 	wait := func(d time.Duration) (bool, error) {
 		select {
