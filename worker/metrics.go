@@ -9,6 +9,7 @@ type metrics struct {
 	queueWait  *prometheus.HistogramVec // QUEUED to first claim, by language
 	inFlight   prometheus.Gauge
 	queueDepth *prometheus.GaugeVec // by state: ready, unacked, dead
+	deferred   prometheus.Counter   // jobs put back for fairness
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,9 +37,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "codecrafter_queue_jobs",
 			Help: "Jobs in the run queue by state (ready, unacked, dead), sampled periodically.",
 		}, []string{"state"}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "codecrafter_runs_deferred_total",
+			Help: "Jobs a worker put back at the end of the queue so that users with fewer runs running go first.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.duration, m.queueWait, m.inFlight, m.queueDepth)
+		reg.MustRegister(m.runs, m.duration, m.queueWait, m.inFlight, m.queueDepth, m.deferred)
 	}
 	return m
 }

@@ -30,6 +30,9 @@ const requeueTimeout = 10 * time.Second
 // (see codecrafter.Job.Attempt), unless the broker redelivered it.
 func (w *Worker) handle(hctx, hard context.Context, d codecrafter.Delivery) error {
 	log := w.log.With("execution", d.Job.ExecutionID)
+	if w.deferred(hctx, d) {
+		return nil
+	}
 	upTo := d.Job.Attempt
 	if d.Redelivered {
 		upTo = codecrafter.AnyAttempt // its worker died with the attempt it claimed
@@ -95,6 +98,7 @@ func (w *Worker) try(hctx, hard context.Context, d codecrafter.Delivery, upTo in
 	case err != nil:
 		return 0, fmt.Errorf("claim execution %s: %w", id, err)
 	}
+	w.claimed(id)
 	log = log.With("attempt", e.Attempt)
 	log.Info("run claimed", "language", e.Language, "redelivered", d.Redelivered)
 	if e.Attempt == 1 && e.StartedAt != nil {

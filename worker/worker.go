@@ -108,8 +108,10 @@ type Worker struct {
 	metrics *metrics
 	now     func() time.Time
 
-	mu   sync.Mutex
-	runs map[*run]struct{} // in flight, for cancel requests
+	mu        sync.Mutex
+	runs      map[*run]struct{} // in flight, for cancel requests
+	deferrals map[string]int    // by execution id, see fair.go
+	view      pendingView
 }
 
 // run is one in-flight attempt.
@@ -125,7 +127,7 @@ func New(cfg Config, queue codecrafter.Queue, store codecrafter.ExecutionStore, 
 	return &Worker{
 		cfg: cfg, queue: queue, store: store, bus: bus, publish: events.Publisher{Bus: bus},
 		sandbox: sandbox, log: logger.With("worker", cfg.ID), metrics: newMetrics(reg),
-		now: time.Now, runs: map[*run]struct{}{},
+		now: time.Now, runs: map[*run]struct{}{}, deferrals: map[string]int{},
 	}
 }
 
