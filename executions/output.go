@@ -172,18 +172,76 @@ func (s *Service) SessionExecutions(ctx context.Context, sessionID string) (<-ch
 	go func() {
 		defer cancel()
 		defer close(out)
-		for b := range updates {
+		s.sessionExecutions(ctx, sessionID, updates, out)
+	}()
+	return out, nil
+}
+
+// sessionExecutions forwards a session's status changes, and while some
+// of its runs are QUEUED sends such a run again each time its place in
+// the queue changes (checked every QueueRefresh).
+func (s *Service) sessionExecutions(ctx context.Context, sessionID string, updates <-chan []byte, out chan<- *codecrafter.Execution) {
+	queued := map[string]*codecrafter.Execution{}
+	places := map[string]QueueInfo{}
+	tick := time.NewTicker(s.cfg.QueueRefresh)
+	defer tick.Stop()
+	send := func(e *codecrafter.Execution) bool {
+		select {
+		case out <- e:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		var tc <-chan time.Time
+		if len(queued) > 0 {
+			tc = tick.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case b, ok := <-updates:
+			if !ok {
+				return
+			}
 			e, err := events.DecodeExecution(b)
 			if err != nil {
 				s.log.WarnContext(ctx, "bad session execution event", "session", sessionID, "err", err)
 				continue
 			}
-			select {
-			case out <- e:
-			case <-ctx.Done():
+			if e.Status == codecrafter.StatusQueued {
+				queued[e.ID] = e
+				if qi := s.place(ctx, e.ID); qi != nil {
+					places[e.ID] = *qi
+				}
+			} else {
+				delete(queued, e.ID)
+				delete(places, e.ID)
+			}
+			if !send(e) {
 				return
 			}
+		case <-tc:
+			infos, err := s.queueInfos(ctx)
+			if err != nil {
+				continue // the next tick tries again
+			}
+			for id, e := range queued {
+				qi, ok := infos[id]
+				if !ok { // started or ended, its event lost: not queued any more
+					delete(queued, id)
+					delete(places, id)
+					continue
+				}
+				if old, ok := places[id]; ok && old == qi {
+					continue
+				}
+				places[id] = qi
+				if !send(e) {
+					return
+				}
+			}
 		}
-	}()
-	return out, nil
+	}
 }

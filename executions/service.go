@@ -38,6 +38,10 @@ type Config struct {
 	MaxActivePerUser int // 64
 	// Limiter, when set, limits each user's Execute calls (keyed by user id).
 	Limiter RateLimiter
+	// QueueRefresh is how often queue positions are read from the store
+	// at most (per replica), and how often a live subscription to a
+	// queued run checks whether its place changed.
+	QueueRefresh time.Duration // 500 ms
 	// SessionCode, when set, gives a session's current revision and code:
 	// a session run records the revision it ran, and may omit its code.
 	SessionCode func(ctx context.Context, s *codecrafter.Session) (revision int, code string, err error)
@@ -61,6 +65,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RecheckInterval, 2*time.Second)
 	def(&c.MaxRecheckInterval, time.Minute)
 	def(&c.EnqueueTimeout, 5*time.Second)
+	def(&c.QueueRefresh, 500*time.Millisecond)
 	if c.DefaultMemoryMB <= 0 {
 		c.DefaultMemoryMB = 256
 	}
@@ -92,6 +97,7 @@ type Service struct {
 	log       *slog.Logger
 	submitted *prometheus.CounterVec
 	now       func() time.Time
+	places    queueView
 }
 
 // New returns a Service. reg may be nil (no metrics registered).

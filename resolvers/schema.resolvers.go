@@ -55,11 +55,11 @@ func (r *executionResolver) RequestedBy(ctx context.Context, obj *codecrafter.Ex
 }
 
 func (r *executionResolver) QueuePosition(ctx context.Context, obj *codecrafter.Execution) (*int, error) {
-	return nil, nil // the queue does not report positions yet
+	return r.queueField(ctx, obj, queuePosition)
 }
 
 func (r *executionResolver) EstimatedStartMs(ctx context.Context, obj *codecrafter.Execution) (*int, error) {
-	return nil, nil
+	return r.queueField(ctx, obj, estimatedStartMs)
 }
 
 func (r *messageResolver) Author(ctx context.Context, obj *codecrafter.Message) (*codecrafter.User, error) {
@@ -301,12 +301,12 @@ func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID 
 		_, err := r.Runs.Execution(ctx, executionID)
 		return err
 	})
-	chunks, err := r.Runs.Output(ctx, executionID)
+	chunks, err := r.Runs.OutputQueued(ctx, executionID)
 	if err != nil {
 		return nil, err
 	}
-	return mapChan(ctx, chunks, func(c codecrafter.OutputChunk) *model.ExecutionOutput {
-		return outputEvent(executionID, c)
+	return mapChan(ctx, chunks, func(ev executions.OutputEvent) *model.ExecutionOutput {
+		return queuedOutputEvent(executionID, ev)
 	}), nil
 }
 

@@ -1,0 +1,34 @@
+package resolvers
+
+import (
+	"context"
+
+	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/executions"
+	"github.com/codecrafter/codecrafter/graph/model"
+)
+
+// queueField returns one of a QUEUED run's queue fields (nil otherwise).
+func (r *Resolver) queueField(ctx context.Context, e *codecrafter.Execution, f func(*executions.QueueInfo) int) (*int, error) {
+	qi, err := r.Runs.QueueInfo(ctx, e)
+	if err != nil || qi == nil {
+		return nil, err
+	}
+	v := f(qi)
+	return &v, nil
+}
+
+func queuePosition(qi *executions.QueueInfo) int { return qi.Position }
+
+func estimatedStartMs(qi *executions.QueueInfo) int { return int(qi.EstimatedStart.Milliseconds()) }
+
+// queuedOutputEvent is an executionOutput event with the run's place while
+// it is QUEUED.
+func queuedOutputEvent(executionID string, ev executions.OutputEvent) *model.ExecutionOutput {
+	out := outputEvent(executionID, ev.OutputChunk)
+	if ev.Queue != nil {
+		pos, ms := queuePosition(ev.Queue), estimatedStartMs(ev.Queue)
+		out.QueuePosition, out.EstimatedStartMs = &pos, &ms
+	}
+	return out
+}
