@@ -264,7 +264,7 @@ func measure(ctx context.Context, exe string, tgt fanoutTarget, o fanoutOpts, lo
 	if err := tgt.publish(ctx, benchMarker+"ready"); err != nil {
 		return nil, err
 	}
-	if err := waitGroupWithin(&ready, 2*time.Minute); err != nil {
+	if err := waitGroupWithin(&ready, 10*time.Minute); err != nil { // 10,000 subscriptions replaying
 		return nil, fmt.Errorf("sockets never all live: %w", err)
 	}
 	res.SetupTime = time.Since(begin)
