@@ -208,6 +208,7 @@ func (a *app) startSandbox(ctx context.Context) error {
 		}
 		sc.Pool[rt.Language] = n
 	}
+	sc.PoolMax, sc.PoolMemoryMB, sc.PoolIdle, sc.Starts = a.cfg.PoolMax, a.cfg.PoolMemoryMB, a.cfg.PoolIdle, a.cfg.SandboxStarts
 	sb, err := sandbox.NewDocker(ctx, sc, a.runtimes, a.log.With("component", "sandbox"), a.registry)
 	if err != nil {
 		return fmt.Errorf("sandbox (is dockerd running? `scripts/services.sh docker`): %w", err)

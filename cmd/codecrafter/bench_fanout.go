@@ -36,6 +36,7 @@ import (
 const benchUsage = `Usage:
   codecrafter bench fanout [flags]   messageAdded fan-out vs a raw WebSocket broadcast
   codecrafter bench rawserver        (the raw baseline, started by fanout)
+  codecrafter bench runs [flags]     runs under load vs docker run --rm
 `
 
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -79,6 +80,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "rawserver":
 		return rawServer(ctx, stdout)
+	case "runs":
+		return benchRuns(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, benchUsage)
 		return fmt.Errorf("bench: unknown %q", args[0])

@@ -60,6 +60,10 @@ type config struct {
 	SandboxRuntime   string // OCI runtime: runc, or runsc for gVisor
 	PoolSize         int
 	Pool             string // lang=n,lang=n
+	PoolMax          int    // a language's demand-sized pool at most
+	PoolMemoryMB     int    // budget of all waiting containers
+	PoolIdle         time.Duration
+	SandboxStarts    int // containers being started at once
 	DefaultTimeLimit time.Duration
 	MaxTimeLimit     time.Duration
 	DefaultMemoryMB  int
@@ -129,8 +133,12 @@ func (c *config) bind(fs *flag.FlagSet) {
 	str(&c.RuntimesFile, "runtimes", "CODECRAFTER_RUNTIMES", "", "runtimes registry file (YAML); empty uses the built-in ten languages")
 	str(&c.SandboxInstance, "sandbox-instance", "CODECRAFTER_SANDBOX_INSTANCE", "", "label of this worker's sandbox containers, for operators (default: the hostname); a starting worker removes only containers whose worker is gone, whatever their label")
 	str(&c.SandboxRuntime, "sandbox-runtime", "CODECRAFTER_SANDBOX_RUNTIME", "", "Docker OCI runtime for sandboxes: empty (engine default, runc) or runsc (gVisor)")
-	num(&c.PoolSize, "pool-size", "CODECRAFTER_POOL_SIZE", -1, "warm containers for every language; -1 keeps the defaults (one each for python and javascript)")
+	num(&c.PoolSize, "pool-size", "CODECRAFTER_POOL_SIZE", -1, "warm containers kept for every language whatever the demand (the pools' floor); -1 keeps the defaults (one each for python and javascript)")
 	str(&c.Pool, "pool", "CODECRAFTER_POOL", "", "warm containers per language, e.g. python=2,javascript=1,go=1 (after -pool-size)")
+	num(&c.PoolMax, "pool-max", "CODECRAFTER_POOL_MAX", 0, "largest warm pool of a language, sized by its recent runs above the -pool floor (0: 16, none under runsc; -1: only the floors)")
+	num(&c.PoolMemoryMB, "pool-memory-mb", "CODECRAFTER_POOL_MEMORY_MB", 512, "memory budget of all warm containers, each counted at 16 MiB")
+	dur(&c.PoolIdle, "pool-idle", "CODECRAFTER_POOL_IDLE", 10*time.Minute, "a language's pool shrinks to its floor this long after its last run")
+	num(&c.SandboxStarts, "sandbox-starts", "CODECRAFTER_SANDBOX_STARTS", 0, "sandbox containers being started at once (0: twice the CPUs)")
 	dur(&c.DefaultTimeLimit, "time-limit", "CODECRAFTER_TIME_LIMIT", 5*time.Second, "default wall-clock limit of a run")
 	dur(&c.MaxTimeLimit, "max-time-limit", "CODECRAFTER_MAX_TIME_LIMIT", 30*time.Second, "largest wall-clock limit a run may ask for")
 	num(&c.DefaultMemoryMB, "memory-limit-mb", "CODECRAFTER_MEMORY_LIMIT_MB", 256, "default memory limit of a run, MiB")
@@ -224,6 +232,8 @@ func (c *config) validate(cmd string) error {
 		return fmt.Errorf("$CODECRAFTER_GRAPHIQL: %q is not true or false", c.GraphiQL)
 	case c.WorkerConcurrency < 1:
 		return fmt.Errorf("-worker-concurrency must be at least 1")
+	case c.PoolMax < -1 || c.PoolMemoryMB < 0 || c.PoolIdle < 0 || c.SandboxStarts < 0:
+		return fmt.Errorf("-pool-max must be -1 or more; -pool-memory-mb, -pool-idle and -sandbox-starts 0 or more")
 	case c.DefaultTimeLimit <= 0 || c.DefaultTimeLimit > c.MaxTimeLimit:
 		return fmt.Errorf("-time-limit must be in (0, -max-time-limit]")
 	case c.DefaultMemoryMB <= 0 || c.DefaultMemoryMB > c.MaxMemoryMB:

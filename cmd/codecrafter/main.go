@@ -31,6 +31,7 @@ Usage:
                                     the sandbox's calls (for the worker)
   codecrafter health [-url URL]     exit 0 when a server's /readyz answers 200
   codecrafter bench fanout [flags]  chat fan-out benchmark against a raw broadcast
+  codecrafter bench runs [flags]    runs under load (back to back, burst, many users) vs docker run --rm
 
 Settings (flags, each with an environment fallback in brackets):
 `
