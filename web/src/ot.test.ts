@@ -176,4 +176,57 @@ describe('OTClient', () => {
     expect(a.doc).toBe('one');
     expect(a.client.revision).toBe(1);
   });
+
+  it.each([[['ann', 'bob', 'cy']], [['ann', 'ann', 'bob']]])('converges with three clients (%j) making random edits, answers and events in random order', (authors) => {
+    let seed = 42;
+    const rand = (n: number) => { // mulberry32: repeatable
+      seed = (seed + 0x6d2b79f5) | 0;
+      let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+      return (((x ^ (x >>> 14)) >>> 0) / 4294967296 * n) | 0;
+    };
+    const alphabet = ['a', 'b', '😀', '\n', 'é', '🏽'];
+    const randomEdit = (doc: string) => {
+      const len = cpLength(doc);
+      const at = rand(len + 1), del = Math.min(rand(3), len - at);
+      let ins = '';
+      for (let k = rand(3); k > 0; k--) ins += alphabet[rand(alphabet.length)];
+      return op(at, -del, ins, len - at - del);
+    };
+    for (let round = 0; round < 30; round++) {
+      const s = new FakeServer('start 😀');
+      const tabs = authors.map((a) => tab(s, a)); // two tabs of one user hold each other's edits until their answers
+      const answers: { t: ReturnType<typeof tab>; seq: number; revision: number }[][] = [[], [], []];
+      const seen = [0, 0, 0]; // codeEdited events delivered to each tab so far
+      for (let step = 0; step < 200; step++) {
+        const i = rand(3), t = tabs[i];
+        switch (rand(4)) {
+          case 0: t.type(randomEdit(t.doc)); break;
+          case 1: if (t.sent.length) answers[i].push({ t, ...t.deliver() }); break;
+          case 2: { const a = answers[i].shift(); if (a) t.client.acked(a.seq, a.revision); break; }
+          case 3: { // some of the events, in order, from where this tab's subscription is
+            const upTo = seen[i] + rand(s.log.length - seen[i] + 1);
+            s.log.slice(seen[i], upTo).forEach((e, k) => t.client.received({ revision: seen[i] + k + 1, op: e.op, authorId: e.author }));
+            seen[i] = upTo;
+            break;
+          }
+        }
+      }
+      // Let everything settle.
+      for (let k = 0; k < 50 && tabs.some((t, i) => t.sent.length || answers[i].length || !t.client.synchronized || t.client.revision < s.log.length); k++) {
+        tabs.forEach((t, i) => {
+          while (t.sent.length) answers[i].push({ t, ...t.deliver() });
+          for (const a of answers[i].splice(0)) t.client.acked(a.seq, a.revision);
+          t.catchUp(seen[i]);
+          seen[i] = s.log.length;
+        });
+      }
+      for (const t of tabs) {
+        expect(t.client.synchronized).toBe(true);
+        expect(t.client.revision).toBe(s.log.length);
+        expect(t.doc).toBe(s.doc);
+      }
+    }
+  });
 });
+
