@@ -301,6 +301,14 @@ async function main() {
   log('PASS');
 }
 
+// Interrupted (make stopped): take the server along.
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    server?.kill('SIGTERM');
+    process.exit(130);
+  });
+}
+
 let code = 0;
 try {
   await main();
