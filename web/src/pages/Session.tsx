@@ -452,9 +452,9 @@ type Status = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'COMPILE_ERROR' | 
 const FINAL = new Set<Status>(['SUCCEEDED', 'FAILED', 'COMPILE_ERROR', 'TIMED_OUT', 'MEMORY_LIMIT', 'OUTPUT_LIMIT', 'CANCELLED', 'ERROR']);
 export interface Run {
   id: string; status: Status; language: string; revision: number | null; exitCode: number | null; durationMs: number | null;
-  requestedBy: User; createdAt: string; compileOutput?: string | null; queuePosition?: number | null;
+  requestedBy: User; createdAt: string; compileOutput?: string | null; queuePosition?: number | null; estimatedStartMs?: number | null;
 }
-const RUN_FIELDS = 'id status language revision exitCode durationMs compileOutput createdAt requestedBy { id name }';
+const RUN_FIELDS = 'id status language revision exitCode durationMs compileOutput createdAt requestedBy { id name } queuePosition estimatedStartMs';
 interface Chunk { seq: number; stream: 'STDOUT' | 'STDERR'; data: string }
 
 /** Run, the output panel (streamed from executionOutput, for whoever started it) and the past runs. */
@@ -514,6 +514,12 @@ function Runs({ sessionId, language, canRun, waitSynced }: { sessionId: string; 
       () => ({ e: current }),
       {
         next: ({ executionOutput: o }) => {
+          if (o.data == null && o.status === 'QUEUED') {
+            // Sent again (same seq) whenever the run's place in the queue changes.
+            setQueue({ position: o.queuePosition ?? null, etaMs: o.estimatedStartMs ?? null });
+            lastSeq = Math.max(lastSeq, o.seq);
+            return;
+          }
           if (o.seq <= lastSeq) return; // a replay after a reconnect
           lastSeq = o.seq;
           if (o.data != null && o.stream) {
@@ -553,6 +559,8 @@ function Runs({ sessionId, language, canRun, waitSynced }: { sessionId: string; 
   }
 
   const cur = runs.find((r) => r.id === current);
+  const position = queue.position ?? cur?.queuePosition ?? null;
+  const eta = queue.etaMs ?? cur?.estimatedStartMs ?? null;
   return (
     <section className="panel runs">
       <div className="run-bar">
@@ -566,7 +574,7 @@ function Runs({ sessionId, language, canRun, waitSynced }: { sessionId: string; 
         {cur ? (
           <p className="run-status">
             <span data-testid="run-status">{cur.status}</span>
-            {cur.status === 'QUEUED' && queue.position != null && <> · {queue.position === 0 ? 'next in the queue' : `${queue.position} ahead`}{queue.etaMs != null && `, about ${Math.ceil(queue.etaMs / 1000)} s`}</>}
+            {cur.status === 'QUEUED' && position != null && <> · <span data-testid="queue">{position === 0 ? 'next in the queue' : `${position} ahead`}{eta != null && `, starts in about ${Math.ceil(eta / 1000)} s`}</span></>}
             {cur.exitCode != null && <> · exit code {cur.exitCode}</>}
             {cur.durationMs != null && <> · {cur.durationMs} ms</>}
             <span className="muted"> · {cur.requestedBy.name}{cur.revision != null && `, revision ${cur.revision}`}</span>
