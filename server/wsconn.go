@@ -68,7 +68,7 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 		s: s, exec: exec, st: st, conn: conn, ctx: ctx,
 		legacy:  conn.Subprotocol() != graphqlTransportWS,
 		ops:     map[string]*wsOp{},
-		handled: make(chan bool),
+		handled: make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	// Shutdown ends ctx: close the socket, initialised or not.
@@ -93,8 +93,8 @@ type wsConn struct {
 	exec    graphql.GraphExecutor
 	st      *wsState
 	conn    *websocket.Conn
-	legacy  bool      // graphql-ws (subscriptions-transport-ws)
-	handled chan bool // read's handler goroutine answers here
+	legacy  bool          // graphql-ws (subscriptions-transport-ws)
+	handled chan struct{} // read's handler goroutine answers here
 
 	ctx    context.Context // the socket's: ends when it closes
 	cancel context.CancelFunc
@@ -138,21 +138,37 @@ func (c *wsConn) read() {
 		}
 	})
 	defer initTimer.Stop()
+	budget := newMessageBudget(c.s.cfg.WebSocket.MessagesPerSecond, time.Now())
 	for {
 		_, b, err := c.conn.ReadMessage() // bounded by the read limit
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
+		if c.isClosing() {
+			// Drain until the client answers the close frame (or the
+			// writer's deadline): closing with unread input would reset
+			// the connection before the client reads why.
+			continue
+		}
 		alive()
+		if !budget.take(time.Now()) {
+			c.close(websocket.ClosePolicyViolation, "Too many messages: slow down")
+			continue
+		}
 		// Each message is handled on a goroutine of its own, in order: the
 		// reader's stack, kept for the socket's life, stays as shallow as
-		// reading (decoding JSON, verifying a token go deep).
-		go func() { c.handled <- c.message(b) }()
-		if !<-c.handled {
-			return
-		}
+		// reading (decoding JSON, verifying a token go deep). One that
+		// ends the socket closes it.
+		go func() { c.message(b); c.handled <- struct{}{} }()
+		<-c.handled
 	}
+}
+
+func (c *wsConn) isClosing() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.closing
 }
 
 // message acts on one client message; false ends the socket.
@@ -342,6 +358,9 @@ func (c *wsConn) write() {
 				// A close frame's payload is at most 125 bytes, 2 of them the code.
 				msg := websocket.FormatCloseMessage(code, truncate(c.closeReason, 123))
 				_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+				// The reader drains until the client's answer, a second at most.
+				_ = c.conn.SetReadDeadline(time.Now().Add(time.Second))
+				return
 			}
 			_ = c.conn.Close()
 			return
@@ -381,6 +400,7 @@ func (c *wsConn) close(code int, reason string) {
 // for the socket.
 func (c *wsConn) finish() {
 	c.close(websocket.CloseAbnormalClosure, "")
+	_ = c.conn.Close()
 	c.mu.Lock()
 	if c.keepAlive != nil {
 		c.keepAlive.Stop()

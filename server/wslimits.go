@@ -32,6 +32,9 @@ type WebSocketLimits struct {
 	OperationTimeout time.Duration
 	// ConnectsPerMinute caps new sockets per client address per minute.
 	ConnectsPerMinute int
+	// MessagesPerSecond caps what a client sends on one socket, with
+	// bursts of twice as many; beyond, the socket is closed (1008).
+	MessagesPerSecond int
 }
 
 // Defaults of WebSocketLimits.
@@ -42,6 +45,7 @@ const (
 	DefaultWebSocketOperations          = 100
 	DefaultWebSocketOperationTimeout    = 30 * time.Second
 	DefaultWebSocketConnectsPerMinute   = 600
+	DefaultWebSocketMessagesPerSecond   = 50
 	closeTooMany                        = 4429 // graphql-ws: the client gives up (no retry loop against a cap)
 	closeAccessEnded                    = closeForbidden
 	websocketConnectWindow              = time.Minute
@@ -55,6 +59,33 @@ func (l *WebSocketLimits) setDefaults() {
 	setDefault(&l.Operations, DefaultWebSocketOperations)
 	setDefault(&l.OperationTimeout, DefaultWebSocketOperationTimeout)
 	setDefault(&l.ConnectsPerMinute, DefaultWebSocketConnectsPerMinute)
+	setDefault(&l.MessagesPerSecond, DefaultWebSocketMessagesPerSecond)
+}
+
+// messageBudget is a token bucket of a socket's incoming messages.
+type messageBudget struct {
+	perSecond float64
+	tokens    float64
+	last      time.Time
+}
+
+func newMessageBudget(perSecond int, now time.Time) messageBudget {
+	return messageBudget{perSecond: float64(perSecond), tokens: 2 * float64(perSecond), last: now}
+}
+
+// take spends one message; false when the client sends faster than the
+// budget allows (a non-positive rate never refuses).
+func (b *messageBudget) take(now time.Time) bool {
+	if b.perSecond <= 0 {
+		return true
+	}
+	b.tokens = min(2*b.perSecond, b.tokens+now.Sub(b.last).Seconds()*b.perSecond)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // sockets counts this replica's sockets against WebSocketLimits.

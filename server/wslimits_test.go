@@ -3,11 +3,13 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/gorilla/websocket"
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/codecrafter/codecrafter"
@@ -152,5 +154,30 @@ func TestWebsocketProtocolCloseCodes(t *testing.T) {
 				t.Fatalf("%s: reusing an ended id: %s", proto, p)
 			}
 		}
+	}
+}
+
+// TestWebsocketMessageRate: a client that floods a socket with messages is
+// disconnected (1008); one within the rate is not.
+func TestWebsocketMessageRate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, server.Config{WebSocket: server.WebSocketLimits{MessagesPerSecond: 20}}, server.Deps{})
+	calm := mustDialWS(t, e.URL, transportWS)
+	calm.init(nil)
+	for i := range 5 {
+		if typ, _ := calm.run(fmt.Sprint(i), `{ __typename }`); typ != "next" {
+			t.Fatalf("a calm client's query %d: %s", i, typ)
+		}
+	}
+
+	c := mustDialWS(t, e.URL, transportWS)
+	c.init(nil)
+	// Far beyond 40 (the burst) plus what refills while they are written.
+	var err error
+	for i := 0; i < 2000 && err == nil; i++ {
+		err = c.conn.WriteJSON(wsMsg{Type: "ping"})
+	}
+	if code, _ := c.closeCode(); code != websocket.ClosePolicyViolation {
+		t.Errorf("flood: close %d (write error %v), want %d", code, err, websocket.ClosePolicyViolation)
 	}
 }
