@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -482,5 +483,67 @@ func TestEditLandsAfterLosingManyTimes(t *testing.T) {
 	ed, err := svc.Edit(e.owner, e.sess.ID, editing.Input{Ops: insertAt(0, 0, "x")})
 	if err != nil || ed.Revision != 1 {
 		t.Fatalf("edit after 30 lost appends: %+v, %v", ed, err)
+	}
+}
+
+// countingSessions counts session reads.
+type countingSessions struct {
+	codecrafter.SessionStore
+	reads atomic.Int64
+}
+
+func (c *countingSessions) Session(ctx context.Context, id string) (*codecrafter.Session, error) {
+	c.reads.Add(1)
+	return c.SessionStore.Session(ctx, id)
+}
+
+// TestEditAuthorizationFollowsAccessChanges: while access changes are
+// followed, a hot session's edits do not each read the session, and an
+// editor made a viewer is refused at once when the change is announced.
+func TestEditAuthorizationFollowsAccessChanges(t *testing.T) {
+	e := newEnv(t, "")
+	bus := inmem.NewBus()
+	sessions := &countingSessions{SessionStore: e.store}
+	svc := editing.New(sessions, e.store, bus, slog.New(slog.DiscardHandler))
+	now := time.Now()
+	svc.SetNow(func() time.Time { return now })
+	if err := svc.WatchAccess(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.UpdateSession(t.Context(), e.sess.ID, func(s *codecrafter.Session) error {
+		s.Participants = append(s.Participants, codecrafter.Participant{UserID: "ed", Role: codecrafter.RoleEditor, JoinedAt: s.CreatedAt})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ed := codecrafter.WithUserID(t.Context(), "ed")
+	for i := range 10 {
+		if _, err := svc.Edit(ed, e.sess.ID, editing.Input{BaseRevision: i, Ops: insertAt(i, i, "x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := sessions.reads.Load(); n >= 10 {
+		t.Fatalf("%d session reads for 10 edits", n)
+	}
+	if _, err := e.store.UpdateSession(t.Context(), e.sess.ID, func(s *codecrafter.Session) error {
+		for i := range s.Participants {
+			if s.Participants[i].UserID == "ed" {
+				s.Participants[i].Role = codecrafter.RoleViewer
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Announced as the sessions service does, once stored: the next edit
+	// is refused (the clock stands still: the read did not expire).
+	if !svc.AuthCached(e.sess.ID) {
+		t.Fatal("no session read held")
+	}
+	if err := bus.Publish(t.Context(), codecrafter.AccessTopic, codecrafter.EncodeAccessChange(codecrafter.AccessChange{SessionID: e.sess.ID, UserID: "ed"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Edit(ed, e.sess.ID, editing.Input{BaseRevision: 10, Ops: insertAt(10, 10, "y")}); !codecrafter.IsCode(err, codecrafter.EFORBIDDEN) {
+		t.Fatalf("an edit after the change to viewer: %v, want FORBIDDEN", err)
 	}
 }

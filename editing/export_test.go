@@ -1,5 +1,7 @@
 package editing
 
+import "time"
+
 // Queued returns how many of the session's edits wait for its writer
 // (not counting a batch being written).
 func (s *Service) Queued(sessionID string) int {
@@ -12,3 +14,12 @@ func (s *Service) Queued(sessionID string) int {
 	defer q.mu.Unlock()
 	return len(q.pending)
 }
+
+// AuthCached says whether Edit holds a read of the session.
+func (s *Service) AuthCached(sessionID string) bool {
+	_, ok := s.authed.Load(sessionID)
+	return ok
+}
+
+// SetNow sets the service's clock.
+func (s *Service) SetNow(now func() time.Time) { s.now = now }

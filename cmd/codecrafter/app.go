@@ -254,6 +254,9 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 	if err := hub.Subscribe(hubCtx); err != nil {
 		return fmt.Errorf("access events: %w", err)
 	}
+	if err := editSvc.WatchAccess(hubCtx); err != nil { // lets edits skip most session reads
+		return fmt.Errorf("access events: %w", err)
+	}
 	res := &resolvers.Resolver{
 		Auth:     authSvc,
 		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")).WithHistory(a.db),
