@@ -18,6 +18,7 @@ const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-ru
   '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
 
 let server, dataDir, browser;
+const pages = {}; // by user, for pictures of a failure
 const failures = [];
 const log = (...a) => console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
 
@@ -36,7 +37,9 @@ async function startServer() {
   const port = await freePort();
   dataDir = mkdtempSync(join(tmpdir(), 'cc-e2e-'));
   const base = `http://127.0.0.1:${port}`;
-  server = spawn(bin, ['serve', '-addr', `127.0.0.1:${port}`, '-data-dir', dataDir, '-metrics-addr', '', '-log-format', 'text', '-log-level', 'warn'], {
+  // One run at a time (-worker-concurrency 1): a second one waits in the queue.
+  server = spawn(bin, ['serve', '-addr', `127.0.0.1:${port}`, '-data-dir', dataDir, '-metrics-addr', '', '-log-format', 'text', '-log-level', 'warn',
+    '-worker-concurrency', '1'], {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, MONGO_URI: '', REDIS_URL: '', AMQP_URL: '' },
   });
@@ -127,6 +130,7 @@ async function newContext(name) {
     };
   });
   const page = await ctx.newPage();
+  pages[name] = page;
   page.on('console', (m) => {
     if (m.type() === 'error' && /Content.Security.Policy|Refused to/i.test(m.text())) failures.push(`${name}: ${m.text()}`);
   });
@@ -297,6 +301,19 @@ async function main() {
   const forked = await converged([A], decodeURIComponent(new URL(A.url()).pathname.split('/').pop()), 'the fork');
   if (forked !== resumed) throw new Error(`the fork has ${JSON.stringify(forked)}, want ${JSON.stringify(resumed)}`);
 
+  log('a run behind another shows its place in the queue, then its output');
+  await A.getByRole('textbox', { name: 'Code' }).click();
+  await A.keyboard.press('Control+a');
+  await A.keyboard.type("import time\ntime.sleep(3)\nprint('slept')\n");
+  const sleeper = await converged([A], decodeURIComponent(new URL(A.url()).pathname.split('/').pop()), 'the sleeper');
+  if (sleeper !== "import time\ntime.sleep(3)\nprint('slept')\n") throw new Error(`the editor has ${JSON.stringify(sleeper)}`);
+  const run = A.getByRole('button', { name: 'Run', exact: true });
+  await run.click();
+  await run.click(); // while the first still waits or sleeps
+  await A.getByRole('region', { name: 'Output' }).getByTestId('queue').waitFor({ timeout: T });
+  await A.getByRole('region', { name: 'Output' }).getByText('slept').waitFor({ timeout: T * 2 });
+  await A.getByRole('region', { name: 'Output' }).getByText('SUCCEEDED').waitFor({ timeout: T });
+
   if (failures.length) throw new Error(failures.join('\n'));
   log('PASS');
 }
@@ -316,6 +333,9 @@ try {
   code = 1;
   console.error('e2e FAILED:', e.message);
   if (failures.length) console.error(failures.join('\n'));
+  const dir = mkdtempSync(join(tmpdir(), 'cc-e2e-failure-'));
+  for (const [name, page] of Object.entries(pages)) await page.screenshot({ path: join(dir, `${name}.png`) }).catch(() => {});
+  console.error('pages at the failure:', dir);
 } finally {
   await browser?.close().catch(() => {});
   if (server) {
