@@ -183,6 +183,14 @@ async function main() {
     if (!code.includes(want)) throw new Error(`converged text lacks ${want}: ${JSON.stringify(code)}`);
   }
 
+  log('fast typing stays within the socket message rate (no reconnect) and converges');
+  const socketsBefore = await A.evaluate(() => window.__sockets.length);
+  await A.keyboard.press('Control+End');
+  await A.keyboard.type('# ' + 'fast typing '.repeat(40) + '\n', { delay: 2 });
+  await converged([A, B], sessionId, 'fast typing');
+  const socketsAfter = await A.evaluate(() => window.__sockets.length);
+  if (socketsAfter !== socketsBefore) throw new Error(`fast typing reconnected: ${socketsBefore} sockets opened before, ${socketsAfter} after`);
+
   log("cursors: each sees the other's, with a name");
   await A.getByRole('textbox', { name: 'Code' }).click();
   await B.getByRole('textbox', { name: 'Code' }).click();

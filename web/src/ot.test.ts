@@ -165,6 +165,20 @@ describe('OTClient', () => {
     expect(s.doc).toBe('x21');
   });
 
+  it('takes an emptied edit (no ops) as a revision with nothing to apply', () => {
+    const applied: TextOp[] = [];
+    const sent: number[] = [];
+    const c = new OTClient(4, 'ann', { send: (base) => sent.push(base), apply: (o) => applied.push(o) });
+    c.local(op(3, 'x'));  // in flight on "abc" at 4
+    c.local(op(4, 'y'));  // buffered
+    c.received({ revision: 5, op: TextOp.fromInput([]), authorId: 'bob' });
+    expect(c.revision).toBe(5);
+    expect(applied).toHaveLength(0);
+    c.acked(1, 6);
+    expect(c.revision).toBe(6);
+    expect(sent).toEqual([4, 6]); // the buffer goes out on our answer's revision
+  });
+
   it('ignores replays and duplicates after a reconnect (sinceRevision)', () => {
     const s = new FakeServer('');
     const a = tab(s, 'ann'), b = tab(s, 'bob');

@@ -107,6 +107,9 @@ export class OTClient {
   }
 
   private foreign(op: TextOp): void {
+    // An edit the server's transform emptied (both deleted the same text)
+    // still takes a revision, with no ops: nothing to apply or rebase over.
+    if (op.isNoop()) return;
     if (this.inflight) {
       const [theirs, ours] = transform(op, this.inflight.op);
       this.inflight.op = ours;

@@ -169,6 +169,7 @@ function useCollabEditor(session: SessionData, me: Me, canEdit: boolean, resync:
       selTimer = setTimeout(sendSelection, 120);
     };
 
+    let lastSend = 0;
     const client = new OTClient(session.revision, me.id, {
       send: (base, op, seq) => {
         const vars = { s: sessionId, i: { baseRevision: base, ops: op.toInput(), clientId, seq } };
@@ -187,7 +188,11 @@ function useCollabEditor(session: SessionData, me: Me, canEdit: boolean, resync:
             }
           });
         };
-        attempt(0);
+        // At most 25 edits a second (the buffer composes meanwhile): the server
+        // closes a socket that sends more than 50 messages a second.
+        const wait = Math.max(0, lastSend + 40 - Date.now());
+        lastSend = Date.now() + wait;
+        setTimeout(() => attempt(0), wait);
       },
       apply: (op) => {
         const view = viewRef.current!;
