@@ -60,7 +60,15 @@ type shared[T any] struct {
 	cancel   context.CancelFunc
 	last     int // number of the last item handed out
 	watchers []*watcher[T]
+	// recent are the last items handed out (at most keepRecent, in
+	// order): a watcher joining a little behind (a reconnect with after,
+	// many at once after a replica restart) catches up from them instead
+	// of each reading the store.
+	recent []T
 }
+
+// keepRecent is how many of its last items a key's follower keeps.
+const keepRecent = 64
 
 type watcher[T any] struct {
 	emit func(T) bool
@@ -124,8 +132,11 @@ func (h *Hub[T]) Watch(ctx context.Context, key string, after int, emit func(T) 
 			}
 			continue // a fresh one
 		}
-		sh.addLocked(ctx, after, emit, end)
+		ended := sh.addLocked(ctx, after, emit, end)
 		sh.mu.Unlock()
+		if ended != nil {
+			ended.end(ended.err)
+		}
 		return nil
 	}
 }
@@ -182,6 +193,10 @@ func (sh *shared[T]) fanout(ctx context.Context, item T) bool {
 	var ended []*watcher[T]
 	sh.mu.Lock()
 	sh.last = seq
+	if len(sh.recent) == keepRecent {
+		sh.recent = append(sh.recent[:0], sh.recent[1:]...)
+	}
+	sh.recent = append(sh.recent, item)
 	// Backwards, so that a removal (which moves the last one into its
 	// place) leaves none unvisited.
 	for i := len(sh.watchers) - 1; i >= 0; i-- {
@@ -216,20 +231,36 @@ func (sh *shared[T]) fellBehind() error {
 	return codecrafter.Errorf(codecrafter.EUNAVAILABLE, "%s: fell behind; subscribe again after the last item received", sh.src.Name)
 }
 
-// addLocked registers a watcher; sh.mu is held.
-func (sh *shared[T]) addLocked(ctx context.Context, after int, emit func(T) bool, end func(error)) {
+// addLocked registers a watcher; sh.mu is held. It returns the watcher
+// when it already ended (it could not take the recent items it was
+// behind): the caller calls its end once sh.mu is released.
+func (sh *shared[T]) addLocked(ctx context.Context, after int, emit func(T) bool, end func(error)) *watcher[T] {
 	w := &watcher[T]{emit: emit, end: end, last: after, idx: len(sh.watchers)}
 	if after < 0 {
 		w.last = sh.last
 	}
 	sh.watchers = append(sh.watchers, w)
 	w.stop = context.AfterFunc(ctx, func() { sh.leave(w) })
+	if w.last < sh.last && len(sh.recent) > 0 && sh.src.Seq(sh.recent[0]) <= w.last+1 {
+		for _, item := range sh.recent { // what it missed is all here
+			seq := sh.src.Seq(item)
+			if seq <= w.last {
+				continue
+			}
+			if !w.emit(item) {
+				sh.dropLocked(w, sh.fellBehind())
+				return w
+			}
+			w.last = seq
+		}
+	}
 	if w.last < sh.last {
 		w.catching = true
 		cctx, cancel := context.WithCancel(ctx)
 		w.cancel = cancel
 		go sh.catchUp(cctx, w, sh.last)
 	}
+	return nil
 }
 
 // dropLocked ends w with err (nil: its ctx ended); sh.mu is held. The

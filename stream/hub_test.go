@@ -531,3 +531,38 @@ func BenchmarkFollowersFanout(b *testing.B) {
 	cancel()
 	wg.Wait()
 }
+
+// TestHubRecentSparesTheStore: watchers that join a little behind the
+// follower (a reconnect storm, resuming with after) get what they missed
+// from the follower's recent items, in order and once, without a store
+// read each; further behind, they read the store.
+func TestHubRecentSparesTheStore(t *testing.T) {
+	e := newEnv(t, 0)
+	first := newRec()
+	e.watch(t, t.Context(), -1, first)
+	e.add(t, 10)
+	first.has(t, 0, 10)
+	reads := e.store.reads.Load()
+	var recs []*rec
+	for range 50 {
+		r := newRec()
+		e.watch(t, t.Context(), 4, r)
+		recs = append(recs, r)
+	}
+	e.add(t, 2)
+	for _, r := range recs {
+		r.has(t, 4, 12)
+	}
+	if n := e.store.reads.Load() - reads; n != 0 {
+		t.Errorf("%d store reads for watchers within the recent items, want 0", n)
+	}
+
+	e.add(t, 100) // now item 5 is no longer among the recent ones
+	first.has(t, 0, 112)
+	late := newRec()
+	e.watch(t, t.Context(), 4, late)
+	late.has(t, 4, 112)
+	if e.store.reads.Load() == reads {
+		t.Error("a watcher behind the recent items did not read the store")
+	}
+}

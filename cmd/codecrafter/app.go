@@ -344,7 +344,7 @@ func (a *app) storeURI(uri string) string {
 	if a.cfg.MongoURI != "" || strings.Contains(uri, "?") {
 		return uri
 	}
-	return uri + "?maxPoolSize=16"
+	return uri + "?maxPoolSize=32"
 }
 
 func defaultWorkerID() string {
