@@ -123,7 +123,8 @@ func mustFreeAddr(t *testing.T) string {
 // JWT secret. Users subscribe on A and act on B: chat, typing, presence
 // (first list, changes, Participant.online) and sessionExecutions arrive;
 // A restarts on its address and messageAdded(after:) resumes with exactly
-// the missed messages, then a live one; B killed with -9 takes its user
+// the missed messages, then a live one; three clients edit one session
+// at once through both (editTogether); B killed with -9 takes its user
 // offline on A.
 func TestTwoServeProcesses(t *testing.T) {
 	t.Parallel()
@@ -156,6 +157,7 @@ func TestTwoServeProcesses(t *testing.T) {
 		return a
 	})
 	vars := map[string]any{"s": s.ID}
+	editTogether(t, a, b) // A again, on its address
 
 	// frank holds a subscription on B only; B dies with -9 and cannot say
 	// goodbye: his hold expires and A's sweep takes him offline.
