@@ -155,6 +155,17 @@ func (f *follower) reread(ctx context.Context) (over bool) {
 // channel closes although ctx lives: the caller reports UNAVAILABLE and
 // its client subscribes again (and re-reads the runs).
 func (s *Service) SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
+	return s.sessionStream(ctx, sessionID, false)
+}
+
+// SessionExecutionsQueued is SessionExecutions that also sends a QUEUED
+// run again each time its place in the queue changes (checked every
+// QueueRefresh), for subscribers that show the place.
+func (s *Service) SessionExecutionsQueued(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
+	return s.sessionStream(ctx, sessionID, true)
+}
+
+func (s *Service) sessionStream(ctx context.Context, sessionID string, places bool) (<-chan *codecrafter.Execution, error) {
 	userID, err := codecrafter.RequireUser(ctx)
 	if err != nil {
 		return nil, err
@@ -172,17 +183,17 @@ func (s *Service) SessionExecutions(ctx context.Context, sessionID string) (<-ch
 	go func() {
 		defer cancel()
 		defer close(out)
-		s.sessionExecutions(ctx, sessionID, updates, out)
+		s.sessionExecutions(ctx, sessionID, updates, out, places)
 	}()
 	return out, nil
 }
 
-// sessionExecutions forwards a session's status changes, and while some
-// of its runs are QUEUED sends such a run again each time its place in
-// the queue changes (checked every QueueRefresh).
-func (s *Service) sessionExecutions(ctx context.Context, sessionID string, updates <-chan []byte, out chan<- *codecrafter.Execution) {
+// sessionExecutions forwards a session's status changes, and with places,
+// while some of its runs are QUEUED, sends such a run again each time its
+// place in the queue changes (checked every QueueRefresh).
+func (s *Service) sessionExecutions(ctx context.Context, sessionID string, updates <-chan []byte, out chan<- *codecrafter.Execution, places bool) {
 	queued := map[string]*codecrafter.Execution{}
-	places := map[string]QueueInfo{}
+	seen := map[string]QueueInfo{}
 	tick := time.NewTicker(s.cfg.QueueRefresh)
 	defer tick.Stop()
 	send := func(e *codecrafter.Execution) bool {
@@ -210,34 +221,37 @@ func (s *Service) sessionExecutions(ctx context.Context, sessionID string, updat
 				s.log.WarnContext(ctx, "bad session execution event", "session", sessionID, "err", err)
 				continue
 			}
-			if e.Status == codecrafter.StatusQueued {
+			if e.Status == codecrafter.StatusQueued && places {
 				queued[e.ID] = e
 				if qi := s.place(ctx, e.ID); qi != nil {
-					places[e.ID] = *qi
+					seen[e.ID] = *qi
 				}
 			} else {
 				delete(queued, e.ID)
-				delete(places, e.ID)
+				delete(seen, e.ID)
 			}
 			if !send(e) {
 				return
 			}
 		case <-tc:
-			infos, err := s.queueInfos(ctx)
+			infos, at, err := s.queueInfos(ctx)
 			if err != nil {
 				continue // the next tick tries again
 			}
 			for id, e := range queued {
 				qi, ok := infos[id]
+				if !ok && !at.After(e.CreatedAt) {
+					continue // read before the run was made
+				}
 				if !ok { // started or ended, its event lost: not queued any more
 					delete(queued, id)
-					delete(places, id)
+					delete(seen, id)
 					continue
 				}
-				if old, ok := places[id]; ok && old == qi {
+				if old, ok := seen[id]; ok && old == qi {
 					continue
 				}
-				places[id] = qi
+				seen[id] = qi
 				if !send(e) {
 					return
 				}

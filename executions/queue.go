@@ -16,7 +16,10 @@ import (
 // RabbitMQ, whatever the broker holds. Each replica reads the store for
 // it at most once per QueueRefresh, however many ask, and live
 // subscriptions re-read it at that pace only while their run is queued
-// and send a change when there is one: updates are bounded in rate.
+// and send a change when there is one: updates are bounded in rate. (A
+// long queue makes the read slow on the embedded store, so reads are at
+// least five times their own duration apart: they never take more than
+// a fifth of a core, and a backlog cannot feed on itself.)
 //
 // The estimate: position+1 runs must end before this one starts, at the
 // pace runs end — the RUNNING count (when runs queue, the workers' slots
@@ -38,6 +41,7 @@ type queueView struct {
 	info    map[string]QueueInfo
 	running map[string]time.Time // RUNNING at the last read: their start
 	runTime time.Duration        // moving average of claim to finish
+	took    time.Duration        // the last read: reads are 5 times as far apart at least
 }
 
 // QueueInfo returns e's place in the queue, or nil when e is not QUEUED.
@@ -45,7 +49,7 @@ func (s *Service) QueueInfo(ctx context.Context, e *codecrafter.Execution) (*Que
 	if e.Status != codecrafter.StatusQueued {
 		return nil, nil
 	}
-	infos, err := s.queueInfos(ctx)
+	infos, _, err := s.queueInfos(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -57,19 +61,21 @@ func (s *Service) QueueInfo(ctx context.Context, e *codecrafter.Execution) (*Que
 }
 
 // queueInfos returns every queued run's place, read at most once per
-// QueueRefresh.
-func (s *Service) queueInfos(ctx context.Context) (map[string]QueueInfo, error) {
+// QueueRefresh, and when it was read.
+func (s *Service) queueInfos(ctx context.Context) (map[string]QueueInfo, time.Time, error) {
 	q := &s.places
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := s.now()
-	if q.info != nil && now.Sub(q.at) < s.cfg.QueueRefresh {
-		return q.info, nil
+	if q.info != nil && now.Sub(q.at) < max(s.cfg.QueueRefresh, 5*q.took) {
+		return q.info, q.at, nil
 	}
+	began := time.Now()
 	pending, err := s.store.PendingExecutions(ctx)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
+	q.took = time.Since(began)
 	if q.runTime == 0 {
 		q.runTime = defaultRunTime
 	}
@@ -94,7 +100,7 @@ func (s *Service) queueInfos(ctx context.Context) (map[string]QueueInfo, error) 
 		info[e.ID] = QueueInfo{Position: i, EstimatedStart: time.Duration(i+1) * q.runTime / time.Duration(slots)}
 	}
 	q.at, q.info, q.running = now, info, running
-	return info, nil
+	return info, now, nil
 }
 
 // OutputEvent is one executionOutput event: a chunk, and while the run is
@@ -105,10 +111,11 @@ type OutputEvent struct {
 	Queue *QueueInfo
 }
 
-// OutputQueued is Output with the run's place in the queue while it is
-// QUEUED: on its QUEUED status chunk, and again (that chunk repeated) each
-// time the place changes, checked every QueueRefresh.
-func (s *Service) OutputQueued(ctx context.Context, id string) (<-chan OutputEvent, error) {
+// OutputQueued is Output with, when places is set, the run's place in
+// the queue while it is QUEUED: on its QUEUED status chunk, and again
+// (that chunk repeated) each time the place changes, checked every
+// QueueRefresh.
+func (s *Service) OutputQueued(ctx context.Context, id string, places bool) (<-chan OutputEvent, error) {
 	chunks, err := s.Output(ctx, id)
 	if err != nil {
 		return nil, err
@@ -143,7 +150,7 @@ func (s *Service) OutputQueued(ctx context.Context, id string) (<-chan OutputEve
 				}
 				last = c
 				ev := OutputEvent{OutputChunk: c}
-				if c.Stream == "" && c.Status == codecrafter.StatusQueued {
+				if places && c.Stream == "" && c.Status == codecrafter.StatusQueued {
 					place = s.place(ctx, id)
 					ev.Queue = place
 					if tick == nil {
@@ -177,7 +184,7 @@ func (s *Service) OutputQueued(ctx context.Context, id string) (<-chan OutputEve
 // place is run id's QueueInfo, nil when unknown (not queued, or the store
 // failed: the next tick tries again).
 func (s *Service) place(ctx context.Context, id string) *QueueInfo {
-	infos, err := s.queueInfos(ctx)
+	infos, _, err := s.queueInfos(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.WarnContext(ctx, "read the queue", "err", err)

@@ -3,6 +3,8 @@ package resolvers
 import (
 	"context"
 
+	"github.com/99designs/gqlgen/graphql"
+
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph/model"
@@ -31,4 +33,19 @@ func queuedOutputEvent(executionID string, ev executions.OutputEvent) *model.Exe
 		out.QueuePosition, out.EstimatedStartMs = &pos, &ms
 	}
 	return out
+}
+
+// wantsPlace reports whether the subscription's selection asks for a
+// queued run's place: only then is the queue read for it.
+func wantsPlace(ctx context.Context) bool {
+	return graphql.FieldRequested(ctx, "queuePosition") || graphql.FieldRequested(ctx, "estimatedStartMs")
+}
+
+// sessionExecutions streams a session's runs, with their places while
+// queued when the selection shows them.
+func (r *Resolver) sessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
+	if wantsPlace(ctx) {
+		return r.Runs.SessionExecutionsQueued(ctx, sessionID)
+	}
+	return r.Runs.SessionExecutions(ctx, sessionID)
 }

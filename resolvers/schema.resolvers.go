@@ -301,7 +301,7 @@ func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID 
 		_, err := r.Runs.Execution(ctx, executionID)
 		return err
 	})
-	chunks, err := r.Runs.OutputQueued(ctx, executionID)
+	chunks, err := r.Runs.OutputQueued(ctx, executionID, wantsPlace(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +312,7 @@ func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID 
 
 func (r *subscriptionResolver) SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {
 	ctx = r.watchSession(ctx, sessionID, r.sessionReadable(sessionID))
-	ch, err := r.Runs.SessionExecutions(ctx, sessionID)
+	ch, err := r.sessionExecutions(ctx, sessionID)
 	r.hold(ctx, sessionID, err)
 	return endsUnavailable(ctx, ch, err, r.subscriptionError(ctx))
 }

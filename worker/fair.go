@@ -93,8 +93,10 @@ func (w *Worker) claimed(id string) {
 
 // fairRefresh bounds how often a worker reads the pending runs for
 // fairness: on the embedded store the read decodes every pending run,
-// too much for every job of a burst. Runs queued since the read are not
-// deferred, and wait their turn in the queue's order.
+// too much for every job of a burst, and slower the longer the queue
+// (so reads are also ten times their own duration apart). Runs queued
+// since the read are not deferred, and wait their turn in the queue's
+// order.
 const fairRefresh = time.Second
 
 // pendingView is the worker's recent read of the pending runs.
@@ -103,6 +105,7 @@ type pendingView struct {
 	at      time.Time
 	list    []*codecrafter.Execution
 	claimed map[string]bool // by this worker since the read
+	took    time.Duration   // the read: the next is at least 10 times as late
 }
 
 // pendingView returns the pending runs as of at most fairRefresh ago,
@@ -111,12 +114,13 @@ func (w *Worker) pendingView(ctx context.Context) ([]*codecrafter.Execution, err
 	v := &w.view
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.list == nil || w.now().Sub(v.at) >= fairRefresh {
+	if v.list == nil || w.now().Sub(v.at) >= max(fairRefresh, 10*v.took) {
+		began := time.Now()
 		list, err := w.store.PendingExecutions(ctx)
 		if err != nil {
 			return nil, err
 		}
-		v.at, v.list, v.claimed = w.now(), list, map[string]bool{}
+		v.at, v.list, v.claimed, v.took = w.now(), list, map[string]bool{}, time.Since(began)
 	}
 	out := v.list
 	if len(v.claimed) > 0 {
