@@ -16,20 +16,26 @@ import (
 var _ codecrafter.EditStore = (*DB)(nil)
 
 // A session's edit log lives in pages read by _id, like the chat (see
-// messages.go): editPages {_id: "<sessionId>/<page>", count, base,
-// edits: [...]} holds revisions page*editPageSize+1 ..
-// page*editPageSize+count, and base is the code at revision
-// page*editPageSize, so a load reads a snapshot and at most a page's
-// worth of edits more than it needs. Storing revision n is a
+// messages.go): editPages {_id: "<sessionId>/<page>", count, edits: [...]}
+// holds revisions page*editPageSize+1 .. page*editPageSize+count, and
+// {_id: "<sessionId>/<page>/base", base} the code at revision
+// page*editPageSize (see editBaseID), so a load reads a snapshot and at
+// most a page's worth of edits more than it needs. Storing revision n is a
 // compare-and-set on the page's count (n-1 stored, n not), lock-free
 // across replicas; a page is created only once the one before is full.
 const editPageSize = 32
 
 type editPage struct {
 	Count int             `bson:"count"`
-	Base  string          `bson:"base"`
+	Base  *string         `bson:"base"`  // pages written before the base had its own document
 	Edits []bson.RawValue `bson:"edits"` // packed strings; documents (editDoc) before
 }
+
+// A page's base is a document of its own, {_id: "<sessionId>/<page>/base",
+// base}, written once before the page: an append rewrites the page (the
+// embedded store rewrites a whole document on every update), and the code
+// may be 64 KiB where the page's edits are a few.
+func editBaseID(sessionID string, page int) string { return editPageID(sessionID, page) + "/base" }
 
 // An edit in its page is packed into one string (packedEdit as JSON): the
 // embedded store decodes the whole page on every append (twice: the
@@ -166,7 +172,13 @@ func (db *DB) AppendEdits(ctx context.Context, edits []*codecrafter.Edit, before
 			return 0, dbErr(err, "edit")
 		}
 	}
-	_, err := db.editPages.InsertOne(ctx, bson.D{byID(id), {Key: "count", Value: n}, {Key: "base", Value: before}, {Key: "edits", Value: docs}})
+	// The base first, so that a page never lacks one; every writer of the
+	// page's first revision writes the same base (the code at the durable
+	// revision before), so a duplicate is another's and as good.
+	if _, err := db.editPages.InsertOne(ctx, bson.D{byID(editBaseID(edits[0].SessionID, page)), {Key: "base", Value: before}}); err != nil && !isDuplicate(err) {
+		return 0, dbErr(err, "edit")
+	}
+	_, err := db.editPages.InsertOne(ctx, bson.D{byID(id), {Key: "count", Value: n}, {Key: "edits", Value: docs}})
 	if isDuplicate(err) {
 		return 0, revisionConflict(first)
 	}
@@ -209,7 +221,15 @@ func (db *DB) EditsSince(ctx context.Context, sessionID string, after int) (base
 			return 0, "", nil, false, dbErr(err, "edit page")
 		}
 		if page == q {
-			code = p.Base
+			if p.Base != nil {
+				code = *p.Base
+			} else {
+				var b struct{ Base string }
+				if err := db.editPages.FindOne(ctx, bson.D{byID(editBaseID(sessionID, page))}).Decode(&b); err != nil {
+					return 0, "", nil, false, dbErr(err, "edit page base")
+				}
+				code = b.Base
+			}
 		}
 		for i, v := range p.Edits {
 			e, err := unpackEdit(sessionID, page*editPageSize+i+1, v)

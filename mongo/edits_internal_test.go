@@ -11,7 +11,8 @@ import (
 )
 
 // TestEditPagesOfBothFormats: a page written before edits were packed
-// (documents) still reads, and appending to it packs the new ones.
+// (documents, the base inline) still reads, and appending to it packs the
+// new ones; a new page's base is a document of its own.
 func TestEditPagesOfBothFormats(t *testing.T) {
 	t.Parallel()
 	db, _ := newTestDB(t)
@@ -39,5 +40,21 @@ func TestEditPagesOfBothFormats(t *testing.T) {
 	must(t, db.editPages.FindOne(ctx, bson.D{byID(editPageID(sid, 0))}).Decode(&raw))
 	if raw.Edits[0].Type != bson.TypeEmbeddedDocument || raw.Edits[1].Type != bson.TypeString {
 		t.Fatalf("stored as %v, %v; want the old document and a packed string", raw.Edits[0].Type, raw.Edits[1].Type)
+	}
+
+	// A new page keeps its base in a document of its own.
+	sid2 := codecrafter.NewID()
+	first := &codecrafter.Edit{SessionID: sid2, Revision: 1, UserID: "u", Ops: []codecrafter.TextOp{{Retain: 3}, {Insert: "!"}}, CreatedAt: at}
+	_, err = db.AppendEdits(ctx, []*codecrafter.Edit{first}, "xyz")
+	must(t, err)
+	var page bson.M
+	must(t, db.editPages.FindOne(ctx, bson.D{byID(editPageID(sid2, 0))}).Decode(&page))
+	if _, inline := page["base"]; inline {
+		t.Fatalf("new page holds its base: %v", page)
+	}
+	_, code, _, _, err = db.EditsSince(ctx, sid2, 0)
+	must(t, err)
+	if code != "xyz" {
+		t.Fatalf("base %q, want xyz", code)
 	}
 }
