@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,8 +18,8 @@ import (
 // real server (HTTP editCode), each waiting for its own answer and basing
 // its next edit on the revision it got, so most edits are transformed over
 // others'. b.N edits in all, on the embedded store with the in-process bus
-// and with the Redis bus; flat out (8 and 32 clients), and paced at 200
-// edits/s in all (8 clients). Reports edits/s and p50/p99 per edit, and
+// and with the Redis bus; flat out (8 and 32 clients), paced at 200
+// edits/s in all (8 clients), and flat out on a 32 KiB document. Reports edits/s and p50/p99 per edit, and
 // converged (1) once the document is checked: every insert landed once;
 // and the process's CPU time per edit.
 //
@@ -28,10 +29,14 @@ func BenchmarkEditThroughput(b *testing.B) {
 		for _, c := range []struct {
 			clients int
 			rate    float64 // edits/s in all; 0: as fast as the answers come
-		}{{8, 0}, {32, 0}, {8, 200}} {
+			code    int     // code points of the initial code
+		}{{8, 0, 8}, {32, 0, 8}, {8, 200, 8}, {8, 0, 32 << 10}} {
 			name := fmt.Sprintf("%s/clients=%d", bus, c.clients)
 			if c.rate > 0 {
 				name += fmt.Sprintf("/rate=%g", c.rate)
+			}
+			if c.code > 8 {
+				name += fmt.Sprintf("/code=%dKiB", c.code>>10)
 			}
 			b.Run(name, func(b *testing.B) {
 				var opts []func(*config)
@@ -41,7 +46,7 @@ func BenchmarkEditThroughput(b *testing.B) {
 						cfg.RedisURL, cfg.RedisPrefix = url, "cmdbench:"+codecrafter.RandomToken(6)+":"
 					})
 				}
-				benchEdits(b, startApp(b, opts...), c.clients, c.rate)
+				benchEdits(b, startApp(b, opts...), c.clients, c.rate, c.code)
 			})
 		}
 	}
@@ -52,10 +57,11 @@ func BenchmarkEditThroughput(b *testing.B) {
 // a user lookup per answer).
 const benchAckQ = `mutation($s: ID!, $in: EditInput!) { editCode(sessionId: $s, input: $in) { revision ops { retain insert delete } } }`
 
-func benchEdits(b *testing.B, ta *testApp, clients int, rate float64) {
+func benchEdits(b *testing.B, ta *testApp, clients int, rate float64, initial int) {
 	u := ta.register(b, "ada")
-	s := createSession(b, u, "hot") // "print(1)": 8 code points
-	const initial = 8
+	var created struct{ CreateSession sessionOut }
+	u.Do(b, createQ, map[string]any{"in": map[string]any{"title": "hot", "language": "python", "code": strings.Repeat("#", initial)}}, &created)
+	s := created.CreateSession
 	var (
 		mu   sync.Mutex
 		lats []time.Duration
