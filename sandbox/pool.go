@@ -119,7 +119,10 @@ func (p *pool) fill(ctx context.Context) {
 				p.creating--
 				p.mu.Unlock()
 				if err != nil {
-					failed <- err
+					select {
+					case failed <- err:
+					default: // one waiting is enough to back off
+					}
 				}
 				p.signal()
 			})
