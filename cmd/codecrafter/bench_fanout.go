@@ -699,11 +699,18 @@ func (p *platformTarget) prepare(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("joinSession: %w", err)
 	}
-	var m struct{ SendMessage struct{ ID string } }
-	if err := p.gql(ctx, p.tokens[0], benchSendQ, map[string]any{"s": p.sessionID, "b": "start"}, &m); err != nil {
-		return fmt.Errorf("sendMessage: %w", err)
+	// Subscriptions start after "start", so that each first gets "live"
+	// from the store: dial waits for it, which paces the subscriptions
+	// (16 setting up at a time, as clients that each wait for theirs).
+	for _, body := range []string{"start", "live"} {
+		var m struct{ SendMessage struct{ ID string } }
+		if err := p.gql(ctx, p.tokens[0], benchSendQ, map[string]any{"s": p.sessionID, "b": body}, &m); err != nil {
+			return fmt.Errorf("sendMessage: %w", err)
+		}
+		if body == "start" {
+			p.after = m.SendMessage.ID
+		}
 	}
-	p.after = m.SendMessage.ID
 	return nil
 }
 
@@ -765,7 +772,28 @@ func (p *platformTarget) dial(ctx context.Context, i int) (*websocket.Conn, erro
 		conn.Close()
 		return nil, err
 	}
-	return conn, nil
+	// The subscription is live once "live" comes (from the store).
+	conn.SetReadDeadline(time.Now().Add(5 * time.Minute))
+	defer conn.SetReadDeadline(time.Time{})
+	for {
+		var m struct {
+			Type    string
+			Payload json.RawMessage
+		}
+		if err := conn.ReadJSON(&m); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+		switch m.Type {
+		case "next":
+			return conn, nil
+		case "error", "complete":
+			conn.Close()
+			return nil, fmt.Errorf("subscribe: %s %s", m.Type, m.Payload)
+		case "ping":
+			_ = conn.WriteMessage(websocket.TextMessage, pongMsg)
+		}
+	}
 }
 
 func (p *platformTarget) publish(ctx context.Context, body string) error {
