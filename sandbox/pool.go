@@ -105,14 +105,13 @@ func (p *pool) fill(ctx context.Context) {
 			select {
 			case b := <-p.ready:
 				p.got()
-				p.d.removeLater(b)
+				// Here, not removeLater: shrinking is rare, and the
+				// filler's removals are then over when it stops.
+				p.d.remove(b)
 			default:
 			}
 		}
-		for ; short > 0 && p.d.reserveBox(); short-- {
-			p.mu.Lock()
-			p.creating++
-			p.mu.Unlock()
+		for ; short > 0 && p.reserve(); short-- {
 			wg.Go(func() {
 				err := p.startOne(ctx)
 				p.mu.Lock()
@@ -147,6 +146,20 @@ func (p *pool) fill(ctx context.Context) {
 		}
 		backoff = time.Second
 	}
+}
+
+// reserve counts a box about to be started against the memory budget;
+// the floor the operator set is kept whatever the budget.
+func (p *pool) reserve() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ready)+p.creating < p.dem.floor {
+		p.d.poolBoxes.Add(1)
+	} else if !p.d.reserveBox() {
+		return false
+	}
+	p.creating++
+	return true
 }
 
 // startOne starts a box into the pool, within a creation slot; the
