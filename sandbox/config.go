@@ -41,7 +41,8 @@ type Config struct {
 	// floors of Pool wait, none grows with demand.
 	PoolMax int
 	// PoolMemoryMB is the budget of all pools' waiting containers,
-	// counted at poolBoxMB each (default 512: 32 containers).
+	// counted at poolBoxMB each (default 512: 32 containers): no pool
+	// grows past it with demand, but the floors are kept anyway.
 	PoolMemoryMB int
 	// PoolIdle is how long a language's pool keeps its demand-sized
 	// containers after its last run (default 10 min).
