@@ -251,14 +251,7 @@ func (db *DB) EditsSince(ctx context.Context, sessionID string, after int) (base
 // exist from 0 to the last, contiguously).
 func (db *DB) lastEditPage(ctx context.Context, sessionID string) (int, bool, error) {
 	exists := func(p int) (bool, error) {
-		// FindOne, not CountDocuments: the embedded store runs a count as
-		// an aggregate, which decodes every page of the collection.
-		err := db.editPages.FindOne(ctx, bson.D{byID(editPageID(sessionID, p))},
-			options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
-		if err == mongo.ErrNoDocuments {
-			return false, nil
-		}
-		return err == nil, dbErr(err, "edit page")
+		return exists(ctx, db.editPages, editPageID(sessionID, p), "edit page")
 	}
 	lo := 0 // a page that exists
 	if p, ok := db.editHints.Load(sessionID); ok {
@@ -295,3 +288,14 @@ func (db *DB) lastEditPage(ctx context.Context, sessionID string) (int, bool, er
 }
 
 func editPageID(sessionID string, page int) string { return sessionID + "/" + strconv.Itoa(page) }
+
+// exists reports whether coll holds a document with id. A FindOne by _id,
+// not CountDocuments: the embedded store runs a count as an aggregate,
+// which decodes every document of the collection.
+func exists(ctx context.Context, coll *mongo.Collection, id, what string) (bool, error) {
+	err := coll.FindOne(ctx, bson.D{byID(id)}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+	if err == mongo.ErrNoDocuments {
+		return false, nil
+	}
+	return err == nil, dbErr(err, what)
+}

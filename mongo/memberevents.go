@@ -50,11 +50,11 @@ func (db *DB) AppendMemberEvent(ctx context.Context, e *codecrafter.MemberEvent)
 			return dbErr(err, "member event")
 		}
 		// Full, or not there yet.
-		n, err := db.memberPages.CountDocuments(ctx, bson.D{byID(id)})
+		there, err := exists(ctx, db.memberPages, id, "member event")
 		if err != nil {
-			return dbErr(err, "member event")
+			return err
 		}
-		if n > 0 {
+		if there {
 			page++
 			continue
 		}

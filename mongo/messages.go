@@ -65,11 +65,11 @@ func (db *DB) AppendMessage(ctx context.Context, m *codecrafter.Message) error {
 			return dbErr(err, "message")
 		}
 		// Full, or not there yet.
-		n, err := db.chatPages.CountDocuments(ctx, bson.D{byID(chatPageID(m.SessionID, page))})
+		there, err := exists(ctx, db.chatPages, chatPageID(m.SessionID, page), "message")
 		if err != nil {
-			return dbErr(err, "message")
+			return err
 		}
-		if n > 0 {
+		if there {
 			page++ // full: the next one
 			continue
 		}
@@ -97,17 +97,16 @@ func (db *DB) lastChatPage(ctx context.Context, sessionID string) (int, error) {
 	if p, ok := db.chatHints.Load(sessionID); ok {
 		return p.(int), nil
 	}
-	exists := func(p int) (bool, error) {
-		n, err := db.chatPages.CountDocuments(ctx, bson.D{byID(chatPageID(sessionID, p))})
-		return n > 0, dbErr(err, "message")
+	pageExists := func(p int) (bool, error) {
+		return exists(ctx, db.chatPages, chatPageID(sessionID, p), "message")
 	}
-	ok, err := exists(0)
+	ok, err := pageExists(0)
 	if err != nil || !ok {
 		return 0, err
 	}
 	lo, hi := 0, 1 // page lo exists; find a hi that does not
 	for {
-		if ok, err = exists(hi); err != nil {
+		if ok, err = pageExists(hi); err != nil {
 			return 0, err
 		}
 		if !ok {
@@ -117,7 +116,7 @@ func (db *DB) lastChatPage(ctx context.Context, sessionID string) (int, error) {
 	}
 	for hi-lo > 1 { // the last page is in [lo, hi)
 		mid := (lo + hi) / 2
-		if ok, err = exists(mid); err != nil {
+		if ok, err = pageExists(mid); err != nil {
 			return 0, err
 		}
 		if ok {
