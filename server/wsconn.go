@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -38,7 +40,8 @@ func (wsTransport) Supports(r *http.Request) bool { return r.Header.Get("Upgrade
 // Frames and bytes a socket may have waiting to be written; beyond, the
 // client is not reading and is disconnected (it resumes when back).
 const (
-	wsMaxQueuedFrames = 1024
+	wsMaxQueuedFrames = 8192
+	wsMaxQueuedBytes  = 16 << 20
 	wsWriteTimeout    = 10 * time.Second
 	closeTooSlow      = 1013 // "try again later"
 )
@@ -59,13 +62,14 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 		ReadBufferSize:  1024,
 		WriteBufferPool: &wsWriteBuffers,
 	}
-	conn, err := up.Upgrade(w, r, header)
+	hw := &hijackWriter{ResponseWriter: w}
+	conn, err := up.Upgrade(hw, r, header)
 	if err != nil {
 		return // gorilla answered
 	}
 	ctx := r.Context()
 	c := &wsConn{
-		s: s, exec: exec, st: st, conn: conn, ctx: ctx,
+		s: s, exec: exec, st: st, conn: conn, batch: hw.conn, ctx: ctx,
 		legacy:  conn.Subprotocol() != graphqlTransportWS,
 		ops:     map[string]*wsOp{},
 		handled: make(chan struct{}),
@@ -93,6 +97,7 @@ type wsConn struct {
 	exec    graphql.GraphExecutor
 	st      *wsState
 	conn    *websocket.Conn
+	batch   *batchConn    // under conn: the writer's batches go out in one write
 	legacy  bool          // graphql-ws (subscriptions-transport-ws)
 	handled chan struct{} // read's handler goroutine answers here
 
@@ -105,10 +110,11 @@ type wsConn struct {
 	ops       map[string]*wsOp
 	keepAlive *time.Timer
 
-	wmu     sync.Mutex // guards the write queue
-	out     [][]byte
-	writing bool // a writer goroutine is draining out
-	closing bool
+	wmu      sync.Mutex // guards the write queue
+	out      [][]byte
+	outBytes int
+	writing  bool // a writer goroutine is draining out
+	closing  bool
 	// Set by close before closing, read by the writer after.
 	closeCode   int
 	closeReason string
@@ -310,13 +316,14 @@ func (c *wsConn) send(f []byte) bool {
 		c.wmu.Unlock()
 		return false
 	}
-	if len(c.out) >= wsMaxQueuedFrames {
+	if len(c.out) >= wsMaxQueuedFrames || c.outBytes+len(f) > wsMaxQueuedBytes {
 		c.wmu.Unlock()
 		c.s.metrics.slowSockets.Inc()
 		c.close(closeTooSlow, "Too slow: messages were not read in time; reconnect and resume")
 		return false
 	}
 	c.out = append(c.out, f)
+	c.outBytes += len(f)
 	start := !c.writing
 	c.writing = true
 	c.wmu.Unlock()
@@ -333,25 +340,33 @@ func (c *wsConn) write() {
 	for {
 		c.wmu.Lock()
 		batch, closing := c.out, c.closing
-		c.out = nil
+		c.out, c.outBytes = nil, 0
 		if len(batch) == 0 && !closing {
 			c.writing = false
 			c.wmu.Unlock()
 			return
 		}
 		c.wmu.Unlock()
+		deadline := time.Now().Add(wsWriteTimeout)
+		if closing {
+			deadline = time.Now().Add(time.Second)
+		}
+		c.batch.start()
+		var err error
 		for _, f := range batch {
-			deadline := time.Now().Add(wsWriteTimeout)
-			if closing {
-				deadline = time.Now().Add(time.Second)
-			}
 			_ = c.conn.SetWriteDeadline(deadline)
-			if err := c.conn.WriteMessage(websocket.TextMessage, f); err != nil {
-				c.s.websocketError(c.ctx, err)
-				_ = c.conn.Close() // the reader ends, and with it the socket
-				c.close(websocket.CloseAbnormalClosure, "")
-				return
+			if err = c.conn.WriteMessage(websocket.TextMessage, f); err != nil {
+				break
 			}
+		}
+		if ferr := c.batch.flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			c.s.websocketError(c.ctx, err)
+			_ = c.conn.Close() // the reader ends, and with it the socket
+			c.close(websocket.CloseAbnormalClosure, "")
+			return
 		}
 		if len(batch) == 0 { // closing, and all written
 			if code := c.closeCode; code != websocket.CloseAbnormalClosure { // 1006 is never sent
@@ -385,7 +400,7 @@ func (c *wsConn) close(code int, reason string) {
 		c.closing = true
 		c.closeCode, c.closeReason = code, reason
 		if code == closeTooSlow || code == websocket.CloseAbnormalClosure {
-			c.out = nil
+			c.out, c.outBytes = nil, 0
 		}
 		start := !c.writing
 		c.writing = true
@@ -718,4 +733,62 @@ func (g *wsGroup) store(key any, payload []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.key, g.payload = key, bytes.Clone(payload)
+}
+
+// hijackWriter hands gorilla the hijacked connection as a batchConn.
+type hijackWriter struct {
+	http.ResponseWriter
+	conn *batchConn
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("websocket: the response cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.conn = &batchConn{Conn: c}
+	return h.conn, brw, nil
+}
+
+// batchConn lets the writer send the frames it has queued in one write
+// (a syscall costs more than framing): between start and flush, what
+// gorilla writes (data frames, and control frames from other goroutines,
+// in the order gorilla serialises them) goes to a pooled buffer. Outside
+// a batch writes go straight through, and an idle socket holds no buffer.
+type batchConn struct {
+	net.Conn
+	mu  sync.Mutex
+	buf *bufio.Writer
+}
+
+var batchBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf != nil {
+		return b.buf.Write(p)
+	}
+	return b.Conn.Write(p)
+}
+
+func (b *batchConn) start() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = batchBuffers.Get().(*bufio.Writer)
+	b.buf.Reset(b.Conn)
+}
+
+func (b *batchConn) flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	err := b.buf.Flush()
+	b.buf.Reset(nil)
+	batchBuffers.Put(b.buf)
+	b.buf = nil
+	return err
 }
