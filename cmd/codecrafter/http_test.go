@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -258,5 +259,23 @@ func TestManyAliasesOfALargeRun(t *testing.T) {
 	u.Do(t, query(5), vars, &five)
 	if len(five) != 5 || len(five["a4"].Stdin) != codecrafter.MaxStdinLen {
 		t.Errorf("5 aliases: %d answers", len(five))
+	}
+}
+
+// TestBrowseURL: the address `serve` says to open in a browser.
+func TestBrowseURL(t *testing.T) {
+	for addr, want := range map[string]string{
+		"[::]:8080":      "http://localhost:8080/",
+		"0.0.0.0:8080":   "http://localhost:8080/",
+		"127.0.0.1:9000": "http://127.0.0.1:9000/",
+		"[::1]:8080":     "http://[::1]:8080/",
+	} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := browseURL(a); got != want {
+			t.Errorf("%s: %s, want %s", addr, got, want)
+		}
 	}
 }

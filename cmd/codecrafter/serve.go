@@ -94,7 +94,7 @@ func (a *app) serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	a.log.Info("serving", "addr", "http://"+ln.Addr().String(), "env", a.cfg.Env,
+	a.log.Info("serving", "addr", "http://"+ln.Addr().String(), "open", browseURL(ln.Addr()), "env", a.cfg.Env,
 		"worker", a.worker != nil, "graphiql", a.cfg.graphiql())
 
 	var serveErr error
@@ -164,4 +164,17 @@ func health(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%s: %s %s", *url, resp.Status, body)
 	}
 	return nil
+}
+
+// browseURL is where a browser on this machine opens the web client: a
+// listener on every interface is reached at localhost.
+func browseURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/"
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
