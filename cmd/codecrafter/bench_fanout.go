@@ -746,13 +746,15 @@ func cmpErr(a, b error) error {
 
 // dial opens socket i as user i mod users, over graphql-transport-ws,
 // subscribed to messageAdded after the first message.
-func (p *platformTarget) dial(ctx context.Context, i int) (*websocket.Conn, error) {
+// dialGraphQL opens a graphql-transport-ws socket to the server at url
+// (http://...) and initialises it with token.
+func dialGraphQL(ctx context.Context, url, token string) (*websocket.Conn, error) {
 	d := websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}, HandshakeTimeout: 30 * time.Second}
-	conn, _, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(p.url, "http"), nil)
+	conn, _, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(url, "http"), nil)
 	if err != nil {
 		return nil, err
 	}
-	init := map[string]any{"type": "connection_init", "payload": map[string]any{"authorization": "Bearer " + p.tokens[i%p.users]}}
+	init := map[string]any{"type": "connection_init", "payload": map[string]any{"authorization": "Bearer " + token}}
 	if err := conn.WriteJSON(init); err != nil {
 		conn.Close()
 		return nil, err
@@ -764,6 +766,14 @@ func (p *platformTarget) dial(ctx context.Context, i int) (*websocket.Conn, erro
 		return nil, fmt.Errorf("connection_init: %q %v", ack.Type, err)
 	}
 	conn.SetReadDeadline(time.Time{})
+	return conn, nil
+}
+
+func (p *platformTarget) dial(ctx context.Context, i int) (*websocket.Conn, error) {
+	conn, err := dialGraphQL(ctx, p.url, p.tokens[i%p.users])
+	if err != nil {
+		return nil, err
+	}
 	sub := map[string]any{"id": "1", "type": "subscribe", "payload": map[string]any{
 		"query":     `subscription($s: ID!, $a: ID) { messageAdded(sessionId: $s, after: $a) { id body } }`,
 		"variables": map[string]any{"s": p.sessionID, "a": p.after},

@@ -467,24 +467,7 @@ type benchSocket struct {
 }
 
 func (p *runsTarget) dialUser(ctx context.Context, user int) (*websocket.Conn, error) {
-	d := websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}, HandshakeTimeout: 30 * time.Second}
-	conn, _, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(p.url, "http"), nil)
-	if err != nil {
-		return nil, err
-	}
-	init := map[string]any{"type": "connection_init", "payload": map[string]any{"authorization": "Bearer " + p.tokens[user]}}
-	if err := conn.WriteJSON(init); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var ack struct{ Type string }
-	if err := conn.ReadJSON(&ack); err != nil || ack.Type != "connection_ack" {
-		conn.Close()
-		return nil, fmt.Errorf("connection_init: %q %v", ack.Type, err)
-	}
-	conn.SetReadDeadline(time.Time{})
-	return conn, nil
+	return dialGraphQL(ctx, p.url, p.tokens[user])
 }
 
 type wsMsg struct {
