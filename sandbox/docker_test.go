@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"fmt"
 	"log/slog"
 	"os/exec"
 	"strconv"
@@ -58,10 +59,15 @@ func labelled(t testing.TB, instance string) []string {
 	return labelledWith(t, sandbox.LabelInstance, instance)
 }
 
-// labelledWith lists containers (any state) with a label.
-func labelledWith(t testing.TB, label, value string) []string {
+// labelledWith lists containers (any state) with a label, and other
+// filters (docker ps --filter) if given.
+func labelledWith(t testing.TB, label, value string, filters ...string) []string {
 	t.Helper()
-	out, err := exec.Command("docker", "ps", "-aq", "--no-trunc", "--filter", "label="+label+"="+value).Output()
+	args := []string{"ps", "-aq", "--no-trunc", "--filter", "label=" + label + "=" + value}
+	for _, f := range filters {
+		args = append(args, "--filter", f)
+	}
+	out, err := exec.Command("docker", args...).Output()
 	if err != nil {
 		t.Fatalf("docker ps: %v", err)
 	}
@@ -124,6 +130,12 @@ func clip(s string) string {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func execOutput(name string, args ...string) (string, error) {
-	out, err := exec.Command(name, args...).Output()
+	var stderr strings.Builder
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
 	return string(out), err
 }

@@ -14,7 +14,9 @@ import (
 // container creation on the run's path, and is replaced in the background.
 func TestWarmPool(t *testing.T) {
 	t.Parallel()
-	cfg := sandbox.Config{Instance: "test-" + codecrafter.NewID(), Pool: map[string]int{"python": 1}}
+	// A pool of exactly one: PoolMax -1 keeps demand from growing it
+	// (that sizing is TestDemand's).
+	cfg := sandbox.Config{Instance: "test-" + codecrafter.NewID(), Pool: map[string]int{"python": 1}, PoolMax: -1}
 	d, reg := newRunner(t, cfg)
 	ready := func() bool {
 		return promtest.Value(t, reg, "codecrafter_sandbox_pool_ready", map[string]string{"language": "python"}) == 1
@@ -57,7 +59,12 @@ func TestWarmPool(t *testing.T) {
 	// A pooled container that died while waiting costs a retry, not the run.
 	waitFor(t, "another replacement", ready)
 	d.WaitRemovals() // of the resized run's container
-	dead := labelled(t, cfg.Instance)
+	// The waiting one is the one running: the used ones have exited and
+	// may still be being removed.
+	dead := labelledWith(t, sandbox.LabelInstance, cfg.Instance, "status=running")
+	if len(dead) != 1 {
+		t.Fatalf("waiting containers %v, want one", dead)
+	}
 	if out, err := execOutput("docker", "rm", "-f", dead[0]); err != nil {
 		t.Fatalf("docker rm: %v %s", err, out)
 	}
