@@ -101,7 +101,7 @@ func baseTag(t *testing.T, ctx context.Context) string {
 	out, err := cmd.Output()
 	tag, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	if err != nil || tag == "" {
-		t.Skip("no codecrafter/base image")
+		testenv.Missing(t, "the codecrafter/base image (make images builds it)")
 	}
 	return tag
 }
