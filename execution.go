@@ -250,6 +250,26 @@ type Bus interface {
 	Ping(ctx context.Context) error
 }
 
+// A BatchPublisher sends several events of one topic in one go, in order
+// (Redis: one round trip for all). PublishAll uses it when it can.
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, topic string, payloads [][]byte) error
+}
+
+// PublishAll publishes payloads to topic in order: in one batch when the
+// bus is a BatchPublisher, else one by one (stopping at the first error).
+func PublishAll(ctx context.Context, bus Bus, topic string, payloads [][]byte) error {
+	if bp, ok := bus.(BatchPublisher); ok {
+		return bp.PublishBatch(ctx, topic, payloads)
+	}
+	for _, p := range payloads {
+		if err := bus.Publish(ctx, topic, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // BusObserver is told of a bus's traffic (metrics). Its methods are called
 // on the publishing and delivering paths: they must be cheap and not block.
 type BusObserver interface {

@@ -43,6 +43,26 @@ func Test(t *testing.T, newBus NewBus) {
 		}
 	})
 
+	t.Run("PublishAllInOrder", func(t *testing.T) {
+		t.Parallel()
+		bus := newBus(t)
+		events := subscribe(t, testCtx(t), bus, "t")
+		for _, n := range []int{1, 3, 50} { // one, and batches
+			payloads := make([][]byte, n)
+			for i := range payloads {
+				payloads[i] = []byte(fmt.Sprintf("%d-%d", n, i))
+			}
+			if err := codecrafter.PublishAll(testCtx(t), bus, "t", payloads); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range []int{1, 3, 50} {
+			for i := range n {
+				expect(t, events, fmt.Sprintf("%d-%d", n, i))
+			}
+		}
+	})
+
 	t.Run("PayloadIsCopied", func(t *testing.T) {
 		t.Parallel()
 		bus := newBus(t)

@@ -388,10 +388,12 @@ func (s *Service) commit(sessionID string, batch []*request) {
 			if n, werr = s.edits.AppendEdits(ctx, fresh, before); werr != nil {
 				break
 			}
-			for _, e := range fresh[:n] {
-				if err := s.bus.Publish(ctx, codecrafter.EditsTopic(sessionID), encodeEdit(e)); err != nil {
-					s.log.WarnContext(ctx, "publish edit", "session", sessionID, "err", err)
-				}
+			payloads := make([][]byte, n)
+			for i, e := range fresh[:n] {
+				payloads[i] = encodeEdit(e)
+			}
+			if err := codecrafter.PublishAll(ctx, s.bus, codecrafter.EditsTopic(sessionID), payloads); err != nil {
+				s.log.WarnContext(ctx, "publish edits", "session", sessionID, "err", err)
 			}
 			stored, before = fresh[n-1].Revision, after[n-1]
 			fresh, after = fresh[n:], after[n:]

@@ -22,7 +22,10 @@ const BusBuffer = 256
 // Intervals of the connection's reader.
 const healthInterval = 15 * time.Second // ping after this long without traffic
 
-var _ codecrafter.Bus = (*Bus)(nil)
+var (
+	_ codecrafter.Bus            = (*Bus)(nil)
+	_ codecrafter.BatchPublisher = (*Bus)(nil)
+)
 
 // Bus fans events out over Redis pub/sub to every replica. All of a Bus's
 // subscriptions share one Redis connection, read by one goroutine that
@@ -76,6 +79,27 @@ func (b *Bus) Publish(ctx context.Context, topic string, payload []byte) error {
 		return redisErr(err)
 	}
 	b.obs.Published(topic)
+	return nil
+}
+
+// PublishBatch publishes payloads to topic in one pipelined round trip.
+func (b *Bus) PublishBatch(ctx context.Context, topic string, payloads [][]byte) error {
+	if len(payloads) == 1 {
+		return b.Publish(ctx, topic, payloads[0])
+	}
+	name := b.prefix + topic
+	_, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, pl := range payloads {
+			p.Publish(ctx, name, pl)
+		}
+		return nil
+	})
+	if err != nil {
+		return redisErr(err)
+	}
+	for range payloads {
+		b.obs.Published(topic)
+	}
 	return nil
 }
 
