@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/ot"
 	"github.com/codecrafter/codecrafter/stream"
 )
@@ -35,142 +36,14 @@ type Service struct {
 	heads  sync.Map // session id -> *history, used by the session's writer only
 	nHeads atomic.Int64
 
-	// Sessions read for Edit's authorization, while access changes are
-	// followed (WatchAccess): dropped when one names the session, and
-	// after authTTL in any case. Access events are taken from their
-	// subscription under accessMu, by each Edit before it looks (so one
-	// published in this process before the edit came is always seen) and
-	// every accessPoll.
-	accessMu sync.Mutex
-	access   <-chan []byte // nil: not followed now (every edit reads)
-	authed   sync.Map      // session id -> authed
-	changes  int           // access changes taken in; under accessMu
-	nAuthed  atomic.Int64
+	recent *access.Recent // Edit's authorization, from recent session reads
 }
-
-type authed struct {
-	sess *codecrafter.Session // read-only: shared by the edits that use it
-	at   time.Time
-}
-
-// authTTL bounds how long Edit trusts a session it read (the roles in it)
-// when no access change came: a hot session costs one read a second, not
-// one an edit.
-const authTTL = time.Second
-
-const accessPoll = 50 * time.Millisecond
 
 // WatchAccess follows the bus's access changes until ctx ends, so that Edit
-// may authorize against a session read shortly before. Without it (or
-// while the subscription is down) every edit reads the session.
-func (s *Service) WatchAccess(ctx context.Context) error {
-	events, err := s.bus.Subscribe(ctx, codecrafter.AccessTopic)
-	if err != nil {
-		return err
-	}
-	s.accessMu.Lock()
-	s.access = events
-	s.accessMu.Unlock()
-	go func() {
-		backoff := 100 * time.Millisecond
-		for {
-			select {
-			case <-ctx.Done():
-				s.accessMu.Lock()
-				s.access = nil
-				s.accessMu.Unlock()
-				return
-			case <-time.After(accessPoll):
-			}
-			s.accessMu.Lock()
-			up := s.takeAccessLocked()
-			s.accessMu.Unlock()
-			if up {
-				backoff = 100 * time.Millisecond
-				continue
-			}
-			// Ended by the bus: changes may be missed until subscribed again.
-			if events, err := s.bus.Subscribe(ctx, codecrafter.AccessTopic); err == nil {
-				s.accessMu.Lock()
-				s.access = events
-				s.accessMu.Unlock()
-			} else {
-				s.log.Warn("access events: re-subscribe", "err", err)
-				select {
-				case <-ctx.Done():
-				case <-time.After(backoff):
-				}
-				backoff = min(2*backoff, 5*time.Second)
-			}
-		}
-	}()
-	return nil
-}
-
-// takeAccessLocked takes in the access changes waiting, dropping the
-// sessions they name; false (and every session dropped) when the
-// subscription is not up. accessMu is held.
-func (s *Service) takeAccessLocked() bool {
-	if s.access == nil {
-		return false
-	}
-	for {
-		select {
-		case b, ok := <-s.access:
-			if !ok {
-				s.access = nil
-				s.authed.Clear()
-				return false
-			}
-			if c, err := codecrafter.DecodeAccessChange(b); err == nil && c.SessionID != "" {
-				s.changes++
-				s.authed.Delete(c.SessionID)
-			}
-		default:
-			return true
-		}
-	}
-}
-
-// authorizeEdit is authorize for an edit, through the sessions read while
-// access changes are followed.
-func (s *Service) authorizeEdit(ctx context.Context, sessionID string) (*codecrafter.Session, string, error) {
-	userID, err := codecrafter.RequireUser(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	s.accessMu.Lock()
-	up := s.takeAccessLocked()
-	v, ok := s.authed.Load(sessionID)
-	changes := s.changes
-	s.accessMu.Unlock()
-	if !up {
-		return s.authorize(ctx, sessionID, codecrafter.ActionEdit)
-	}
-	if ok && s.now().Sub(v.(authed).at) < authTTL {
-		sess := v.(authed).sess
-		if _, err := sess.Authorize(userID, codecrafter.ActionEdit); err == nil {
-			return sess, userID, nil
-		} // refused: read again, it may have changed since
-	}
-	at := s.now()
-	sess, userID, err := s.authorize(ctx, sessionID, codecrafter.ActionEdit)
-	if err != nil {
-		return nil, "", err
-	}
-	// Kept unless an access change came while reading (taken in here, under
-	// the lock, so that none slips in between).
-	s.accessMu.Lock()
-	defer s.accessMu.Unlock()
-	if s.takeAccessLocked() && s.changes == changes {
-		if s.nAuthed.Add(1) > maxHeads {
-			s.authed.Clear()
-			s.nAuthed.Store(0)
-		}
-		s.authed.Store(sessionID, authed{sess: sess, at: at})
-	}
-	return sess, userID, nil
-}
+// may authorize against a session read shortly before (access.Recent).
+// Without it (or while the subscription is down) every edit reads the
+// session.
+func (s *Service) WatchAccess(ctx context.Context) error { return s.recent.Watch(ctx) }
 
 // remember caches h as the session's history; past maxHeads sessions the
 // cache starts again empty (a bound, not an LRU: a miss costs one load).
@@ -195,7 +68,8 @@ const (
 
 // New returns a Service.
 func New(sessions codecrafter.SessionStore, edits codecrafter.EditStore, bus codecrafter.Bus, logger *slog.Logger) *Service {
-	return &Service{sessions: sessions, edits: edits, bus: bus, log: logger, now: time.Now}
+	return &Service{sessions: sessions, edits: edits, bus: bus, log: logger, now: time.Now,
+		recent: access.NewRecent(sessions, bus, logger)}
 }
 
 // OpInput is one component as a client sent it: exactly one field set.
@@ -216,7 +90,7 @@ type Input struct {
 // Edit applies the caller's edit and returns it as applied, once stored.
 // A resent edit (same clientId and seq) returns the edit as first applied.
 func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecrafter.Edit, error) {
-	sess, userID, err := s.authorizeEdit(ctx, sessionID)
+	sess, userID, err := s.recent.Authorize(ctx, sessionID, codecrafter.ActionEdit)
 	if err != nil {
 		return nil, err
 	}
@@ -789,17 +663,8 @@ func (s *Service) authorize(ctx context.Context, sessionID string, action codecr
 	if err != nil {
 		return nil, "", err
 	}
-	sess, err := s.sessions.Session(ctx, sessionID)
-	if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
-		return nil, "", codecrafter.Errorf(codecrafter.ENOTFOUND, "session not found")
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	if _, err := sess.Authorize(userID, action); err != nil {
-		return nil, "", err
-	}
-	return sess, userID, nil
+	sess, err := access.Authorize(ctx, s.sessions, sessionID, userID, action)
+	return sess, userID, err
 }
 
 func parseOps(in []OpInput) (ot.Operation, error) {

@@ -17,9 +17,8 @@ func (s *Service) Queued(sessionID string) int {
 
 // AuthCached says whether Edit holds a read of the session.
 func (s *Service) AuthCached(sessionID string) bool {
-	_, ok := s.authed.Load(sessionID)
-	return ok
+	return s.recent.Holds(sessionID)
 }
 
 // SetNow sets the service's clock.
-func (s *Service) SetNow(now func() time.Time) { s.now = now }
+func (s *Service) SetNow(now func() time.Time) { s.now = now; s.recent.SetClock(now) }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/events"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -390,17 +391,7 @@ func (s *Service) visible(ctx context.Context, id, userID string) (*codecrafter.
 // authorize loads a session and checks userID may do action in it:
 // NOT_FOUND for outsiders, FORBIDDEN when their role does not allow it.
 func (s *Service) authorize(ctx context.Context, sessionID, userID string, action codecrafter.Action) (*codecrafter.Session, error) {
-	sess, err := s.sessions.Session(ctx, sessionID)
-	if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
-		return nil, codecrafter.Errorf(codecrafter.ENOTFOUND, "session not found")
-	}
-	if err != nil {
-		return nil, err
-	}
-	if _, err := sess.Authorize(userID, action); err != nil {
-		return nil, err
-	}
-	return sess, nil
+	return access.Authorize(ctx, s.sessions, sessionID, userID, action)
 }
 
 func executionNotFound() error {

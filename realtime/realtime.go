@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/stream"
 )
 
@@ -54,6 +55,7 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	chat     *stream.Hub[*codecrafter.Message] // one follower per session
+	recent   *access.Recent                    // Send's authorization, from recent session reads
 }
 
 // New returns a Service. limit (may be nil) rate-limits sendMessage per user.
@@ -66,15 +68,20 @@ func New(cfg Config, sessions codecrafter.SessionStore, messages codecrafter.Mes
 		cfg.MessageBuffer = DefaultMessageBuffer
 	}
 	s := &Service{cfg: cfg, sessions: sessions, messages: messages, bus: bus, presence: presence,
-		limit: limit, log: logger, now: time.Now}
+		limit: limit, log: logger, now: time.Now, recent: access.NewRecent(sessions, bus, logger)}
 	s.chat = stream.NewHub(stream.HubConfig[*codecrafter.Message]{Source: s.chatStream, Tail: s.tail})
 	return s
 }
 
+// WatchAccess follows the bus's access changes until ctx ends, so that
+// Send may authorize against a session read shortly before
+// (access.Recent). Without it every message reads the session.
+func (s *Service) WatchAccess(ctx context.Context) error { return s.recent.Watch(ctx) }
+
 // Send stores a chat message from the caller, then publishes it, and
 // clears the caller's typing indicator.
 func (s *Service) Send(ctx context.Context, sessionID, body string) (*codecrafter.Message, error) {
-	userID, err := s.authorize(ctx, sessionID, codecrafter.ActionChat)
+	_, userID, err := s.recent.Authorize(ctx, sessionID, codecrafter.ActionChat)
 	if err != nil {
 		return nil, err
 	}
@@ -514,15 +521,6 @@ func (s *Service) authorize(ctx context.Context, sessionID string, action codecr
 	if err != nil {
 		return "", err
 	}
-	sess, err := s.sessions.Session(ctx, sessionID)
-	if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
-		return "", codecrafter.Errorf(codecrafter.ENOTFOUND, "session not found")
-	}
-	if err != nil {
-		return "", err
-	}
-	if _, err := sess.Authorize(userID, action); err != nil {
-		return "", err
-	}
-	return userID, nil
+	_, err = access.Authorize(ctx, s.sessions, sessionID, userID, action)
+	return userID, err
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/events"
 	"github.com/codecrafter/codecrafter/stream"
 )
@@ -565,14 +566,7 @@ func (s *Service) authorize(ctx context.Context, sessionID string) error {
 	if err != nil {
 		return err
 	}
-	sess, err := s.store.Session(ctx, sessionID)
-	if codecrafter.IsCode(err, codecrafter.ENOTFOUND) {
-		return codecrafter.Errorf(codecrafter.ENOTFOUND, "session not found")
-	}
-	if err != nil {
-		return err
-	}
-	_, err = sess.Authorize(uid, codecrafter.ActionRead)
+	_, err = access.Authorize(ctx, s.store, sessionID, uid, codecrafter.ActionRead)
 	return err
 }
 

@@ -279,3 +279,27 @@ func TestOperationsPerSocketCapped(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessChangesApplyToTheNextAction: chat and edits authorize against
+// a session read held for a moment (access.Recent); a demotion or removal
+// still applies to the very next action, since it drops that read.
+func TestAccessChangesApplyToTheNextAction(t *testing.T) {
+	t.Parallel()
+	ta := startApp(t)
+	owner, bob := ta.register(t, "owner"), ta.register(t, "bob")
+	s := createSession(t, owner, "recent") // code "print(1)"
+	join(t, bob, *s.InviteCode)
+	insert := func(base int) map[string]any {
+		return map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": base,
+			"ops": []map[string]any{{"insert": "#"}, {"retain": 8 + base}}}}
+	}
+	bob.Do(t, sendQ, map[string]any{"s": s.ID, "b": "hi"}, nil) // the reads are now held
+	bob.Do(t, editQ, insert(0), nil)
+
+	owner.Do(t, roleQ, map[string]any{"s": s.ID, "u": bob.ID, "r": "VIEWER"}, nil)
+	bob.Fail(t, "FORBIDDEN", editQ, insert(1))
+	bob.Do(t, sendQ, map[string]any{"s": s.ID, "b": "viewers chat"}, nil)
+
+	owner.Do(t, removeQ, map[string]any{"s": s.ID, "u": bob.ID}, nil)
+	bob.Fail(t, "NOT_FOUND", sendQ, map[string]any{"s": s.ID, "b": "still here?"})
+}

@@ -257,12 +257,16 @@ func (a *app) buildAPI(ctx context.Context, refresh codecrafter.RefreshTokenStor
 	if err := editSvc.WatchAccess(hubCtx); err != nil { // lets edits skip most session reads
 		return fmt.Errorf("access events: %w", err)
 	}
+	realtimeSvc := realtime.New(realtime.Config{Metrics: a.busMetrics}, a.db, a.db, a.bus, a.presence, a.chatLimit,
+		a.log.With("component", "realtime"))
+	if err := realtimeSvc.WatchAccess(hubCtx); err != nil { // and messages
+		return fmt.Errorf("access events: %w", err)
+	}
 	res := &resolvers.Resolver{
 		Auth:     authSvc,
 		Sessions: sessions.New(a.db, a.bus, a.runtimes, a.log.With("component", "sessions")).WithHistory(a.db),
 		Runs:     execSvc,
-		Realtime: realtime.New(realtime.Config{Metrics: a.busMetrics}, a.db, a.db, a.bus, a.presence, a.chatLimit,
-			a.log.With("component", "realtime")),
+		Realtime: realtimeSvc,
 		Editing:  editSvc,
 		Users:    a.db,
 		Runtimes: a.runtimes,
