@@ -352,9 +352,9 @@ func (c *wsConn) write() {
 			deadline = time.Now().Add(time.Second)
 		}
 		c.batch.start()
+		_ = c.conn.SetWriteDeadline(deadline) // one for the batch: each costs a timer update
 		var err error
 		for _, f := range batch {
-			_ = c.conn.SetWriteDeadline(deadline)
 			if err = c.conn.WriteMessage(websocket.TextMessage, f); err != nil {
 				break
 			}

@@ -142,7 +142,7 @@ func runFanout(ctx context.Context, exe string, o fanoutOpts, log io.Writer) (*f
 		case "raw":
 			tgt = &rawTarget{}
 		case "platform":
-			tgt = &platformTarget{users: o.Users}
+			tgt = &platformTarget{users: o.Users, profiled: o.Profile != ""}
 		default:
 			return nil, fmt.Errorf("-targets: %q is not raw or platform", t)
 		}
@@ -563,6 +563,7 @@ func awaitLine(r io.Reader, want string, w io.Writer) (string, error) {
 // worker, limits lifted for one publisher and many sockets.
 type platformTarget struct {
 	users     int
+	profiled  bool // serve a pprof listener (its fine heap sampling costs CPU)
 	child     *child
 	dir       string
 	url       string // the /graphql endpoint
@@ -580,9 +581,6 @@ func (p *platformTarget) start(ctx context.Context, exe string, log io.Writer) (
 	if p.dir, err = os.MkdirTemp("", "codecrafter-bench-"); err != nil {
 		return 0, err
 	}
-	if p.pprofAddr, err = freeAddr(); err != nil {
-		return 0, err
-	}
 	env := []string{
 		"CODECRAFTER_ADDR=127.0.0.1:0", "CODECRAFTER_DATA_DIR=" + p.dir, "CODECRAFTER_WORKER=off",
 		"MONGO_URI=", "REDIS_URL=", "AMQP_URL=", "CODECRAFTER_METRICS_ADDR=", "CODECRAFTER_ENV=development",
@@ -591,7 +589,12 @@ func (p *platformTarget) start(ctx context.Context, exe string, log io.Writer) (
 		"CODECRAFTER_REGISTER_MAX_PER_ADDR=100000000",
 		// Cheap password hashes: the bench registers hundreds of users.
 		"CODECRAFTER_ARGON2_MEMORY_KIB=8", "CODECRAFTER_ARGON2_PASSES=1",
-		"CODECRAFTER_PPROF_ADDR=" + p.pprofAddr,
+	}
+	if p.profiled {
+		if p.pprofAddr, err = freeAddr(); err != nil {
+			return 0, err
+		}
+		env = append(env, "CODECRAFTER_PPROF_ADDR="+p.pprofAddr)
 	}
 	c, stdout, stderr, err := startChild(ctx, exe, []string{"serve"}, env)
 	if err != nil {
