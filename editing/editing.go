@@ -20,6 +20,7 @@ import (
 
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/access"
+	"github.com/codecrafter/codecrafter/batch"
 	"github.com/codecrafter/codecrafter/ot"
 	"github.com/codecrafter/codecrafter/stream"
 )
@@ -32,8 +33,8 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	queues sync.Map // session id -> *queue: edits waiting for the session's writer
-	heads  sync.Map // session id -> *history, used by the session's writer only
+	queues *batch.Queues[*request] // per session: edits waiting for its writer
+	heads  sync.Map                // session id -> *history, used by the session's writer only
 	nHeads atomic.Int64
 
 	recent *access.Recent // Edit's authorization, from recent session reads
@@ -68,8 +69,10 @@ const (
 
 // New returns a Service.
 func New(sessions codecrafter.SessionStore, edits codecrafter.EditStore, bus codecrafter.Bus, logger *slog.Logger) *Service {
-	return &Service{sessions: sessions, edits: edits, bus: bus, log: logger, now: time.Now,
+	s := &Service{sessions: sessions, edits: edits, bus: bus, log: logger, now: time.Now,
 		recent: access.NewRecent(sessions, bus, logger)}
+	s.queues = batch.New(maxBatch, s.commit)
+	return s
 }
 
 // OpInput is one component as a client sent it: exactly one field set.
@@ -109,7 +112,7 @@ func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecr
 	if in.BaseRevision < 0 {
 		return nil, codecrafter.Errorf(codecrafter.EINVALID, "baseRevision: must not be negative")
 	}
-	s.enqueue(sessionID, r)
+	s.queues.Add(sessionID, r)
 	select {
 	case res := <-r.done:
 		return res.edit, res.err
@@ -125,13 +128,6 @@ func (s *Service) Edit(ctx context.Context, sessionID string, in Input) (*codecr
 // applies all the queued edits in order in memory, then stores them in
 // one write; each answer waits until its edit is stored. One store round
 // trip then carries many edits, which is what bounds a hot session.
-type queue struct {
-	mu      sync.Mutex
-	pending []*request
-	busy    bool // a writer is draining pending
-	dead    bool // drained and dropped from Service.queues
-}
-
 // request is an edit waiting for its session's writer.
 type request struct {
 	ctx      context.Context
@@ -151,46 +147,6 @@ type result struct {
 
 // maxBatch bounds the edits of one write.
 const maxBatch = 64
-
-// enqueue adds r to its session's queue and starts a writer when none
-// is draining it.
-func (s *Service) enqueue(sessionID string, r *request) {
-	for {
-		v, _ := s.queues.LoadOrStore(sessionID, &queue{})
-		q := v.(*queue)
-		q.mu.Lock()
-		if q.dead { // its writer just dropped it: take a new one
-			q.mu.Unlock()
-			continue
-		}
-		q.pending = append(q.pending, r)
-		start := !q.busy
-		q.busy = true
-		q.mu.Unlock()
-		if start {
-			go s.drain(sessionID, q)
-		}
-		return
-	}
-}
-
-// drain commits q's edits, a batch at a time, until none is left.
-func (s *Service) drain(sessionID string, q *queue) {
-	for {
-		q.mu.Lock()
-		n := min(len(q.pending), maxBatch)
-		if n == 0 {
-			q.busy, q.dead = false, true
-			s.queues.CompareAndDelete(sessionID, q)
-			q.mu.Unlock()
-			return
-		}
-		batch := q.pending[:n:n]
-		q.pending = q.pending[n:]
-		q.mu.Unlock()
-		s.commit(sessionID, batch)
-	}
-}
 
 // writeTimeout bounds a batch's store work, retries across replicas
 // included (its requests may have ended; their edits are stored or not,
