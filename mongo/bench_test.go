@@ -252,3 +252,31 @@ func benchmarkScans(b *testing.B, n int) {
 		return len(list), err
 	})
 }
+
+// BenchmarkAppendMessage appends 100-character chat messages to one
+// session, one at a time (sendMessage's store cost), and with 8 at once.
+func BenchmarkAppendMessage(b *testing.B) {
+	ctx := context.Background()
+	db := mongotest.New(b)
+	body := strings.Repeat("x", 100)
+	b.Run("serial", func(b *testing.B) {
+		sid := codecrafter.NewID()
+		for b.Loop() {
+			if err := db.AppendMessage(ctx, &codecrafter.Message{SessionID: sid, UserID: "u1", Body: body, CreatedAt: time.Now()}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel=8", func(b *testing.B) {
+		sid := codecrafter.NewID()
+		b.SetParallelism(4) // 8 goroutines on 2 CPUs
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := db.AppendMessage(ctx, &codecrafter.Message{SessionID: sid, UserID: "u1", Body: body, CreatedAt: time.Now()}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
