@@ -329,7 +329,9 @@ func hostMode(m string) bool {
 
 func (p *Proxy) runtimeAllowed(rt string) bool {
 	if p.cfg.Runtime == "" || p.cfg.Runtime == "runc" {
-		return rt == "" || rt == "runc"
+		// crun: the sandbox's default where registered; the engine
+		// builds the same hardened spec for it as for runc.
+		return rt == "" || rt == "runc" || rt == "crun"
 	}
 	return rt == p.cfg.Runtime
 }

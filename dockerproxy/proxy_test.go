@@ -179,6 +179,7 @@ func TestFilter(t *testing.T) {
 		}), 403, ""},
 		{"create without the label", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { m["Labels"] = map[string]string{"app": "x"} }), 403, ""},
 		{"create another image", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { m["Image"] = "debian:bookworm" }), 403, ""},
+		{"create under crun", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["Runtime"] = "crun" }), 200, "POST /v1.47/containers/create"},
 		{"create another runtime", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["Runtime"] = "kata" }), 403, ""},
 		{"create lower-case keys", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { host(m)["privileged"] = true }), 403, ""},
 		{"create as root", "POST", "/v1.47/containers/create", sandboxCreate(func(m map[string]any) { m["User"] = "0:0" }), 403, ""},

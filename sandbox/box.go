@@ -44,7 +44,7 @@ type box struct {
 // user, no capabilities, no privilege gain, default seccomp, pids, memory
 // (no swap), CPU and file limits, tini as init, empty environment, no
 // log storage.
-func (d *Docker) createOptions(l *Language, memoryMB int) client.ContainerCreateOptions {
+func (d *Docker) createOptions(l *Language, memoryMB int, runtime string) client.ContainerCreateOptions {
 	yes := true
 	pids := d.cfg.PidsLimit
 	mem := int64(memoryMB) << 20
@@ -78,7 +78,7 @@ func (d *Docker) createOptions(l *Language, memoryMB int) client.ContainerCreate
 			SecurityOpt: []string{"no-new-privileges"},
 			Init:        &yes,
 			LogConfig:   container.LogConfig{Type: "none"},
-			Runtime:     d.cfg.OCIRuntime,
+			Runtime:     runtime,
 			OomScoreAdj: oomAdj,
 			IpcMode:     "private",
 			Resources: container.Resources{
@@ -98,11 +98,20 @@ func (d *Docker) createOptions(l *Language, memoryMB int) client.ContainerCreate
 
 // startBox creates, attaches and starts a container; ccbox then blocks
 // reading its job. On any error the container is removed.
-func (d *Docker) startBox(ctx context.Context, l *Language, memoryMB int) (b *box, err error) {
+func (d *Docker) startBox(ctx context.Context, l *Language, memoryMB int) (*box, error) {
+	rt := d.rt.Load()
+	b, err := d.startBoxWith(ctx, l, memoryMB, rt.name)
+	if err != nil && ctx.Err() == nil && d.fallBack(rt, err) {
+		b, err = d.startBoxWith(ctx, l, memoryMB, d.Runtime())
+	}
+	return b, err
+}
+
+func (d *Docker) startBoxWith(ctx context.Context, l *Language, memoryMB int, runtime string) (b *box, err error) {
 	// Not cancelled mid-request: the engine would create the container
 	// anyway, and only its answer names it for removal.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	created, err := d.cli.ContainerCreate(cctx, d.createOptions(l, memoryMB))
+	created, err := d.cli.ContainerCreate(cctx, d.createOptions(l, memoryMB, runtime))
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("create %s container: %w", l.ID, err)

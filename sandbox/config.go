@@ -13,8 +13,10 @@ type Config struct {
 	// sharing an engine, even under one name, never remove each other's
 	// containers.
 	Instance string
-	// OCIRuntime selects the engine's runtime ("" = its default, runc;
-	// "runsc" for gVisor once registered in daemon.json).
+	// OCIRuntime selects the engine's runtime: "" = crun when the engine
+	// has it registered (falling back to the engine's runc if it cannot
+	// start a box), else the engine's default; "runc", "crun", or "runsc"
+	// for gVisor once registered in daemon.json.
 	OCIRuntime string
 
 	DefaultTimeLimit time.Duration // run step, when the request has none

@@ -22,6 +22,10 @@
 // image is named or labelled with a hash of its recipe, so current images
 // are skipped and changing ccbox rebuilds only the last layers.
 //
+// Runtime: crun when the engine has it registered (cheaper container
+// start and removal than runc, same hardening: see Docker.Runtime), else
+// the engine's default.
+//
 // gVisor: set Config.OCIRuntime to "runsc" after registering it with the
 // engine (apt-get install runsc; /etc/docker/daemon.json:
 // {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--platform=ptrace"]}}}

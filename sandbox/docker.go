@@ -1,10 +1,12 @@
 package sandbox
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,10 +39,14 @@ type Docker struct {
 	stop      context.CancelFunc
 	fillers   sync.WaitGroup
 	closeOnce sync.Once
-	// kernelMemcg: the engine's runtime is runc, whose boxes live in a
-	// kernel memory cgroup whose OOM kill count ccbox can read.
+	// rt is the OCI runtime of new boxes (see chooseRuntime); it changes
+	// once at most, when an automatic choice fails (fallBack).
+	rt            atomic.Pointer[runtimeChoice]
+	engineDefault string
+	// kernelMemcg: the runtime (runc, crun) puts boxes in a kernel memory
+	// cgroup whose OOM kill count ccbox can read.
 	kernelMemcg bool
-	resizable   bool // runc: a pooled box's memory limit can be changed live
+	resizable   bool // runc, crun: a pooled box's memory limit can be changed live
 
 	// Used boxes are removed in the background (removeLater); removing
 	// bounds how many are pending, so a slow engine still slows runs down.
@@ -96,13 +102,13 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: docker engine: %w", err)
 	}
-	rt := cmp.Or(cfg.OCIRuntime, info.Info.DefaultRuntime)
-	d.kernelMemcg = rt == "runc" || rt == "io.containerd.runc.v2"
-	d.resizable = d.kernelMemcg
+	d.engineDefault = info.Info.DefaultRuntime
+	rt, auto := chooseRuntime(cfg.OCIRuntime, slices.Collect(maps.Keys(info.Info.Runtimes)), d.engineDefault)
+	d.setRuntime(rt, auto)
 	if err := d.sweep(ctx); err != nil {
 		return nil, err
 	}
-	logger.Info("sandbox: runner started", "instance", cfg.Instance, "owner", d.owner.String(), "runtime", rt)
+	logger.Info("sandbox: runner started", "instance", cfg.Instance, "owner", d.owner.String(), "runtime", d.Runtime())
 	for _, l := range reg.Languages() {
 		if _, err := cli.ImageInspect(ctx, l.Image); err != nil {
 			logger.Warn("sandbox: runtime image missing: build it with `codecrafter images build`", "language", l.ID, "image", l.Image, "err", err)
@@ -241,3 +247,58 @@ func (d *Docker) Close() error {
 func (d *Docker) Registry() *Registry { return d.reg }
 
 func isNotFound(err error) bool { return cerrdefs.IsNotFound(err) }
+
+// preferredRuntime is the OCI runtime boxes use when none is configured
+// and the engine has it registered: crun starts and removes a container
+// for less than runc (C, no re-exec of a Go binary; BENCHMARKS.md), with
+// the same namespaces, cgroups, seccomp profile and capabilities, which
+// the engine sets.
+const preferredRuntime = "crun"
+
+type runtimeChoice struct {
+	name string
+	auto bool // chosen by the runner, not configured: may fall back
+}
+
+// chooseRuntime picks the runtime of boxes: the configured one, else
+// preferredRuntime when the engine has it, else the engine's default
+// (named explicitly, so Runtime says what boxes use).
+func chooseRuntime(configured string, registered []string, engineDefault string) (name string, auto bool) {
+	switch {
+	case configured != "":
+		return configured, false
+	case slices.Contains(registered, preferredRuntime):
+		return preferredRuntime, true
+	}
+	return engineDefault, false
+}
+
+func (d *Docker) setRuntime(name string, auto bool) {
+	d.rt.Store(&runtimeChoice{name: name, auto: auto})
+	d.kernelMemcg = memcgRuntime(name)
+	d.resizable = d.kernelMemcg
+}
+
+// memcgRuntime reports whether a runtime's boxes live in a kernel memory
+// cgroup (runc and crun; not gVisor), so kernelMemcg and resizable hold.
+func memcgRuntime(name string) bool {
+	return name == "runc" || name == "io.containerd.runc.v2" || name == "crun"
+}
+
+// Runtime returns the OCI runtime new boxes are started with.
+func (d *Docker) Runtime() string { return d.rt.Load().name }
+
+// fallBack switches new boxes from an automatically chosen runtime that
+// failed to start one (registered but unusable, e.g. crun on a hybrid
+// cgroup layout whose v2 side holds controllers) to the engine's default
+// when that is runc, once. It reports whether the caller should try again.
+func (d *Docker) fallBack(failed *runtimeChoice, err error) bool {
+	if !failed.auto || !memcgRuntime(d.engineDefault) || !strings.Contains(strings.ToLower(err.Error()), "runtime") {
+		return false
+	}
+	next := &runtimeChoice{name: d.engineDefault}
+	if d.rt.CompareAndSwap(failed, next) {
+		d.log.Warn("sandbox: runtime failed, falling back to the engine's default", "runtime", failed.name, "default", d.engineDefault, "err", err)
+	}
+	return true
+}

@@ -32,8 +32,18 @@ type hostileCase struct {
 // each gets the machine), and checks both their status and that the host
 // is unharmed: the container and all its processes are gone, host files,
 // environment and disk are untouched, and the next run works.
+//
+// It runs under the default runtime: crun where the engine has it
+// registered (scripts/services.sh does), else the engine's default.
 func TestHostile(t *testing.T) {
 	testHostile(t, sandbox.Config{}, nil)
+}
+
+// TestRunc runs the hostile programs under runc, the engine's default,
+// which boxes use where crun is not registered or -sandbox-runtime runc
+// asks for it.
+func TestRunc(t *testing.T) {
+	testHostile(t, sandbox.Config{OCIRuntime: "runc"}, nil)
 }
 
 // TestGVisor runs the hostile programs under gVisor (runsc registered in
@@ -41,9 +51,8 @@ func TestHostile(t *testing.T) {
 // dockerd).
 func TestGVisor(t *testing.T) {
 	testenv.Docker(t)
-	out, err := execOutput("docker", "info", "--format", "{{range $name, $_ := .Runtimes}}{{$name}} {{end}}")
-	if err != nil || !strings.Contains(" "+out, " runsc ") {
-		testenv.Missing(t, "gVisor: runsc is not registered with the engine (runtimes: %s)", strings.TrimSpace(out))
+	if !registered(t, "runsc") {
+		testenv.Missing(t, "gVisor: runsc is not registered with the engine")
 	}
 	// Where gVisor differs, the host is still unharmed: a fork bomb at the
 	// pids limit crashes the whole gVisor sandbox, or its processes exhaust
@@ -60,8 +69,24 @@ func TestGVisor(t *testing.T) {
 func testHostile(t *testing.T, cfg sandbox.Config, relaxed map[string][]codecrafter.ExecutionStatus) {
 	cfg.OutputLimit, cfg.DefaultTimeLimit = hostileOutputLimit, 3*time.Second
 	d, _ := newRunner(t, cfg)
+	want := cfg.OCIRuntime
+	if want == "" {
+		want = "runc"
+		if registered(t, "crun") {
+			want = "crun"
+		}
+	}
+	if d.Runtime() != want {
+		t.Errorf("the runner's runtime is %q, want %q", d.Runtime(), want)
+	}
 	var containers []string
-	d.OnAcquire(func(id string) { containers = append(containers, id) })
+	d.OnAcquire(func(id string) {
+		containers = append(containers, id)
+		// The box itself, as the engine started it.
+		if rt, err := execOutput("docker", "inspect", "--format", "{{.HostConfig.Runtime}}", id); err != nil || strings.TrimSpace(rt) != want {
+			t.Errorf("box %s runs under %q (%v), want %q", id, strings.TrimSpace(rt), err, want)
+		}
+	})
 
 	secret := "s3cr3t-" + codecrafter.NewID()
 	t.Setenv("CODECRAFTER_TEST_SECRET", secret)
@@ -387,4 +412,14 @@ func freeBytes(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return int64(st.Bavail) * st.Bsize
+}
+
+// registered reports whether the engine has an OCI runtime registered.
+func registered(t *testing.T, runtime string) bool {
+	t.Helper()
+	out, err := execOutput("docker", "info", "--format", "{{range $name, $_ := .Runtimes}}{{$name}} {{end}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(" "+out, " "+runtime+" ")
 }

@@ -26,6 +26,7 @@ import (
 // ccbox's own start.
 //
 //	go test -run '^$' -bench DrainedPoolPhases -benchtime 30x ./sandbox/
+//	CODECRAFTER_SANDBOX_RUNTIME=runc go test ...   (the OCI runtime; default the runner's)
 func BenchmarkDrainedPoolPhases(b *testing.B) {
 	testenv.Docker(b)
 	ctx := context.Background()
@@ -33,7 +34,8 @@ func BenchmarkDrainedPoolPhases(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := newDocker(ctx, cli, Config{Instance: "profile-" + codecrafter.RandomToken(4), Pool: map[string]int{}}, nil, nil, nil)
+	d, err := newDocker(ctx, cli, Config{Instance: "profile-" + codecrafter.RandomToken(4), Pool: map[string]int{},
+		OCIRuntime: os.Getenv("CODECRAFTER_SANDBOX_RUNTIME")}, nil, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func BenchmarkDrainedPoolPhases(b *testing.B) {
 	for b.Loop() {
 		n++
 		t0 := time.Now()
-		created, err := cli.ContainerCreate(ctx, d.createOptions(l, lim.memoryMB))
+		created, err := cli.ContainerCreate(ctx, d.createOptions(l, lim.memoryMB, d.Runtime()))
 		if err != nil {
 			b.Fatal(err)
 		}

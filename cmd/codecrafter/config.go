@@ -57,7 +57,7 @@ type config struct {
 
 	RuntimesFile     string
 	SandboxInstance  string // container label, for operators
-	SandboxRuntime   string // OCI runtime: runc, or runsc for gVisor
+	SandboxRuntime   string // OCI runtime: empty (crun when registered), runc, crun, or runsc for gVisor
 	PoolSize         int
 	Pool             string // lang=n,lang=n
 	PoolMax          int    // a language's demand-sized pool at most
@@ -132,7 +132,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 
 	str(&c.RuntimesFile, "runtimes", "CODECRAFTER_RUNTIMES", "", "runtimes registry file (YAML); empty uses the built-in ten languages")
 	str(&c.SandboxInstance, "sandbox-instance", "CODECRAFTER_SANDBOX_INSTANCE", "", "label of this worker's sandbox containers, for operators (default: the hostname); a starting worker removes only containers whose worker is gone, whatever their label")
-	str(&c.SandboxRuntime, "sandbox-runtime", "CODECRAFTER_SANDBOX_RUNTIME", "", "Docker OCI runtime for sandboxes: empty (engine default, runc) or runsc (gVisor)")
+	str(&c.SandboxRuntime, "sandbox-runtime", "CODECRAFTER_SANDBOX_RUNTIME", "", "Docker OCI runtime for sandboxes: empty (crun when the engine has it registered, else the engine default, runc), runc, crun or runsc (gVisor)")
 	num(&c.PoolSize, "pool-size", "CODECRAFTER_POOL_SIZE", -1, "warm containers kept for every language whatever the demand (the pools' floor); -1 keeps the defaults (one each for python and javascript)")
 	str(&c.Pool, "pool", "CODECRAFTER_POOL", "", "warm containers per language, e.g. python=2,javascript=1,go=1 (after -pool-size)")
 	num(&c.PoolMax, "pool-max", "CODECRAFTER_POOL_MAX", 0, "largest warm pool of a language, sized by its recent runs above the -pool floor (0: 16, none under runsc; -1: only the floors)")
