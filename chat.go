@@ -46,6 +46,10 @@ type MessageStore interface {
 	// m.Seq and m.ID. A message with Seq n is readable only once every
 	// message before it is.
 	AppendMessage(ctx context.Context, m *Message) error
+	// AppendMessages stores ms, all of one session, as its next messages,
+	// in order (not necessarily one after the other: another writer's may
+	// come between), setting their Seq and ID.
+	AppendMessages(ctx context.Context, ms []*Message) error
 	// Messages returns up to limit messages of the session with Seq
 	// above after, oldest first.
 	Messages(ctx context.Context, sessionID string, after, limit int) ([]*Message, error)

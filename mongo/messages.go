@@ -83,57 +83,106 @@ var notFull = func() bson.A {
 
 // AppendMessage stores m as the session's next message.
 func (db *DB) AppendMessage(ctx context.Context, m *codecrafter.Message) error {
-	page, err := db.lastChatPage(ctx, m.SessionID)
-	if err != nil {
-		return err
+	return db.AppendMessages(ctx, []*codecrafter.Message{m})
+}
+
+// AppendMessages stores ms, all of one session, as its next messages in
+// order: as many as the last page has room for in one update.
+func (db *DB) AppendMessages(ctx context.Context, ms []*codecrafter.Message) error {
+	for len(ms) > 0 {
+		n, err := db.appendSome(ctx, ms)
+		if err != nil {
+			return err
+		}
+		ms = ms[n:]
 	}
-	msg := packMsg(m)
+	return nil
+}
+
+// chatHint is what this process last saw of a session's last page.
+type chatHint struct{ page, count int }
+
+// appendSome appends the first of ms that fit in the last page (all,
+// when the hint says there is room), and returns how many.
+func (db *DB) appendSome(ctx context.Context, ms []*codecrafter.Message) (int, error) {
+	sessionID := ms[0].SessionID
+	page, k, err := db.lastChatPage(ctx, sessionID)
+	if err != nil {
+		return 0, err
+	}
+	k = min(len(ms), k)
 	for {
+		msgs := make(bson.A, k)
+		for i, m := range ms[:k] {
+			msgs[i] = packMsg(m)
+		}
 		var after chatPage
 		err := db.chatPages.FindOneAndUpdate(ctx,
-			bson.D{byID(chatPageID(m.SessionID, page)), {Key: "count", Value: bson.D{{Key: "$in", Value: notFull}}}},
-			bson.D{{Key: "$push", Value: bson.D{{Key: "msgs", Value: msg}}}, {Key: "$inc", Value: bson.D{{Key: "count", Value: 1}}}},
+			// Room for k: count at most chatPageSize-k.
+			bson.D{byID(chatPageID(sessionID, page)), {Key: "count", Value: bson.D{{Key: "$in", Value: notFull[:chatPageSize-k+1]}}}},
+			bson.D{{Key: "$push", Value: bson.D{{Key: "msgs", Value: bson.D{{Key: "$each", Value: msgs}}}}}, {Key: "$inc", Value: bson.D{{Key: "count", Value: k}}}},
 			options.FindOneAndUpdate().SetReturnDocument(options.After), // (FerretDB has no projection here)
 		).Decode(&after)
 		switch {
 		case err == nil:
-			return db.appended(m, page, after.Count)
+			db.appended(ms[:k], page, after.Count)
+			return k, nil
 		case err != mongo.ErrNoDocuments:
-			return dbErr(err, "message")
+			return 0, dbErr(err, "message")
 		}
-		// Full, or not there yet.
-		there, err := exists(ctx, db.chatPages, chatPageID(m.SessionID, page), "message")
+		// Less room than k, full, or not there yet.
+		there, err := exists(ctx, db.chatPages, chatPageID(sessionID, page), "message")
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if there {
-			page++ // full: the next one
+			if k > 1 {
+				k = 1 // room for fewer (another replica appended): one at a time
+			} else {
+				page++ // full: the next one
+				k = min(len(ms), chatPageSize)
+			}
 			continue
 		}
-		_, err = db.chatPages.InsertOne(ctx, bson.D{byID(chatPageID(m.SessionID, page)), {Key: "count", Value: 1}, {Key: "msgs", Value: bson.A{msg}}})
+		_, err = db.chatPages.InsertOne(ctx, bson.D{byID(chatPageID(sessionID, page)), {Key: "count", Value: k}, {Key: "msgs", Value: msgs}})
 		if err == nil {
-			return db.appended(m, page, 1)
+			db.appended(ms[:k], page, k)
+			return k, nil
 		}
 		if !isDuplicate(err) {
-			return dbErr(err, "message")
+			return 0, dbErr(err, "message")
 		}
 		// Another writer created it: append to it.
+		k = 1
 	}
 }
 
-func (db *DB) appended(m *codecrafter.Message, page, count int) error {
-	db.chatHints.Store(m.SessionID, page)
-	m.Seq = page*chatPageSize + count
-	m.ID = codecrafter.MessageID(m.SessionID, m.Seq)
-	return nil
+// appended numbers ms, the last of which is now message count of page.
+func (db *DB) appended(ms []*codecrafter.Message, page, count int) {
+	db.chatHints.Store(ms[0].SessionID, chatHint{page, count})
+	for i, m := range ms {
+		m.Seq = page*chatPageSize + count - len(ms) + 1 + i
+		m.ID = codecrafter.MessageID(m.SessionID, m.Seq)
+	}
 }
 
-// lastChatPage returns the session's last page, or 0 when it has none: the
-// hint, or a search by _id (pages exist from 0 to the last, contiguously).
-func (db *DB) lastChatPage(ctx context.Context, sessionID string) (int, error) {
-	if p, ok := db.chatHints.Load(sessionID); ok {
-		return p.(int), nil
+// lastChatPage returns the session's last page (0 when it has none) and
+// how many messages may go in at once: what the hint says it has room
+// for, else a page's worth (the page is found by _id: pages exist from 0
+// to the last, contiguously).
+func (db *DB) lastChatPage(ctx context.Context, sessionID string) (int, int, error) {
+	if h, ok := db.chatHints.Load(sessionID); ok {
+		h := h.(chatHint)
+		if h.count >= chatPageSize {
+			return h.page + 1, chatPageSize, nil
+		}
+		return h.page, chatPageSize - h.count, nil
 	}
+	page, err := db.findLastChatPage(ctx, sessionID)
+	return page, chatPageSize, err
+}
+
+func (db *DB) findLastChatPage(ctx context.Context, sessionID string) (int, error) {
 	pageExists := func(p int) (bool, error) {
 		return exists(ctx, db.chatPages, chatPageID(sessionID, p), "message")
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/access"
+	"github.com/codecrafter/codecrafter/batch"
 	"github.com/codecrafter/codecrafter/stream"
 )
 
@@ -56,6 +57,7 @@ type Service struct {
 	now      func() time.Time
 	chat     *stream.Hub[*codecrafter.Message] // one follower per session
 	recent   *access.Recent                    // Send's authorization, from recent session reads
+	sends    *batch.Queues[*sendRequest]       // per session: messages waiting for its writer
 }
 
 // New returns a Service. limit (may be nil) rate-limits sendMessage per user.
@@ -69,6 +71,7 @@ func New(cfg Config, sessions codecrafter.SessionStore, messages codecrafter.Mes
 	}
 	s := &Service{cfg: cfg, sessions: sessions, messages: messages, bus: bus, presence: presence,
 		limit: limit, log: logger, now: time.Now, recent: access.NewRecent(sessions, bus, logger)}
+	s.sends = batch.New(maxSendBatch, s.commitSends)
 	s.chat = stream.NewHub(stream.HubConfig[*codecrafter.Message]{Source: s.chatStream, Tail: s.tail})
 	return s
 }
@@ -106,16 +109,69 @@ func (s *Service) Send(ctx context.Context, sessionID, body string) (*codecrafte
 		}
 	}
 	m := &codecrafter.Message{SessionID: sessionID, UserID: userID, Body: body, CreatedAt: s.now().UTC().Truncate(time.Millisecond)}
-	if err := s.messages.AppendMessage(ctx, m); err != nil {
+	r := &sendRequest{ctx: ctx, m: m, done: make(chan error, 1)}
+	s.sends.Add(sessionID, r)
+	// Not abandoned when ctx ends: once queued the message is stored (or
+	// not) by the writer, and the answer says which.
+	if err := <-r.done; err != nil {
 		return nil, err
 	}
-	// Stored: finish publishing even if the caller goes away.
-	pctx := context.WithoutCancel(ctx)
-	if err := s.bus.Publish(pctx, codecrafter.ChatTopic(sessionID), encodeMessage(m)); err != nil {
-		s.log.WarnContext(ctx, "publish message", "session", sessionID, "err", err)
-	}
-	s.publishTyping(pctx, sessionID, userID, false)
 	return m, nil
+}
+
+// sendRequest is a message waiting for its session's writer.
+type sendRequest struct {
+	ctx  context.Context // the sender's: its values, for the logs
+	m    *codecrafter.Message
+	done chan error // buffered: the writer never waits for the sender
+}
+
+// Bounds of a group of messages stored in one write.
+const (
+	maxSendBatch = 32
+	sendTimeout  = 30 * time.Second
+)
+
+// commitSends stores a session's queued messages in one append where
+// they fit, publishes them in order and clears their senders' typing.
+func (s *Service) commitSends(sessionID string, batch []*sendRequest) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), sendTimeout)
+	defer cancel()
+	ms := make([]*codecrafter.Message, len(batch))
+	for i, r := range batch {
+		ms[i] = r.m
+	}
+	err := s.messages.AppendMessages(ctx, ms)
+	// Answered once published, as a single send was: a sender that hears
+	// back knows its message and its typing's end are on their way.
+	defer func() {
+		for _, r := range batch {
+			if r.m.Seq == 0 { // not stored: the write failed before it
+				r.done <- err
+			} else {
+				r.done <- nil
+			}
+		}
+	}()
+	var stored [][]byte
+	for _, m := range ms {
+		if m.Seq != 0 {
+			stored = append(stored, encodeMessage(m))
+		}
+	}
+	if len(stored) == 0 {
+		return
+	}
+	if err := codecrafter.PublishAll(ctx, s.bus, codecrafter.ChatTopic(sessionID), stored); err != nil {
+		s.log.WarnContext(ctx, "publish messages", "session", sessionID, "err", err)
+	}
+	cleared := map[string]bool{}
+	for _, m := range ms {
+		if m.Seq != 0 && !cleared[m.UserID] {
+			cleared[m.UserID] = true
+			s.publishTyping(ctx, sessionID, m.UserID, false)
+		}
+	}
 }
 
 // Messages pages a session's messages oldest first, after the message
@@ -256,11 +312,11 @@ func (s *Service) watchable(ctx context.Context, sessionID string, after *string
 func (s *Service) watchChat(ctx context.Context, sessionID string, after int, emit func(*codecrafter.Message) bool, end func(error)) error {
 	last := after // of the last message emitted; read by end, after the last emit
 	return s.chat.Watch(ctx, sessionID, after, func(m *codecrafter.Message) bool {
+		s.cfg.Metrics.countDelivery() // before: once emitted, the subscriber may look
 		if !emit(m) {
 			return false
 		}
 		last = m.Seq
-		s.cfg.Metrics.countDelivery()
 		return true
 	}, func(err error) {
 		if codecrafter.IsCode(err, codecrafter.EUNAVAILABLE) {

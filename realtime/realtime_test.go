@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -537,5 +538,88 @@ func TestWatchMessages(t *testing.T) {
 	case err := <-out.ended:
 		t.Fatalf("outsider ended: %v", err)
 	default:
+	}
+}
+
+// gatedMessages holds the first append until released and counts appends.
+type gatedMessages struct {
+	codecrafter.MessageStore
+	started chan struct{} // closed when the first append begins
+	release chan struct{}
+	once    sync.Once
+	appends atomic.Int32
+	failing atomic.Bool
+}
+
+func (g *gatedMessages) AppendMessages(ctx context.Context, ms []*codecrafter.Message) error {
+	if g.appends.Add(1) == 1 {
+		g.once.Do(func() { close(g.started) })
+		<-g.release
+	}
+	if g.failing.Load() {
+		return codecrafter.Errorf(codecrafter.EUNAVAILABLE, "store down")
+	}
+	return g.MessageStore.AppendMessages(ctx, ms)
+}
+
+// TestSendsCommitInGroups: messages sent while a write is in flight are
+// stored together in the next write, each once, in a gapless order, and
+// each sender gets its own message back; a failed write fails its senders
+// only.
+func TestSendsCommitInGroups(t *testing.T) {
+	e := newEnv(t, nil)
+	store := &gatedMessages{MessageStore: e.db, started: make(chan struct{}), release: make(chan struct{})}
+	svc := realtime.New(realtime.Config{}, e.db, store, e.bus, inmem.NewPresence(e.bus), nil, slog.New(slog.DiscardHandler))
+	live, err := svc.MessageAdded(e.viewer, e.session, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type sent struct {
+		m   *codecrafter.Message
+		err error
+	}
+	results := make(chan sent, 20)
+	send := func(body string) {
+		m, err := svc.Send(e.owner, e.session, body)
+		results <- sent{m, err}
+	}
+	go send("first")
+	<-store.started
+	const n = 10
+	for i := range n {
+		go send(fmt.Sprint("m", i))
+	}
+	deadline := time.After(10 * time.Second)
+	for svc.Waiting(e.session) < n { // all queued behind the first write
+		select {
+		case <-deadline:
+			t.Fatalf("%d queued", svc.Waiting(e.session))
+		case <-time.After(time.Millisecond):
+		}
+	}
+	close(store.release)
+	seqs := map[int]string{}
+	for range n + 1 {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if _, dup := seqs[r.m.Seq]; dup {
+			t.Fatalf("seq %d twice", r.m.Seq)
+		}
+		seqs[r.m.Seq] = r.m.Body
+	}
+	if got := store.appends.Load(); got != 2 {
+		t.Fatalf("%d appends for %d messages, want 2 (one, then the rest together)", got, n+1)
+	}
+	for seq := 1; seq <= n+1; seq++ {
+		m := next(t, live)
+		if m.Seq != seq || m.Body != seqs[seq] {
+			t.Fatalf("live: seq %d %q, want %d %q", m.Seq, m.Body, seq, seqs[seq])
+		}
+	}
+	store.failing.Store(true)
+	if _, err := svc.Send(e.owner, e.session, "lost?"); !codecrafter.IsCode(err, codecrafter.EUNAVAILABLE) {
+		t.Fatalf("a failed write: %v, want UNAVAILABLE", err)
 	}
 }

@@ -48,6 +48,79 @@ func TestMessages(t *testing.T, newStore func(t *testing.T) codecrafter.MessageS
 			t.Fatalf("another session has %d messages", len(other))
 		}
 	})
+	t.Run("BatchesInOrderAcrossPages", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		sid := codecrafter.NewID()
+		var sent []*codecrafter.Message
+		for _, n := range []int{5, 30, 1, 40, 3, 70} {
+			batch := make([]*codecrafter.Message, n)
+			for i := range batch {
+				batch[i] = &codecrafter.Message{SessionID: sid, UserID: "u1", Body: fmt.Sprint("m", len(sent)+i+1), CreatedAt: now()}
+			}
+			noErr(t, s.AppendMessages(t.Context(), batch))
+			sent = append(sent, batch...)
+		}
+		for i, m := range sent {
+			if m.Seq != i+1 || m.ID != codecrafter.MessageID(sid, i+1) {
+				t.Fatalf("message %d: seq %d id %q", i+1, m.Seq, m.ID)
+			}
+		}
+		var all []*codecrafter.Message
+		for len(all) < len(sent) {
+			got, err := s.Messages(t.Context(), sid, len(all), 100)
+			noErr(t, err)
+			if len(got) == 0 {
+				break
+			}
+			all = append(all, got...)
+		}
+		if len(all) != len(sent) {
+			t.Fatalf("%d stored, want %d", len(all), len(sent))
+		}
+		for i, m := range all {
+			if m.Seq != i+1 || m.Body != fmt.Sprint("m", i+1) {
+				t.Fatalf("stored message %d is %+v", i+1, m)
+			}
+		}
+	})
+	t.Run("ConcurrentBatchesNoGapNoDuplicate", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		sid := codecrafter.NewID()
+		const per = 7 // batches that straddle pages
+		batches := make([][]*codecrafter.Message, racers)
+		errs := race(racers, func(i int) error {
+			batches[i] = make([]*codecrafter.Message, per)
+			for j := range batches[i] {
+				batches[i][j] = &codecrafter.Message{SessionID: sid, UserID: "u", Body: fmt.Sprint(i, "/", j), CreatedAt: now()}
+			}
+			return s.AppendMessages(t.Context(), batches[i])
+		})
+		bySeq := map[int]string{}
+		for i, err := range errs {
+			noErr(t, err)
+			for j, m := range batches[i] {
+				if j > 0 && m.Seq <= batches[i][j-1].Seq {
+					t.Fatalf("batch %d out of order: %d after %d", i, m.Seq, batches[i][j-1].Seq)
+				}
+				if _, dup := bySeq[m.Seq]; dup {
+					t.Fatalf("seq %d given twice", m.Seq)
+				}
+				bySeq[m.Seq] = m.Body
+			}
+		}
+		all, err := s.Messages(t.Context(), sid, 0, 1000)
+		noErr(t, err)
+		if len(all) != racers*per {
+			t.Fatalf("%d stored, want %d", len(all), racers*per)
+		}
+		for i, m := range all {
+			if m.Seq != i+1 || m.Body != bySeq[m.Seq] {
+				t.Fatalf("stored message %d is %+v, want body %q", i+1, m, bySeq[i+1])
+			}
+		}
+	})
 	t.Run("ConcurrentAppendsNoGapNoDuplicate", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
