@@ -133,6 +133,7 @@ func (d *Docker) startBoxWith(ctx context.Context, l *Language, memoryMB int, ru
 	if _, err := d.cli.ContainerStart(ctx, b.id, client.ContainerStartOptions{}); err != nil {
 		return b, fmt.Errorf("start: %w", err)
 	}
+	d.metrics.started.WithLabelValues(runtime).Inc()
 	// No ContainerWait here: a clean exit never needs it (see
 	// run.finish, which asks for it when it does), and each held one is a
 	// request the engine serves for the box's whole life.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/internal/promtest"
 	"github.com/codecrafter/codecrafter/internal/testenv"
 	"github.com/codecrafter/codecrafter/sandbox"
 )
@@ -68,7 +69,7 @@ func TestGVisor(t *testing.T) {
 // with other statuses, whose output is then not checked.
 func testHostile(t *testing.T, cfg sandbox.Config, relaxed map[string][]codecrafter.ExecutionStatus) {
 	cfg.OutputLimit, cfg.DefaultTimeLimit = hostileOutputLimit, 3*time.Second
-	d, _ := newRunner(t, cfg)
+	d, reg := newRunner(t, cfg)
 	want := cfg.OCIRuntime
 	if want == "" {
 		want = "runc"
@@ -258,6 +259,12 @@ func testHostile(t *testing.T, cfg sandbox.Config, relaxed map[string][]codecraf
 				t.Errorf("host dir changed: %d entries", len(entries))
 			}
 		})
+	}
+
+	for _, rt := range []string{"runc", "crun", "runsc"} {
+		if n := promtest.Value(t, reg, "codecrafter_sandbox_containers_started_total", map[string]string{"runtime": rt}); (n > 0) != (rt == want) {
+			t.Errorf("%v containers started under %s; all should be under %s", n, rt, want)
+		}
 	}
 
 	// The host is still fine: the next run works and the disk is as it was.

@@ -11,6 +11,7 @@ type metrics struct {
 	inFlight  prometheus.Gauge       // runs holding a container
 	runs      *prometheus.CounterVec // language, status
 	acquired  *prometheus.CounterVec // language, source (pool|fresh)
+	started   *prometheus.CounterVec // runtime
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,12 +32,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "codecrafter_sandbox_containers_acquired_total",
 			Help: "Containers used for runs, from the warm pool or created for the run.",
 		}, []string{"language", "source"}),
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "codecrafter_sandbox_containers_started_total",
+			Help: "Sandbox containers started (pooled or for a run), by OCI runtime.",
+		}, []string{"runtime"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.poolReady, m.inFlight, m.runs, m.acquired} {
+	for _, c := range []prometheus.Collector{m.poolReady, m.inFlight, m.runs, m.acquired, m.started} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

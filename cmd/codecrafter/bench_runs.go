@@ -313,7 +313,8 @@ func (p *runsTarget) counters(ctx context.Context) string {
 	var out strings.Builder
 	for _, line := range strings.Split(string(b), "\n") {
 		for _, name := range []string{"codecrafter_sandbox_containers_acquired_total{", "codecrafter_runs_deferred_total",
-			"codecrafter_run_queue_wait_seconds_sum", "codecrafter_run_queue_wait_seconds_count", "codecrafter_runs_total{"} {
+			"codecrafter_run_queue_wait_seconds_sum", "codecrafter_run_queue_wait_seconds_count", "codecrafter_runs_total{",
+			"codecrafter_sandbox_containers_started_total{"} {
 			if strings.HasPrefix(line, name) {
 				fmt.Fprintf(&out, "  %s\n", line)
 			}
