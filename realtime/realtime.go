@@ -84,7 +84,7 @@ func (s *Service) WatchAccess(ctx context.Context) error { return s.recent.Watch
 // Send stores a chat message from the caller, then publishes it, and
 // clears the caller's typing indicator.
 func (s *Service) Send(ctx context.Context, sessionID, body string) (*codecrafter.Message, error) {
-	_, userID, err := s.recent.Authorize(ctx, sessionID, codecrafter.ActionChat)
+	userID, err := s.authorizeRecent(ctx, sessionID, codecrafter.ActionChat)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +298,7 @@ func (s *Service) watchable(ctx context.Context, sessionID string, after *string
 	if err != nil {
 		return 0, err
 	}
-	if _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead); err != nil {
+	if _, err := s.authorizeRecent(ctx, sessionID, codecrafter.ActionRead); err != nil {
 		return 0, err
 	}
 	if after == nil || *after == "" {
@@ -382,7 +382,7 @@ func (s *Service) chatStream(sessionID string) stream.Source[*codecrafter.Messag
 // SetTyping announces that the caller is (or stopped) typing. A client
 // keeps an indicator on by sending true again within the TTL.
 func (s *Service) SetTyping(ctx context.Context, sessionID string, typing bool) error {
-	userID, err := s.authorize(ctx, sessionID, codecrafter.ActionChat)
+	userID, err := s.authorizeRecent(ctx, sessionID, codecrafter.ActionChat)
 	if err != nil {
 		return err
 	}
@@ -409,7 +409,7 @@ func (s *Service) Typing(ctx context.Context, sessionID string) (<-chan *TypingE
 		cancel()
 		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "typing indicators are unavailable; try again shortly")
 	}
-	if _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead); err != nil {
+	if _, err := s.authorizeRecent(ctx, sessionID, codecrafter.ActionRead); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -494,7 +494,7 @@ func (s *Service) PresenceEvents(ctx context.Context, sessionID string) (<-chan 
 		cancel()
 		return nil, codecrafter.Wrap(err, codecrafter.EUNAVAILABLE, "presence is unavailable; try again shortly")
 	}
-	if _, err := s.authorize(ctx, sessionID, codecrafter.ActionRead); err != nil {
+	if _, err := s.authorizeRecent(ctx, sessionID, codecrafter.ActionRead); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -568,6 +568,15 @@ func (s *Service) Online(ctx context.Context, sessionID, userID string) bool {
 		}
 	}
 	return false
+}
+
+// authorizeRecent is authorize from a session read shortly before
+// (access.Recent): for sends and typing, the hot paths, and for
+// subscriptions, whose resolvers watch access before this check (so a
+// change the held read missed still ends them when its event comes).
+func (s *Service) authorizeRecent(ctx context.Context, sessionID string, action codecrafter.Action) (string, error) {
+	_, userID, err := s.recent.Authorize(ctx, sessionID, action)
+	return userID, err
 }
 
 // authorize checks the caller may take action in the session: NOT_FOUND

@@ -300,6 +300,21 @@ func TestAccessChangesApplyToTheNextAction(t *testing.T) {
 	bob.Fail(t, "FORBIDDEN", editQ, insert(1))
 	bob.Do(t, sendQ, map[string]any{"s": s.ID, "b": "viewers chat"}, nil)
 
+	sock := openSocket(t, ta, "graphql-transport-ws", bob.Access)
+	sock.subscribe("1", `subscription($s: ID!) { messageAdded(sessionId: $s) { id } }`, map[string]any{"s": s.ID})
+	owner.Do(t, sendQ, map[string]any{"s": s.ID, "b": "live"}, nil)
+	if m := sock.next(); m.Type != "next" {
+		t.Fatalf("subscribed: got %s %s", m.Type, m.Payload)
+	}
+
 	owner.Do(t, removeQ, map[string]any{"s": s.ID, "u": bob.ID}, nil)
 	bob.Fail(t, "NOT_FOUND", sendQ, map[string]any{"s": s.ID, "b": "still here?"})
+	if m := sock.next(); m.Type != "error" || !strings.Contains(string(m.Payload), "NOT_FOUND") {
+		t.Fatalf("after removal: got %s %s, want an error with NOT_FOUND", m.Type, m.Payload)
+	}
+	// A new subscription right after is refused too: the held read went.
+	sock.subscribe("2", `subscription($s: ID!) { typing(sessionId: $s) { typing } }`, map[string]any{"s": s.ID})
+	if m := sock.next(); !strings.Contains(string(m.Payload), `"NOT_FOUND"`) || strings.Contains(string(m.Payload), `"typing":{`) {
+		t.Fatalf("subscribing after removal: got %s %s, want NOT_FOUND", m.Type, m.Payload)
+	}
 }
