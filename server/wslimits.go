@@ -33,7 +33,9 @@ type WebSocketLimits struct {
 	// ConnectsPerMinute caps new sockets per client address per minute.
 	ConnectsPerMinute int
 	// MessagesPerSecond caps what a client sends on one socket, with
-	// bursts of twice as many; beyond, the socket is closed (1008).
+	// bursts of twice as many (or of its Operations and a few more, when
+	// larger: a client may start all it is allowed at once); beyond, the
+	// socket is closed (1008).
 	MessagesPerSecond int
 }
 
@@ -65,12 +67,14 @@ func (l *WebSocketLimits) setDefaults() {
 // messageBudget is a token bucket of a socket's incoming messages.
 type messageBudget struct {
 	perSecond float64
+	burst     float64
 	tokens    float64
 	last      time.Time
 }
 
-func newMessageBudget(perSecond int, now time.Time) messageBudget {
-	return messageBudget{perSecond: float64(perSecond), tokens: 2 * float64(perSecond), last: now}
+func newMessageBudget(lim WebSocketLimits, now time.Time) messageBudget {
+	burst := float64(max(2*lim.MessagesPerSecond, lim.Operations+16))
+	return messageBudget{perSecond: float64(lim.MessagesPerSecond), burst: burst, tokens: burst, last: now}
 }
 
 // take spends one message; false when the client sends faster than the
@@ -79,7 +83,7 @@ func (b *messageBudget) take(now time.Time) bool {
 	if b.perSecond <= 0 {
 		return true
 	}
-	b.tokens = min(2*b.perSecond, b.tokens+now.Sub(b.last).Seconds()*b.perSecond)
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.perSecond)
 	b.last = now
 	if b.tokens < 1 {
 		return false

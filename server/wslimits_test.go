@@ -172,7 +172,8 @@ func TestWebsocketMessageRate(t *testing.T) {
 
 	c := mustDialWS(t, e.URL, transportWS)
 	c.init(nil)
-	// Far beyond 40 (the burst) plus what refills while they are written.
+	// Far beyond the burst (116: the operation cap and 16) plus what
+	// refills while they are written.
 	var err error
 	for i := 0; i < 2000 && err == nil; i++ {
 		err = c.conn.WriteJSON(wsMsg{Type: "ping"})
