@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -416,5 +418,116 @@ func TestReplicaHeader(t *testing.T) {
 	plain := newEnv(t, server.Config{}, server.Deps{})
 	if got := plain.post(t, `{ __typename }`, nil).Header.Get(server.ReplicaHeader); got != "" {
 		t.Errorf("unnamed replica sends %q", got)
+	}
+}
+
+// TestWebsocketDropsSilentPeer: a client that stops answering keep-alives
+// (no pong to the protocol ping, no WebSocket pong) is disconnected once
+// its read deadline passes, on both protocols, though it sent nothing.
+func TestWebsocketDropsSilentPeer(t *testing.T) {
+	t.Parallel()
+	const keepAlive = 100 * time.Millisecond // dropped after 2 intervals and a second
+	s, err := server.New(server.Config{WebSocketKeepAlive: keepAlive}, server.Deps{Schema: newEnvSchema()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	for _, proto := range []string{legacyWS, transportWS} {
+		c := mustDialWS(t, ts.URL, proto)
+		c.conn.SetPingHandler(func(string) error { return nil }) // no WebSocket pong either
+		c.init(nil)
+		// Read what comes (the keep-alives) and answer nothing, until the
+		// server drops the connection; the client's own deadline is far.
+		_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var err error
+		for err == nil {
+			_, _, err = c.conn.ReadMessage()
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s: a silent peer was not dropped: %v", proto, err)
+		}
+	}
+}
+
+// heldConn holds what is written to it until flush: several frames then
+// reach the server in one segment.
+type heldConn struct {
+	net.Conn
+	mu   sync.Mutex
+	hold bool
+	buf  []byte
+}
+
+func (h *heldConn) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hold {
+		h.buf = append(h.buf, p...)
+		return len(p), nil
+	}
+	return h.Conn.Write(p)
+}
+
+func (h *heldConn) flush() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hold = false
+	_, err := h.Conn.Write(h.buf)
+	return err
+}
+
+// TestWebsocketMessagesInOneSegment: messages that arrive together (read
+// into the socket's buffer at once) are each handled, without waiting for
+// more input.
+func TestWebsocketMessagesInOneSegment(t *testing.T) {
+	t.Parallel()
+	s, err := server.New(server.Config{}, server.Deps{Schema: newEnvSchema()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	var held *heldConn
+	d := websocket.Dialer{Subprotocols: []string{transportWS}, HandshakeTimeout: 5 * time.Second,
+		NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			held = &heldConn{Conn: c}
+			return held, nil
+		}}
+	conn, _, err := d.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+"/graphql", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &wsClient{t: t, conn: conn, proto: transportWS}
+	held.mu.Lock()
+	held.hold = true
+	held.mu.Unlock()
+	c.sendInit(nil)
+	for _, id := range []string{"1", "2"} {
+		p, _ := json.Marshal(map[string]any{"query": `{ __typename }`})
+		c.send(wsMsg{Type: "subscribe", ID: id, Payload: p})
+	}
+	if err := held.flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("connection_ack")
+	done := map[string]bool{}
+	for len(done) < 2 {
+		m, err := c.next()
+		if err != nil {
+			t.Fatalf("answers to messages sent in one segment: %v (completed: %v)", err, done)
+		}
+		switch m.Type {
+		case "complete":
+			done[m.ID] = true
+		case "next":
+		default:
+			t.Fatalf("got %s %s", m.Type, m.Payload)
+		}
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -57,9 +59,9 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 		HandshakeTimeout: 10 * time.Second,
 		Subprotocols:     []string{graphqlTransportWS, graphqlWS},
 		CheckOrigin:      func(r *http.Request) bool { return s.origins.allowed(r) },
-		// Own small read buffer and pooled write buffers, so that neither
-		// net/http's (dropped when Do returns) nor ours stays per socket.
-		ReadBufferSize:  1024,
+		// Our own small read buffer (handed over by hijackWriter: the
+		// reader looks at what it holds) and pooled write buffers, so that
+		// net/http's (dropped when Do returns) do not stay per socket.
 		WriteBufferPool: &wsWriteBuffers,
 	}
 	hw := &hijackWriter{ResponseWriter: w}
@@ -69,10 +71,13 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	}
 	ctx := r.Context()
 	c := &wsConn{
-		s: s, exec: exec, st: st, conn: conn, batch: hw.conn, ctx: ctx,
+		s: s, exec: exec, st: st, conn: conn, batch: hw.conn, br: hw.br, ctx: ctx,
 		legacy:  conn.Subprotocol() != graphqlTransportWS,
 		ops:     map[string]*wsOp{},
-		handled: make(chan struct{}),
+		handled: make(chan error),
+	}
+	if sc, ok := hw.conn.Conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
 	}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	// Shutdown ends ctx: close the socket, initialised or not.
@@ -97,9 +102,11 @@ type wsConn struct {
 	exec    graphql.GraphExecutor
 	st      *wsState
 	conn    *websocket.Conn
-	batch   *batchConn    // under conn: the writer's batches go out in one write
-	legacy  bool          // graphql-ws (subscriptions-transport-ws)
-	handled chan struct{} // read's handler goroutine answers here
+	batch   *batchConn      // under conn: the writer's batches go out in one write
+	br      *bufio.Reader   // conn's read buffer
+	raw     syscall.RawConn // the socket's, to wait for input without reading; nil: none (TLS)
+	legacy  bool            // graphql-ws (subscriptions-transport-ws)
+	handled chan error      // read's handler goroutine answers here
 
 	ctx    context.Context // the socket's: ends when it closes
 	cancel context.CancelFunc
@@ -144,31 +151,58 @@ func (c *wsConn) read() {
 		}
 	})
 	defer initTimer.Stop()
-	budget := newMessageBudget(c.s.cfg.WebSocket.MessagesPerSecond, time.Now())
-	for {
+	budget := newMessageBudget(c.s.cfg.WebSocket, time.Now())
+	next := func() error { // reads a message and acts on it
 		_, b, err := c.conn.ReadMessage() // bounded by the read limit
 		if err != nil {
-			c.readFailed(err)
-			return
+			return err
 		}
 		if c.isClosing() {
 			// Drain until the client answers the close frame (or the
 			// writer's deadline): closing with unread input would reset
 			// the connection before the client reads why.
-			continue
+			return nil
 		}
 		alive()
 		if !budget.take(time.Now()) {
 			c.close(websocket.ClosePolicyViolation, "Too many messages: slow down")
-			continue
+			return nil
 		}
-		// Each message is handled on a goroutine of its own, in order: the
-		// reader's stack, kept for the socket's life, stays as shallow as
-		// reading (decoding JSON, verifying a token go deep). One that
-		// ends the socket closes it.
-		go func() { c.message(b); c.handled <- struct{}{} }()
-		<-c.handled
+		c.message(b) // one that ends the socket closes it
+		return nil
 	}
+	for {
+		// The reader only waits for input; each message is read and
+		// handled on a goroutine of its own, in order. So the reader's
+		// stack, kept for the socket's life, stays as shallow as waiting
+		// (reading a frame, decoding JSON, verifying a token go deep).
+		if err := c.readable(); err != nil {
+			c.readFailed(err)
+			return
+		}
+		go func() { c.handled <- next() }()
+		if err := <-c.handled; err != nil {
+			c.readFailed(err)
+			return
+		}
+	}
+}
+
+// readable waits until the socket has input (or its read deadline
+// passes, or it closes): at once when the read buffer holds some.
+func (c *wsConn) readable() error {
+	if c.raw == nil || c.br.Buffered() > 0 {
+		return nil
+	}
+	var peek [1]byte
+	err := c.raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN && err != syscall.EINTR // data, EOF or an error: the read says which
+	})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return nil // other errors: the read reports them
 }
 
 func (c *wsConn) isClosing() bool {
@@ -735,11 +769,18 @@ func (g *wsGroup) store(key any, payload []byte) {
 	g.key, g.payload = key, bytes.Clone(payload)
 }
 
-// hijackWriter hands gorilla the hijacked connection as a batchConn.
+// hijackWriter hands gorilla the hijacked connection as a batchConn, and
+// a read buffer of ours (gorilla reads through it: Upgrader.ReadBufferSize
+// 0 takes the hijacked one when it holds more than 256 bytes).
 type hijackWriter struct {
 	http.ResponseWriter
 	conn *batchConn
+	br   *bufio.Reader
 }
+
+// wsReadBuffer is a socket's read buffer: client messages are small (a
+// longer one is read through it in pieces).
+const wsReadBuffer = 512
 
 func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := h.ResponseWriter.(http.Hijacker)
@@ -751,7 +792,12 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.conn = &batchConn{Conn: c}
-	return h.conn, brw, nil
+	if brw.Reader.Buffered() > 0 { // gorilla refuses input before the handshake's end
+		h.br = brw.Reader
+		return h.conn, brw, nil
+	}
+	h.br = bufio.NewReaderSize(h.conn, wsReadBuffer)
+	return h.conn, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
 // batchConn lets the writer send the frames it has queued in one write
