@@ -35,7 +35,7 @@ type watch struct {
 	userID string
 	check  func(context.Context) error
 	onEnd  func(error) // called before cancel when access ends; may be nil
-	cancel context.CancelCauseFunc
+	cancel context.CancelCauseFunc // nil: onEnd alone ends it
 	once   sync.Once
 }
 
@@ -44,7 +44,9 @@ func (w *watch) end(err error) {
 		if w.onEnd != nil {
 			w.onEnd(err)
 		}
-		w.cancel(err)
+		if w.cancel != nil {
+			w.cancel(err)
+		}
 	})
 }
 
@@ -186,10 +188,11 @@ func (h *Hub) WatchLogin(ctx context.Context, familyID string, end func()) {
 	if familyID == "" {
 		return
 	}
-	wctx, cancel := context.WithCancelCause(ctx)
-	w := &watch{cancel: cancel, onEnd: func(error) { end() }}
+	// No context of its own: end ends ctx's owner (the socket), and with
+	// it the watch.
+	w := &watch{onEnd: func(error) { end() }}
 	h.add(h.logins, familyID, w)
-	context.AfterFunc(wctx, func() { h.remove(h.logins, familyID, w) })
+	context.AfterFunc(ctx, func() { h.remove(h.logins, familyID, w) })
 }
 
 // Watches counts the registered watches (for metrics and tests).

@@ -74,12 +74,14 @@ func (st *wsState) ended(id string) {
 // wsState follows one WebSocket request: the middleware that serves it
 // closes the connection and accounts for it when gqlgen is done.
 type wsState struct {
-	addr string // the client's address, for the socket limits
+	addr   string             // the client's address, for the socket limits
+	cancel context.CancelFunc // ends the socket's context
 
 	mu          sync.Mutex
 	conn        *websocket.Conn
 	start       time.Time
 	onClose     func(start time.Time, code int) // the transport's account, once upgraded
+	closeSocket func()                          // the transport's: closes the socket
 	done        func()                          // serveWebsocket's account
 	closeCode   int
 	userID      string              // once connection_init authenticated
@@ -132,10 +134,20 @@ func wsStateFrom(ctx context.Context) *wsState {
 
 // accepted notes the upgrade; onClose accounts for the socket when it
 // ends.
-func (st *wsState) accepted(c *websocket.Conn, onClose func(start time.Time, code int)) {
+func (st *wsState) accepted(c *websocket.Conn, onClose func(start time.Time, code int), closeSocket func()) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.conn, st.start, st.onClose = c, time.Now(), onClose
+	st.conn, st.start, st.onClose, st.closeSocket = c, time.Now(), onClose, closeSocket
+}
+
+// endSocket closes the socket (with the code force set, if any).
+func (st *wsState) endSocket() {
+	st.mu.Lock()
+	closeSocket := st.closeSocket
+	st.mu.Unlock()
+	if closeSocket != nil {
+		closeSocket()
+	}
 }
 
 // finish accounts for a socket that ended (or was never upgraded).
@@ -165,7 +177,7 @@ func (st *wsState) closed(code int) {
 func (s *Server) serveWebsocket(next http.Handler, w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	stop := context.AfterFunc(s.shutdown, cancel)
-	st := &wsState{addr: codecrafter.ClientAddrFromContext(ctx)}
+	st := &wsState{addr: codecrafter.ClientAddrFromContext(ctx), cancel: cancel}
 	if err := s.sockets.open(st.addr, time.Now()); err != nil {
 		stop()
 		cancel()
@@ -230,12 +242,14 @@ func (s *Server) websocketInit(ctx context.Context, p transport.InitPayload) (co
 		return s.refuseInit(ctx, closeForbidden, "Forbidden: ", err)
 	}
 
-	ctx, cancel := context.WithCancel(codecrafter.WithUserID(ctx, claims.UserID))
+	// The user's context is the socket's: it ends when their access does
+	// (token expired, login revoked), which closes the socket.
+	ctx = codecrafter.WithUserID(ctx, claims.UserID)
 	end := func(msg string) func() {
 		return func() {
 			st.force(closeAccessEnded, msg)
 			s.logger(ctx).Info("websocket access ended", "user", claims.UserID, "reason", msg)
-			cancel()
+			st.endSocket()
 		}
 	}
 	stop := func() bool { return true }
@@ -246,7 +260,7 @@ func (s *Server) websocketInit(ctx context.Context, p transport.InitPayload) (co
 		s.deps.Access.WatchLogin(ctx, claims.FamilyID, end("Forbidden: this login was revoked; sign in again"))
 	}
 	st.mu.Lock()
-	st.userID, st.endIdentity = claims.UserID, func() { stop(); cancel() }
+	st.userID, st.endIdentity = claims.UserID, func() { stop() }
 	st.mu.Unlock()
 	return ctx, nil, nil
 }

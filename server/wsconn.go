@@ -79,10 +79,10 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	if sc, ok := hw.conn.Conn.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
-	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.cancel = st.cancel // ctx is serveWebsocket's, the socket's own
 	// Shutdown ends ctx: close the socket, initialised or not.
 	context.AfterFunc(c.ctx, func() { c.close(websocket.CloseNormalClosure, "terminated") })
-	st.accepted(conn, c.finished)
+	st.accepted(conn, c.finished, func() { c.close(websocket.CloseNormalClosure, "terminated") })
 	s.metrics.wsActive.Inc()
 	s.logger(ctx).Info("websocket connected", "subprotocol", conn.Subprotocol(), "origin", r.Header.Get("Origin"))
 	conn.SetReadLimit(s.cfg.WebSocketReadLimit)
@@ -286,10 +286,7 @@ func (c *wsConn) init(payload json.RawMessage) bool {
 		c.close(refused.code, refused.reason)
 		return false
 	}
-	c.initCtx = ctx
-	// The user's context ends when their access does (token expired,
-	// login revoked) or the socket closes.
-	context.AfterFunc(ctx, func() { c.close(websocket.CloseNormalClosure, "terminated") })
+	c.initCtx = ctx // the socket's, with the user: access ending closes the socket
 	c.st.ack()
 	c.send(frame("connection_ack", "", nil))
 	if c.legacy {
