@@ -75,11 +75,11 @@ configure_runtimes() {
     command -v crun >/dev/null || need_pkgs crun
     crun_cgroups_ok && crun=1
   fi
-  local want; want=$(daemon_json $runsc $crun)
+  local json; json=$(daemon_json $runsc $crun)
   if [ -f /etc/docker/daemon.json ]; then
     local have; have=$(cat /etc/docker/daemon.json)
-    [ "$have" = "$want" ] && return 0
-    local ours=""
+    [ "$have" = "$json" ] && return 0
+    local ours="" v
     for v in "$(daemon_json 1 0)" "$(daemon_json 0 1)" "$(daemon_json 1 1)" "$(daemon_json 0 0)"; do
       [ "$have" = "$v" ] && ours=1
     done
@@ -89,7 +89,7 @@ configure_runtimes() {
     fi
   fi
   as_root mkdir -p /etc/docker
-  printf '%s\n' "$want" | as_root tee /etc/docker/daemon.json >/dev/null
+  printf '%s\n' "$json" | as_root tee /etc/docker/daemon.json >/dev/null
   log "registered runtimes in /etc/docker/daemon.json:$([ $runsc = 1 ] && echo ' runsc (gVisor)')$([ $crun = 1 ] && echo ' crun')"
   # A running dockerd reloads its runtimes on SIGHUP, containers untouched.
   if pgrep -x dockerd >/dev/null; then
