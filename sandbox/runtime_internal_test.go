@@ -44,6 +44,9 @@ func TestRuntimeFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
+	if !memcgRuntime(d.engineDefault) {
+		t.Skipf("the engine's default runtime %q is not runc: no fallback to it", d.engineDefault)
+	}
 	d.rt.Store(&runtimeChoice{name: "no-such-runtime-" + codecrafter.RandomToken(4), auto: true})
 	var used string
 	d.onAcquire = func(id string) {
