@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs (apt, when missing) and starts the services the sandbox and the
-# tests need: dockerd, redis-server, rabbitmq-server. Idempotent: a service
-# that already answers is left alone.
+# tests need: dockerd (with crun and gVisor's runsc registered), redis-server,
+# rabbitmq-server. Idempotent: a service that already answers is left alone,
+# except that a running dockerd is told to reload its runtimes (SIGHUP) when
+# this script registers one.
 #
 #   usage: scripts/services.sh [docker] [redis] [rabbitmq] [tools]   (default: all)
 #   (tools: promtool and docker-compose, which the deploy/ tests run)
