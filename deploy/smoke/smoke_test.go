@@ -254,7 +254,18 @@ func TestStack(t *testing.T) {
 	})
 
 	j.step("the workers' warm sandboxes run under the configured runtime", time.Minute, func(ctx context.Context) error {
-		want := env("CODECRAFTER_SANDBOX_RUNTIME", "runc")
+		// Unset, sandboxes take crun where the engine has it, else runc.
+		want := env("CODECRAFTER_SANDBOX_RUNTIME", "")
+		if want == "" {
+			rts, err := docker(ctx, "info", "-f", "{{range $k, $v := .Runtimes}}{{$k}} {{end}}")
+			if err != nil {
+				return err
+			}
+			want = "runc"
+			if slices.Contains(strings.Fields(rts), "crun") {
+				want = "crun"
+			}
+		}
 		workers, err := containers(ctx, "worker")
 		if err != nil {
 			return err
