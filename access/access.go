@@ -34,7 +34,7 @@ type Hub struct {
 type watch struct {
 	userID string
 	check  func(context.Context) error
-	onEnd  func(error) // called before cancel when access ends; may be nil
+	onEnd  func(error)             // called before cancel when access ends; may be nil
 	cancel context.CancelCauseFunc // nil: onEnd alone ends it
 	once   sync.Once
 }
