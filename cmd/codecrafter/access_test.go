@@ -298,10 +298,13 @@ func TestAccessChangesApplyToTheNextAction(t *testing.T) {
 
 	owner.Do(t, roleQ, map[string]any{"s": s.ID, "u": bob.ID, "r": "VIEWER"}, nil)
 	bob.Fail(t, "FORBIDDEN", editQ, insert(1))
-	bob.Do(t, sendQ, map[string]any{"s": s.ID, "b": "viewers chat"}, nil)
+	var sent struct{ SendMessage struct{ ID string } }
+	bob.Do(t, sendQ, map[string]any{"s": s.ID, "b": "viewers chat"}, &sent)
 
+	// after: the next message arrives whether the subscription is live
+	// before it is sent or replays it.
 	sock := openSocket(t, ta, "graphql-transport-ws", bob.Access)
-	sock.subscribe("1", `subscription($s: ID!) { messageAdded(sessionId: $s) { id } }`, map[string]any{"s": s.ID})
+	sock.subscribe("1", `subscription($s: ID!, $a: ID) { messageAdded(sessionId: $s, after: $a) { id } }`, map[string]any{"s": s.ID, "a": sent.SendMessage.ID})
 	owner.Do(t, sendQ, map[string]any{"s": s.ID, "b": "live"}, nil)
 	if m := sock.next(); m.Type != "next" {
 		t.Fatalf("subscribed: got %s %s", m.Type, m.Payload)
