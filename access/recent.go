@@ -180,6 +180,17 @@ func (r *Recent) Authorize(ctx context.Context, sessionID string, action codecra
 	return sess, userID, nil
 }
 
+// Caller is Authorize for the caller in ctx (UNAUTHENTICATED without
+// one); it returns the caller's id too.
+func Caller(ctx context.Context, sessions SessionReader, sessionID string, action codecrafter.Action) (*codecrafter.Session, string, error) {
+	userID, err := codecrafter.RequireUser(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	sess, err := Authorize(ctx, sessions, sessionID, userID, action)
+	return sess, userID, err
+}
+
 // Authorize reads the session and checks userID may take action in it:
 // NOT_FOUND for outsiders (and sessions that do not exist), FORBIDDEN when
 // their role does not allow it.

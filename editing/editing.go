@@ -615,12 +615,7 @@ func (s *Service) editStream(sess *codecrafter.Session) stream.Source[*codecraft
 }
 
 func (s *Service) authorize(ctx context.Context, sessionID string, action codecrafter.Action) (*codecrafter.Session, string, error) {
-	userID, err := codecrafter.RequireUser(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	sess, err := access.Authorize(ctx, s.sessions, sessionID, userID, action)
-	return sess, userID, err
+	return access.Caller(ctx, s.sessions, sessionID, action)
 }
 
 func parseOps(in []OpInput) (ot.Operation, error) {

@@ -19,17 +19,7 @@ const FairMargin = 2
 // break this order (Yields, worker/fair.go) and the API reports a run's
 // index in it as its queue position, so both sides share it.
 func FairOrder(pending []*codecrafter.Execution) []*codecrafter.Execution {
-	load := map[string]int{}
-	var queued []*codecrafter.Execution
-	for _, e := range pending {
-		switch e.Status {
-		case codecrafter.StatusRunning:
-			load[e.UserID]++
-		case codecrafter.StatusQueued:
-			load[e.UserID]++
-			queued = append(queued, e)
-		}
-	}
+	load, queued := outstanding(pending)
 	out := make([]*codecrafter.Execution, 0, len(queued))
 	placed := make([]bool, len(queued))
 	for len(out) < len(queued) {
@@ -59,20 +49,27 @@ func FairOrder(pending []*codecrafter.Execution) []*codecrafter.Execution {
 // first: someone else has runs QUEUED in pending and at least FairMargin
 // fewer runs outstanding (queued plus running).
 func Yields(pending []*codecrafter.Execution, userID string) bool {
-	load, queued := map[string]int{}, map[string]bool{}
+	load, queued := outstanding(pending)
+	for _, e := range queued {
+		if e.UserID != userID && load[e.UserID]+FairMargin <= load[userID] {
+			return true
+		}
+	}
+	return false
+}
+
+// outstanding counts each user's runs queued or running in pending and
+// returns the queued ones, in pending's order.
+func outstanding(pending []*codecrafter.Execution) (load map[string]int, queued []*codecrafter.Execution) {
+	load = map[string]int{}
 	for _, e := range pending {
 		switch e.Status {
 		case codecrafter.StatusRunning:
 			load[e.UserID]++
 		case codecrafter.StatusQueued:
 			load[e.UserID]++
-			queued[e.UserID] = true
+			queued = append(queued, e)
 		}
 	}
-	for u := range queued {
-		if u != userID && load[u]+FairMargin <= load[userID] {
-			return true
-		}
-	}
-	return false
+	return load, queued
 }

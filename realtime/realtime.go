@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -56,7 +57,7 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	chat     *stream.Hub[*codecrafter.Message] // one follower per session
-	recent   *access.Recent                    // Send's authorization, from recent session reads
+	recent   *access.Recent                    // authorization from recent session reads (authorizeRecent)
 	sends    *batch.Queues[*sendRequest]       // per session: messages waiting for its writer
 }
 
@@ -154,9 +155,13 @@ func (s *Service) commitSends(sessionID string, batch []*sendRequest) {
 		}
 	}()
 	var stored [][]byte
+	var senders []string // each once, in order: their typing ends
 	for _, m := range ms {
 		if m.Seq != 0 {
 			stored = append(stored, encodeMessage(m))
+			if !slices.Contains(senders, m.UserID) {
+				senders = append(senders, m.UserID)
+			}
 		}
 	}
 	if len(stored) == 0 {
@@ -165,12 +170,8 @@ func (s *Service) commitSends(sessionID string, batch []*sendRequest) {
 	if err := codecrafter.PublishAll(ctx, s.bus, codecrafter.ChatTopic(sessionID), stored); err != nil {
 		s.log.WarnContext(ctx, "publish messages", "session", sessionID, "err", err)
 	}
-	cleared := map[string]bool{}
-	for _, m := range ms {
-		if m.Seq != 0 && !cleared[m.UserID] {
-			cleared[m.UserID] = true
-			s.publishTyping(ctx, sessionID, m.UserID, false)
-		}
+	for _, u := range senders {
+		s.publishTyping(ctx, sessionID, u, false)
 	}
 }
 
@@ -582,10 +583,6 @@ func (s *Service) authorizeRecent(ctx context.Context, sessionID string, action 
 // authorize checks the caller may take action in the session: NOT_FOUND
 // for outsiders, FORBIDDEN when their role does not allow it.
 func (s *Service) authorize(ctx context.Context, sessionID string, action codecrafter.Action) (string, error) {
-	userID, err := codecrafter.RequireUser(ctx)
-	if err != nil {
-		return "", err
-	}
-	_, err = access.Authorize(ctx, s.sessions, sessionID, userID, action)
+	_, userID, err := access.Caller(ctx, s.sessions, sessionID, action)
 	return userID, err
 }
