@@ -112,8 +112,14 @@ func (h *Hub[T]) Watch(ctx context.Context, key string, after int, emit func(T) 
 		}
 		h.mu.Unlock()
 		if starter {
-			if err := sh.start(ctx); err != nil {
+			tail, err := sh.start(ctx)
+			if err != nil {
 				return err
+			}
+			if after < 0 {
+				// From the tail it read, not from wherever the follower
+				// got since: an item stored meanwhile came after it joined.
+				after = tail
 			}
 		} else {
 			select {
@@ -151,8 +157,8 @@ func (h *Hub[T]) forget(sh *shared[T]) {
 }
 
 // start subscribes, then reads the tail (so that no item falls between
-// the two), then runs the follower.
-func (sh *shared[T]) start(ctx context.Context) error {
+// the two), then runs the follower from it; it returns the tail.
+func (sh *shared[T]) start(ctx context.Context) (int, error) {
 	defer close(sh.ready)
 	sh.src = sh.hub.cfg.Source(sh.key)
 	// The follower serves many watchers: none of their contexts.
@@ -167,7 +173,7 @@ func (sh *shared[T]) start(ctx context.Context) error {
 			sh.last, sh.cancel = last, cancel
 			sh.mu.Unlock()
 			go sh.follow(fctx, live, last)
-			return nil
+			return last, nil
 		}
 	}
 	cancel()
@@ -178,7 +184,7 @@ func (sh *shared[T]) start(ctx context.Context) error {
 	}
 	sh.mu.Unlock()
 	sh.hub.forget(sh)
-	return err
+	return 0, err
 }
 
 func (sh *shared[T]) follow(ctx context.Context, live <-chan []byte, last int) {
