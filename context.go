@@ -41,6 +41,12 @@ func RequireUser(ctx context.Context) (string, error) {
 	return "", Errorf(EUNAUTHENTICATED, "authentication required: send a valid access token")
 }
 
+// AuthErrorFromContext returns the error WithAuthError recorded, or nil.
+func AuthErrorFromContext(ctx context.Context) error {
+	err, _ := ctx.Value(authErrKey).(error)
+	return err
+}
+
 // WithRequestID returns ctx carrying the request id used in logs and errors.
 func WithRequestID(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, requestIDKey, id)

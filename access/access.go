@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/push"
 )
 
 // ErrRevoked is the cause of a connection context ended by a revoked login.
@@ -175,6 +176,12 @@ func (h *Hub) recheckAll(ctx context.Context) {
 // Register before the first access check, so that no change falls between
 // the two. The watch goes when ctx ends.
 func (h *Hub) WatchSession(ctx context.Context, sessionID, userID string, check func(context.Context) error, onEnd func(error)) context.Context {
+	if e := push.EndsOf(ctx); e != nil { // the operation's own context ends with the cause
+		w := &watch{userID: userID, check: check, onEnd: onEnd, cancel: e.Cancel}
+		h.add(h.sessions, sessionID, w)
+		e.OnEnd(func() { h.remove(h.sessions, sessionID, w) })
+		return ctx
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	w := &watch{userID: userID, check: check, onEnd: onEnd, cancel: cancel}
 	h.add(h.sessions, sessionID, w)
@@ -182,17 +189,16 @@ func (h *Hub) WatchSession(ctx context.Context, sessionID, userID string, check 
 	return ctx
 }
 
-// WatchLogin calls end when the login familyID is revoked, until ctx
-// ends. It returns at once.
-func (h *Hub) WatchLogin(ctx context.Context, familyID string, end func()) {
+// WatchLogin calls end when the login familyID is revoked, until stop
+// is called. It returns at once. No context: its owner (a socket) stops
+// it when it ends, which costs less than a context's registration.
+func (h *Hub) WatchLogin(familyID string, end func()) (stop func()) {
 	if familyID == "" {
-		return
+		return func() {}
 	}
-	// No context of its own: end ends ctx's owner (the socket), and with
-	// it the watch.
 	w := &watch{onEnd: func(error) { end() }}
 	h.add(h.logins, familyID, w)
-	context.AfterFunc(ctx, func() { h.remove(h.logins, familyID, w) })
+	return func() { h.remove(h.logins, familyID, w) }
 }
 
 // Watches counts the registered watches (for metrics and tests).

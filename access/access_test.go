@@ -82,19 +82,18 @@ func TestRemovedParticipantsWatchEnds(t *testing.T) {
 
 func TestRevokedLoginEnds(t *testing.T) {
 	h, bus := newHub(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	done := make(chan struct{})
-	h.WatchLogin(ctx, "fam-1", func() { close(done) })
+	stop1 := h.WatchLogin("fam-1", func() { close(done) })
 	other := make(chan struct{}, 1)
-	h.WatchLogin(ctx, "fam-2", func() { other <- struct{}{} })
+	stop2 := h.WatchLogin("fam-2", func() { other <- struct{}{} })
 	publish(t, bus, codecrafter.AccessChange{FamilyID: "fam-1"})
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("revoked login not ended")
 	}
-	cancel() // a normal end does not call end
+	stop1() // a normal end does not call end
+	stop2()
 	waitWatches(t, h, 0)
 	select {
 	case <-other:

@@ -45,3 +45,40 @@ func From(ctx context.Context) Sink {
 	s, _ := ctx.Value(sinkKey{}).(Sink)
 	return s
 }
+
+// Ends is an optional part of a Sink: the operation's end, for what a
+// subscription holds until then. The transport keeps a list, an entry a
+// hook, where context.AfterFunc and a context of one's own cost a
+// registration, a channel and a map each, held for the subscription's
+// life.
+type Ends interface {
+	// Done is the operation's context's: a context with the same Done
+	// ends exactly when the operation does.
+	Done() <-chan struct{}
+	// OnEnd runs f once the operation has ended, unless stop (true when
+	// it stopped f) is called first; false when it has ended already.
+	OnEnd(f func()) (stop func() bool, ok bool)
+	// Cancel ends the operation: its context ends with cause as its
+	// cause (context.Cause), then the subscription ends.
+	Cancel(cause error)
+}
+
+// EndsOf returns the operation's Ends when ctx ends exactly with it
+// (nil otherwise: ctx has an end of its own, or the transport has none).
+func EndsOf(ctx context.Context) Ends {
+	if e, ok := From(ctx).(Ends); ok && e.Done() == ctx.Done() {
+		return e
+	}
+	return nil
+}
+
+// OnEnd is context.AfterFunc(ctx, f), on the operation's list when ctx
+// ends with it.
+func OnEnd(ctx context.Context, f func()) (stop func() bool) {
+	if e := EndsOf(ctx); e != nil {
+		if stop, ok := e.OnEnd(f); ok {
+			return stop
+		}
+	}
+	return context.AfterFunc(ctx, f)
+}

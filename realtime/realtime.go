@@ -22,6 +22,7 @@ import (
 	"github.com/codecrafter/codecrafter"
 	"github.com/codecrafter/codecrafter/access"
 	"github.com/codecrafter/codecrafter/batch"
+	"github.com/codecrafter/codecrafter/push"
 	"github.com/codecrafter/codecrafter/stream"
 )
 
@@ -552,7 +553,7 @@ func (s *Service) Hold(ctx context.Context, sessionID string) {
 		s.log.WarnContext(ctx, "presence hold", "session", sessionID, "err", err)
 		return
 	}
-	context.AfterFunc(ctx, release)
+	push.OnEnd(ctx, release)
 }
 
 // Online reports whether userID is online in the session (false when

@@ -9,6 +9,8 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/codecrafter/codecrafter/push"
 )
 
 // Label bounds: operation names are client-chosen.
@@ -99,7 +101,7 @@ func (m *metrics) InterceptOperation(ctx context.Context, next graphql.Operation
 		// when the subscription completes, fails or the socket closes).
 		g := m.subscriptions.WithLabelValues(rootField(opCtx))
 		g.Inc()
-		context.AfterFunc(ctx, g.Dec)
+		push.OnEnd(ctx, g.Dec)
 	}
 	responses := next(context.WithValue(ctx, countedKey{}, true))
 	done := false

@@ -169,6 +169,7 @@ type Deps struct {
 type Server struct {
 	cfg      Config
 	wsGroups wsGroups
+	queries  interned
 	deps     Deps
 	log      *slog.Logger
 	origins  originPolicy
@@ -241,6 +242,10 @@ func (s *Server) Shutdown() {
 	s.shutdownOnce.Do(func() {
 		s.log.Info("server shutting down: closing websockets")
 		s.stop()
+		for _, st := range s.sockets.live() {
+			st.cancel()
+			st.endSocket()
+		}
 	})
 }
 

@@ -27,8 +27,9 @@ const (
 )
 
 // incoming checks a client message against the protocol and returns the
-// close code and reason when it breaks it (0 when it does not).
-func (st *wsState) incoming(typ, id string) (int, string) {
+// close code and reason when it breaks it (0 when it does not). The
+// transport refuses an id already running (closeDuplicateID).
+func (st *wsState) incoming(typ string) (int, string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch typ {
@@ -36,13 +37,6 @@ func (st *wsState) incoming(typ, id string) (int, string) {
 		if !st.acked {
 			return closeUnauthorized, "Unauthorized"
 		}
-		if _, dup := st.ids[id]; dup {
-			return closeDuplicateID, "Subscriber for " + truncate(id, 80) + " already exists"
-		}
-		if st.ids == nil {
-			st.ids = map[string]struct{}{}
-		}
-		st.ids[id] = struct{}{}
 	case "connection_init":
 		if st.acked {
 			return closeTooManyInits, "Too many initialisation requests"
@@ -58,17 +52,17 @@ func (st *wsState) ack() {
 	st.acked = true
 }
 
+// identity returns the user and their token's expiry (zero: none).
+func (st *wsState) identity() (string, time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.userID, st.expires
+}
+
 func (st *wsState) isAcked() bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.acked
-}
-
-// ended notes an operation that ended: its id may be used again.
-func (st *wsState) ended(id string) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	delete(st.ids, id)
 }
 
 // wsState follows one WebSocket request: the middleware that serves it
@@ -84,13 +78,13 @@ type wsState struct {
 	closeSocket func()                          // the transport's: closes the socket
 	done        func()                          // serveWebsocket's account
 	closeCode   int
-	userID      string              // once connection_init authenticated
-	ops         int                 // operations running
-	acked       bool                // connection_ack sent
-	ids         map[string]struct{} // operations the client started and that have not ended
+	userID      string // once connection_init authenticated
+	ops         int    // operations running
+	acked       bool   // connection_ack sent
 	forcedCode  int
 	forcedMsg   string
-	endIdentity func() // stops the expiry timer
+	expires     time.Time // the access token's expiry (zero: none)
+	endIdentity func()    // stops the login's watch
 }
 
 // force makes the socket's close frame say code and message, when the
@@ -175,18 +169,20 @@ func (st *wsState) closed(code int) {
 // returns (so that net/http's per-connection buffers go). The socket's
 // context ends with Shutdown, which closes it.
 func (s *Server) serveWebsocket(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	stop := context.AfterFunc(s.shutdown, cancel)
+	ctx, cancel := context.WithCancel(socketContext(r.Context()))
 	st := &wsState{addr: codecrafter.ClientAddrFromContext(ctx), cancel: cancel}
 	if err := s.sockets.open(st.addr, time.Now()); err != nil {
-		stop()
 		cancel()
 		s.logger(ctx).Info("websocket refused", "err", err)
 		refuseWebsocket(w, r, err)
 		return
 	}
+	s.sockets.track(st) // Shutdown ends it
+	if s.shutdown.Err() != nil {
+		cancel()
+	}
 	st.done = func() {
-		stop()
+		s.sockets.untrack(st)
 		cancel()
 		st.mu.Lock()
 		userID, endIdentity := st.userID, st.endIdentity
@@ -207,6 +203,21 @@ func (s *Server) serveWebsocket(next http.Handler, w http.ResponseWriter, r *htt
 	if !upgraded { // refused (origin, a bad handshake): answered already
 		st.finish()
 	}
+}
+
+// socketContext is a socket's base: the values of the upgrade request
+// that serving it reads, without net/http's contexts, which the socket
+// would otherwise hold for its whole life.
+func socketContext(r context.Context) context.Context {
+	ctx := codecrafter.WithRequestID(context.Background(), codecrafter.RequestIDFromContext(r))
+	ctx = codecrafter.WithClientAddr(ctx, codecrafter.ClientAddrFromContext(r))
+	if err := codecrafter.AuthErrorFromContext(r); err != nil {
+		ctx = codecrafter.WithAuthError(ctx, err)
+	}
+	if c, ok := claimsFrom(r); ok {
+		ctx = withClaims(codecrafter.WithUserID(ctx, c.UserID), c)
+	}
+	return ctx
 }
 
 // websocketInit authenticates a connection from its connection_init
@@ -243,26 +254,27 @@ func (s *Server) websocketInit(ctx context.Context, p transport.InitPayload) (co
 	}
 
 	// The user's context is the socket's: it ends when their access does
-	// (token expired, login revoked), which closes the socket.
-	ctx = codecrafter.WithUserID(ctx, claims.UserID)
-	end := func(msg string) func() {
-		return func() {
-			st.force(closeAccessEnded, msg)
-			s.logger(ctx).Info("websocket access ended", "user", claims.UserID, "reason", msg)
-			st.endSocket()
-		}
-	}
-	stop := func() bool { return true }
-	if !claims.ExpiresAt.IsZero() {
-		stop = time.AfterFunc(time.Until(claims.ExpiresAt), end("Forbidden: access token expired; reconnect with a fresh one")).Stop
-	}
+	// (token expired: the transport's timer, login revoked), which closes
+	// the socket.
+	userID := claims.UserID
+	ctx = codecrafter.WithUserID(ctx, userID)
+	unwatch := func() {}
 	if s.deps.Access != nil {
-		s.deps.Access.WatchLogin(ctx, claims.FamilyID, end("Forbidden: this login was revoked; sign in again"))
+		unwatch = s.deps.Access.WatchLogin(claims.FamilyID, func() {
+			s.endAccess(ctx, st, userID, "Forbidden: this login was revoked; sign in again")
+		})
 	}
 	st.mu.Lock()
-	st.userID, st.endIdentity = claims.UserID, func() { stop() }
+	st.userID, st.expires, st.endIdentity = userID, claims.ExpiresAt, unwatch
 	st.mu.Unlock()
 	return ctx, nil, nil
+}
+
+// endAccess closes a socket whose access ended, saying why.
+func (s *Server) endAccess(ctx context.Context, st *wsState, userID, msg string) {
+	st.force(closeAccessEnded, msg)
+	s.logger(ctx).Info("websocket access ended", "user", userID, "reason", msg)
+	st.endSocket()
 }
 
 // refuseInit rejects connection_init with err, closing with code.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -528,6 +529,41 @@ func TestWebsocketMessagesInOneSegment(t *testing.T) {
 		case "next":
 		default:
 			t.Fatalf("got %s %s", m.Type, m.Payload)
+		}
+	}
+}
+
+// TestIdleWebsocketsHoldNoGoroutine: an idle socket waits in the poller,
+// not on a goroutine of its own (whose stack it would hold), and still
+// answers when the client speaks again.
+func TestIdleWebsocketsHoldNoGoroutine(t *testing.T) {
+	e := newEnv(t, server.Config{}, server.Deps{})
+	const n = 40
+	var clients []*wsClient
+	for i := range n {
+		proto := transportWS
+		if i%2 == 1 {
+			proto = legacyWS
+		}
+		c := mustDialWS(t, e.URL, proto)
+		c.init(nil)
+		clients = append(clients, c)
+	}
+	socketGoroutines := func() int {
+		buf := make([]byte, 1<<22)
+		buf = buf[:runtime.Stack(buf, true)]
+		n := 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "server.(*wsConn)") {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "idle sockets to hold no goroutine", func() bool { return socketGoroutines() == 0 })
+	for _, c := range clients { // each is woken by its input
+		if typ, _ := c.run("q", `{ __typename }`); typ == "error" {
+			t.Fatalf("%s: an idle socket's next operation failed", c.proto)
 		}
 	}
 }

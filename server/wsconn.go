@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,21 +74,29 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	ctx := r.Context()
 	c := &wsConn{
 		s: s, exec: exec, st: st, conn: conn, batch: hw.conn, br: hw.br, ctx: ctx,
-		legacy:  conn.Subprotocol() != graphqlTransportWS,
-		ops:     map[string]*wsOp{},
-		handled: make(chan error),
+		legacy: conn.Subprotocol() != graphqlTransportWS,
+		budget: newMessageBudget(s.cfg.WebSocket, time.Now()),
 	}
 	if sc, ok := hw.conn.Conn.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
 	c.cancel = st.cancel // ctx is serveWebsocket's, the socket's own
-	// Shutdown ends ctx: close the socket, initialised or not.
-	context.AfterFunc(c.ctx, func() { c.close(websocket.CloseNormalClosure, "terminated") })
 	st.accepted(conn, c.finished, func() { c.close(websocket.CloseNormalClosure, "terminated") })
+	if ctx.Err() != nil { // Shutdown came before accepted: it closes later ones
+		c.close(websocket.CloseNormalClosure, "terminated")
+	}
 	s.metrics.wsActive.Inc()
 	s.logger(ctx).Info("websocket connected", "subprotocol", conn.Subprotocol(), "origin", r.Header.Get("Origin"))
 	conn.SetReadLimit(s.cfg.WebSocketReadLimit)
-	go c.read()
+	conn.SetPongHandler(func(string) error { c.alive(); return nil })
+	c.alive()
+	c.timer = time.AfterFunc(s.cfg.WebSocketInitTimeout, c.tick)
+	if p := wsPoll(); p != nil && c.raw != nil {
+		c.poller, c.pollID = p, p.add(c)
+	}
+	if !c.park() {
+		go c.read()
+	}
 }
 
 const (
@@ -98,24 +108,32 @@ var wsWriteBuffers sync.Pool
 
 // wsConn is one socket.
 type wsConn struct {
-	s       *Server
-	exec    graphql.GraphExecutor
-	st      *wsState
-	conn    *websocket.Conn
-	batch   *batchConn      // under conn: the writer's batches go out in one write
-	br      *bufio.Reader   // conn's read buffer
-	raw     syscall.RawConn // the socket's, to wait for input without reading; nil: none (TLS)
-	legacy  bool            // graphql-ws (subscriptions-transport-ws)
-	handled chan error      // read's handler goroutine answers here
+	s      *Server
+	exec   graphql.GraphExecutor
+	st     *wsState
+	conn   *websocket.Conn
+	batch  *batchConn      // under conn: the writer's batches go out in one write
+	br     *bufio.Reader   // conn's read buffer
+	raw    syscall.RawConn // the socket's, to wait for input without reading; nil: none (TLS)
+	legacy bool            // graphql-ws (subscriptions-transport-ws)
+
+	budget    messageBudget // the client's messages (read's)
+	timer     *time.Timer   // tick's: connection_init's deadline, then the keep-alive
+	lastInput atomic.Int64  // when the last input came (UnixNano), for ping
+
+	poller *wsPoller // nil: read waits for input on its goroutine
+	pollID uint64
+	pmu    sync.Mutex // guards parked and armed
+	parked bool       // waiting for the poller, with no goroutine
+	armed  bool       // in the poller's set
 
 	ctx    context.Context // the socket's: ends when it closes
 	cancel context.CancelFunc
 
 	initCtx context.Context // after connection_init: the user's context
 
-	mu        sync.Mutex
-	ops       map[string]*wsOp
-	keepAlive *time.Timer
+	mu  sync.Mutex
+	ops []*wsOp // running (a few: a slice costs less than a map); an id is not used twice at once
 
 	wmu      sync.Mutex // guards the write queue
 	out      [][]byte
@@ -136,55 +154,90 @@ type message struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
-// read is the socket's one long-lived goroutine: it reads and handles the
-// client's messages until the socket closes, then releases everything.
+// read waits for input (at once when the poller woke it), reads and
+// handles the client's messages while there are some, then parks the
+// socket with the poller, which runs read again on input:
+// an idle socket holds no goroutine. Without a poller (TLS, not Linux),
+// read waits for input itself. When the connection fails or closes, read
+// releases everything.
 func (c *wsConn) read() {
-	defer c.finish()
-	interval := c.s.cfg.WebSocketKeepAlive
-	// Two intervals and a second of grace for a loaded client.
-	alive := func() { _ = c.conn.SetReadDeadline(time.Now().Add(2*interval + time.Second)) }
-	c.conn.SetPongHandler(func(string) error { alive(); return nil })
-	alive()
-	initTimer := time.AfterFunc(c.s.cfg.WebSocketInitTimeout, func() {
-		if !c.st.isAcked() {
-			c.close(closeInitTimeout, "Connection initialisation timeout")
+	for {
+		err := c.readable()
+		if err == nil {
+			err = c.next()
 		}
-	})
-	defer initTimer.Stop()
-	budget := newMessageBudget(c.s.cfg.WebSocket, time.Now())
-	next := func() error { // reads a message and acts on it
-		_, b, err := c.conn.ReadMessage() // bounded by the read limit
 		if err != nil {
-			return err
+			c.readFailed(err)
+			c.finish()
+			return
 		}
-		if c.isClosing() {
-			// Drain until the client answers the close frame (or the
-			// writer's deadline): closing with unread input would reset
-			// the connection before the client reads why.
-			return nil
+		if c.park() {
+			return
 		}
-		alive()
-		if !budget.take(time.Now()) {
-			c.close(websocket.ClosePolicyViolation, "Too many messages: slow down")
-			return nil
-		}
-		c.message(b) // one that ends the socket closes it
+	}
+}
+
+// next reads a message and acts on it.
+func (c *wsConn) next() error {
+	_, b, err := c.conn.ReadMessage() // bounded by the read limit
+	if err != nil {
+		return err
+	}
+	if c.isClosing() {
+		// Drain until the client answers the close frame (or the
+		// writer's deadline): closing with unread input would reset the
+		// connection before the client reads why.
 		return nil
 	}
-	for {
-		// The reader only waits for input; each message is read and
-		// handled on a goroutine of its own, in order. So the reader's
-		// stack, kept for the socket's life, stays as shallow as waiting
-		// (reading a frame, decoding JSON, verifying a token go deep).
-		if err := c.readable(); err != nil {
-			c.readFailed(err)
-			return
-		}
-		go func() { c.handled <- next() }()
-		if err := <-c.handled; err != nil {
-			c.readFailed(err)
-			return
-		}
+	c.alive()
+	if !c.budget.take(time.Now()) {
+		c.close(websocket.ClosePolicyViolation, "Too many messages: slow down")
+		return nil
+	}
+	c.message(b) // one that ends the socket closes it
+	return nil
+}
+
+// alive notes input: the peer is dropped when it sends nothing (not even
+// the answer to a keep-alive) for two intervals and a second of grace.
+func (c *wsConn) alive() {
+	now := time.Now()
+	c.lastInput.Store(now.UnixNano())
+	_ = c.conn.SetReadDeadline(now.Add(2*c.s.cfg.WebSocketKeepAlive + time.Second))
+}
+
+// park arms the poller and reports true when the socket has no input
+// buffered and is not closing (a closing socket drains its input on
+// read's goroutine, until the close handshake's deadline).
+func (c *wsConn) park() bool {
+	if c.poller == nil || c.br.Buffered() > 0 {
+		return false
+	}
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.isClosing() { // checked under pmu: wake comes after closing is set
+		return false
+	}
+	var err error
+	if cerr := c.raw.Control(func(fd uintptr) { err = c.poller.arm(int(fd), c.pollID, !c.armed) }); cerr != nil {
+		return false // closed: the read says so
+	}
+	if err != nil {
+		return false // read waits instead
+	}
+	c.armed, c.parked = true, true
+	return true
+}
+
+// wake runs read for a parked socket: on input (the poller's call), or so
+// that it sees its connection closed or its read deadline passed.
+func (c *wsConn) wake() {
+	c.pmu.Lock()
+	parked := c.parked
+	c.parked = false
+	c.pmu.Unlock()
+	if parked {
+		go c.read()
 	}
 }
 
@@ -218,7 +271,7 @@ func (c *wsConn) message(b []byte) bool {
 		c.close(closeBadMessage, "Invalid message received")
 		return false
 	}
-	if code, reason := c.st.incoming(m.Type, m.ID); code != 0 {
+	if code, reason := c.st.incoming(m.Type); code != 0 {
 		c.close(code, reason)
 		return false
 	}
@@ -247,13 +300,10 @@ func (c *wsConn) handle(m *message) bool {
 	case "connection_init":
 		return c.init(m.Payload)
 	case "subscribe", "start":
-		c.start(m)
+		return c.start(m)
 	case "complete", "stop":
-		c.mu.Lock()
-		op := c.ops[m.ID]
-		c.mu.Unlock()
-		if op != nil {
-			op.cancel()
+		if op := c.op(m.ID); op != nil {
+			op.cancel(nil)
 		}
 	case "ping":
 		c.send(frame("pong", "", nil))
@@ -292,10 +342,32 @@ func (c *wsConn) init(payload json.RawMessage) bool {
 	if c.legacy {
 		c.send(frame("ka", "", nil))
 	}
-	c.mu.Lock()
-	c.keepAlive = time.AfterFunc(c.s.cfg.WebSocketKeepAlive, c.ping)
-	c.mu.Unlock()
+	c.rearm()
 	return true
+}
+
+// tick is the socket's one timer: connection_init's deadline, then the
+// keep-alive, and the access token's expiry.
+func (c *wsConn) tick() {
+	if !c.st.isAcked() {
+		c.close(closeInitTimeout, "Connection initialisation timeout")
+		return
+	}
+	if userID, expires := c.st.identity(); !expires.IsZero() && !time.Now().Before(expires) {
+		c.s.endAccess(c.initCtx, c.st, userID, "Forbidden: access token expired; reconnect with a fresh one")
+		return
+	}
+	c.ping()
+}
+
+// rearm sets the timer for the next keep-alive, or the token's expiry
+// when that comes first.
+func (c *wsConn) rearm() {
+	d := c.s.cfg.WebSocketKeepAlive
+	if _, expires := c.st.identity(); !expires.IsZero() {
+		d = min(d, time.Until(expires))
+	}
+	c.timer.Reset(d)
 }
 
 // ping keeps the socket alive: a protocol ping (graphql-transport-ws,
@@ -306,15 +378,16 @@ func (c *wsConn) ping() {
 	if c.ctx.Err() != nil {
 		return
 	}
+	if time.Since(time.Unix(0, c.lastInput.Load())) > c.s.cfg.WebSocketKeepAlive*3/2 {
+		c.wake() // no answer to the last ping: wait for one until the read deadline
+	}
 	if c.legacy {
 		c.send(frame("ka", "", nil))
 		_ = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout))
 	} else {
 		c.send(frame("ping", "", nil))
 	}
-	c.mu.Lock()
-	c.keepAlive.Reset(c.s.cfg.WebSocketKeepAlive)
-	c.mu.Unlock()
+	c.rearm()
 }
 
 // frame encodes a protocol message; payload is raw JSON or nil.
@@ -397,6 +470,7 @@ func (c *wsConn) write() {
 			c.s.websocketError(c.ctx, err)
 			_ = c.conn.Close() // the reader ends, and with it the socket
 			c.close(websocket.CloseAbnormalClosure, "")
+			c.wake()
 			return
 		}
 		if len(batch) == 0 { // closing, and all written
@@ -406,9 +480,11 @@ func (c *wsConn) write() {
 				_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 				// The reader drains until the client's answer, a second at most.
 				_ = c.conn.SetReadDeadline(time.Now().Add(time.Second))
+				c.wake()
 				return
 			}
 			_ = c.conn.Close()
+			c.wake()
 			return
 		}
 	}
@@ -427,6 +503,7 @@ func (c *wsConn) close(code int, reason string) {
 			c.st.closed(code)
 		}
 		c.cancel()
+		go c.endOps() // not here: a caller may hold an operation's lock
 		c.wmu.Lock()
 		c.closing = true
 		c.closeCode, c.closeReason = code, reason
@@ -447,12 +524,23 @@ func (c *wsConn) close(code int, reason string) {
 func (c *wsConn) finish() {
 	c.close(websocket.CloseAbnormalClosure, "")
 	_ = c.conn.Close()
-	c.mu.Lock()
-	if c.keepAlive != nil {
-		c.keepAlive.Stop()
+	c.timer.Stop()
+	if c.poller != nil {
+		c.poller.remove(c.pollID)
 	}
-	c.mu.Unlock()
+	c.endOps()
 	c.st.finish()
+}
+
+// endOps ends the socket's operations (their hooks run), as the socket
+// closes.
+func (c *wsConn) endOps() {
+	c.mu.Lock()
+	ops := slices.Clone(c.ops)
+	c.mu.Unlock()
+	for _, op := range ops {
+		op.finish()
+	}
 }
 
 // finished is wsState's account of a socket this transport served.
@@ -469,13 +557,36 @@ func (c *wsConn) finished(start time.Time, code int) {
 // stays shallow (its stack is per socket): queries and mutations until
 // they answer; subscriptions until the resolver has set up, when it
 // delivers through push (wsOp), or else for as long as they last.
-func (c *wsConn) start(m *message) {
+func (c *wsConn) start(m *message) bool {
 	op := &wsOp{c: c, id: m.ID}
-	op.ctx, op.cancel = context.WithCancel(c.initCtx)
 	c.mu.Lock()
-	c.ops[m.ID] = op
+	if c.opLocked(m.ID) != nil {
+		c.mu.Unlock()
+		c.close(closeDuplicateID, "Subscriber for "+truncate(m.ID, 80)+" already exists")
+		return false
+	}
+	c.ops = append(c.ops, op)
 	c.mu.Unlock()
+	op.base, op.cancel = context.WithCancelCause(c.initCtx)
+	op.ctx = op.base
 	go op.prepare(graphql.Now(), m.Payload)
+	return true
+}
+
+// op returns the running operation id, or nil.
+func (c *wsConn) op(id string) *wsOp {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.opLocked(id)
+}
+
+func (c *wsConn) opLocked(id string) *wsOp {
+	for _, op := range c.ops {
+		if op.id == id {
+			return op
+		}
+	}
+	return nil
 }
 
 // prepare parses and validates the operation, then runs it.
@@ -490,12 +601,15 @@ func (op *wsOp) prepare(start time.Time, payload json.RawMessage) {
 		op.finish()
 		return
 	}
+	params.Query = c.s.queries.intern(params.Query) // a subscription holds it for its life
 	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
 	rc, errs := c.exec.CreateOperationContext(ctx, &params)
 	if errs != nil {
 		resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
 		if errcode.GetErrorKind(errs) == errcode.KindProtocol {
+			op.mu.Lock()
 			op.errs = resp.Errors
+			op.mu.Unlock()
 		} else {
 			c.sendNext(op.id, resp)
 		}
@@ -504,7 +618,17 @@ func (op *wsOp) prepare(start time.Time, payload json.RawMessage) {
 	}
 	op.ctx = graphql.WithOperationContext(ctx, rc)
 	if rc.Operation != nil && rc.Operation.Operation == ast.Subscription {
-		op.group = c.s.wsGroups.join(rc, op.ctx)
+		g := c.s.wsGroups.join(rc, op.ctx)
+		op.mu.Lock()
+		ended := op.ended // the socket closed meanwhile
+		if !ended {
+			op.group = g
+		}
+		op.mu.Unlock()
+		if ended {
+			c.s.wsGroups.leave(g)
+			return
+		}
 		op.ctx = push.With(op.ctx, op)
 	}
 	op.run(rc)
@@ -543,8 +667,9 @@ func (c *wsConn) sendComplete(id string) { c.send(frame("complete", id, nil)) }
 type wsOp struct {
 	c      *wsConn
 	id     string
-	ctx    context.Context
-	cancel context.CancelFunc
+	base   context.Context // the operation's own, ended by cancel
+	ctx    context.Context // base, with what gqlgen adds
+	cancel context.CancelCauseFunc
 	group  *wsGroup // nil: not a subscription
 
 	mu        sync.Mutex
@@ -554,6 +679,8 @@ type wsOp struct {
 	endAsked  bool
 	ended     bool
 	errs      gqlerror.List
+
+	hooks []*endHook // run by finish
 }
 
 type pendingEvent struct {
@@ -687,15 +814,22 @@ func (op *wsOp) finish() {
 	}
 	op.ended = true
 	errs := op.errs
-	op.pending = nil
+	var hooks []func()
+	for _, h := range op.hooks {
+		if !h.stopped {
+			h.ran = true
+			hooks = append(hooks, h.f)
+		}
+	}
+	group := op.group
+	op.pending, op.hooks = nil, nil
 	op.mu.Unlock()
 	c := op.c
 	c.mu.Lock()
-	if c.ops[op.id] == op {
-		delete(c.ops, op.id)
+	if i := slices.Index(c.ops, op); i >= 0 { // before the client hears of it: it may reuse the id at once
+		c.ops = slices.Delete(c.ops, i, i+1)
 	}
 	c.mu.Unlock()
-	c.st.ended(op.id) // before the client hears of it: it may reuse the id at once
 	if c.ctx.Err() == nil {
 		if len(errs) > 0 {
 			c.sendErrors(op.id, errs)
@@ -703,10 +837,77 @@ func (op *wsOp) finish() {
 			c.sendComplete(op.id)
 		}
 	}
-	op.cancel()
-	if op.group != nil {
-		c.s.wsGroups.leave(op.group)
+	op.cancel(nil)
+	for _, f := range hooks {
+		f()
 	}
+	if group != nil {
+		c.s.wsGroups.leave(group)
+	}
+}
+
+var _ push.Ends = (*wsOp)(nil)
+
+func (op *wsOp) Done() <-chan struct{} { return op.base.Done() }
+
+func (op *wsOp) OnEnd(f func()) (func() bool, bool) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	if op.ended {
+		return nil, false
+	}
+	h := &endHook{f: f}
+	op.hooks = append(op.hooks, h)
+	return func() bool {
+		op.mu.Lock()
+		defer op.mu.Unlock()
+		if h.ran || h.stopped {
+			return false
+		}
+		h.stopped = true
+		return true
+	}, true
+}
+
+// Cancel runs on the caller's goroutine, which may hold locks that finish
+// (through the hooks) takes: finish runs on a goroutine of its own, as
+// context.AfterFunc's funcs do.
+func (op *wsOp) Cancel(cause error) {
+	op.cancel(cause)
+	go op.finish()
+}
+
+type endHook struct {
+	f            func()
+	ran, stopped bool // guarded by wsOp.mu
+}
+
+// interned keeps one copy of each query text that operations hold: the
+// many subscriptions of a client send the same few. Bounded in bytes:
+// beyond, texts are not kept.
+type interned struct {
+	mu    sync.Mutex
+	texts map[string]string
+	bytes int
+}
+
+const maxInternedBytes = 1 << 20
+
+func (in *interned) intern(s string) string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if t, ok := in.texts[s]; ok {
+		return t
+	}
+	if in.bytes+len(s) > maxInternedBytes {
+		return s
+	}
+	if in.texts == nil {
+		in.texts = map[string]string{}
+	}
+	in.texts[s] = s
+	in.bytes += len(s)
+	return s
 }
 
 // wsGroups holds the encodings that identical subscriptions share: same
@@ -777,7 +978,7 @@ type hijackWriter struct {
 
 // wsReadBuffer is a socket's read buffer: client messages are small (a
 // longer one is read through it in pieces).
-const wsReadBuffer = 512
+const wsReadBuffer = 320 // gorilla takes it when over 256
 
 func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := h.ResponseWriter.(http.Hijacker)

@@ -12,6 +12,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/push"
 )
 
 // WebSocketLimits bound what WebSockets may cost. Zero fields take the
@@ -97,6 +98,7 @@ type sockets struct {
 	lim WebSocketLimits
 
 	mu           sync.Mutex
+	tracked      map[*wsState]struct{} // every socket, for Shutdown
 	perUser      map[string]int
 	unauth       int
 	unauthByAddr map[string]int
@@ -160,6 +162,34 @@ func (ss *sockets) authenticated(addr, userID string) error {
 	return nil
 }
 
+// track notes a socket until untrack, for live. A set here rather than
+// a registration on the server's context: that costs far more a socket.
+func (ss *sockets) track(st *wsState) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.tracked == nil {
+		ss.tracked = map[*wsState]struct{}{}
+	}
+	ss.tracked[st] = struct{}{}
+}
+
+func (ss *sockets) untrack(st *wsState) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.tracked, st)
+}
+
+// live returns the sockets tracked now.
+func (ss *sockets) live() []*wsState {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	out := make([]*wsState, 0, len(ss.tracked))
+	for st := range ss.tracked {
+		out = append(out, st)
+	}
+	return out
+}
+
 // closed forgets a socket: userID's when it authenticated, else addr's.
 func (ss *sockets) closed(addr, userID string) {
 	ss.mu.Lock()
@@ -210,8 +240,7 @@ func (o websocketOperations) InterceptOperation(ctx context.Context, next graphq
 			"too many operations on this connection (at most %d at once); stop some first", lim.Operations))
 		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{err}})
 	}
-	// gqlgen cancels an operation's context when the operation ends.
-	context.AfterFunc(ctx, st.endOperation)
+	push.OnEnd(ctx, st.endOperation)
 	if op := graphql.GetOperationContext(ctx).Operation; lim.OperationTimeout > 0 && op != nil && op.Operation != ast.Subscription {
 		tctx, cancel := context.WithTimeout(ctx, lim.OperationTimeout)
 		context.AfterFunc(ctx, cancel)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/push"
 )
 
 // HubConfig says how a Hub follows a key's stream.
@@ -246,7 +247,7 @@ func (sh *shared[T]) addLocked(ctx context.Context, after int, emit func(T) bool
 		w.last = sh.last
 	}
 	sh.watchers = append(sh.watchers, w)
-	w.stop = context.AfterFunc(ctx, func() { sh.leave(w) })
+	w.stop = push.OnEnd(ctx, func() { sh.leave(w) })
 	if w.last < sh.last && len(sh.recent) > 0 && sh.src.Seq(sh.recent[0]) <= w.last+1 {
 		for _, item := range sh.recent { // what it missed is all here
 			seq := sh.src.Seq(item)
@@ -262,7 +263,9 @@ func (sh *shared[T]) addLocked(ctx context.Context, after int, emit func(T) bool
 	}
 	if w.last < sh.last {
 		w.catching = true
-		cctx, cancel := context.WithCancel(ctx)
+		// Ended by dropLocked, which leave runs when ctx ends: no
+		// registration on ctx, which would outlast the catch-up.
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		w.cancel = cancel
 		go sh.catchUp(cctx, w, sh.last)
 	}
@@ -332,6 +335,7 @@ func (sh *shared[T]) catchUp(ctx context.Context, w *watcher[T], upTo int) {
 	case ok:
 		w.catching = false
 		w.cancel()
+		w.cancel = nil
 	case ctx.Err() != nil: // its ctx ended (leave has not run yet)
 		sh.dropLocked(w, nil)
 	default: // emit said it cannot keep up
