@@ -534,8 +534,9 @@ func TestWebsocketMessagesInOneSegment(t *testing.T) {
 }
 
 // TestIdleWebsocketsHoldNoGoroutine: an idle socket waits in the poller,
-// not on a goroutine of its own (whose stack it would hold), and still
-// answers when the client speaks again.
+// not on a goroutine of its own (whose stack it would hold), also after a
+// WebSocket pong (graphql-ws clients answer the keep-alive's ping), and
+// still answers when the client speaks again.
 func TestIdleWebsocketsHoldNoGoroutine(t *testing.T) {
 	e := newEnv(t, server.Config{}, server.Deps{})
 	const n = 40
@@ -547,6 +548,11 @@ func TestIdleWebsocketsHoldNoGoroutine(t *testing.T) {
 		}
 		c := mustDialWS(t, e.URL, proto)
 		c.init(nil)
+		if proto == legacyWS {
+			if err := c.conn.WriteControl(websocket.PongMessage, []byte("ka"), time.Now().Add(5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		clients = append(clients, c)
 	}
 	socketGoroutines := func() int {

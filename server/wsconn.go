@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -132,8 +131,9 @@ type wsConn struct {
 
 	initCtx context.Context // after connection_init: the user's context
 
-	mu  sync.Mutex
-	ops []*wsOp // running (a few: a slice costs less than a map); an id is not used twice at once
+	mu       sync.Mutex
+	ops      []*wsOp // running (a few: a slice costs less than a map); an id is not used twice at once
+	opsEnded bool    // the socket closed: endOps ends ops
 
 	wmu      sync.Mutex // guards the write queue
 	out      [][]byte
@@ -163,6 +163,12 @@ type message struct {
 func (c *wsConn) read() {
 	for {
 		err := c.readable()
+		if err == nil && c.skipPong() {
+			if c.park() {
+				return
+			}
+			continue
+		}
 		if err == nil {
 			err = c.next()
 		}
@@ -196,6 +202,26 @@ func (c *wsConn) next() error {
 	}
 	c.message(b) // one that ends the socket closes it
 	return nil
+}
+
+// skipPong consumes a pong frame (the answer to the keep-alive's
+// WebSocket ping, graphql-ws) that input starts with, as gorilla's pong
+// handler would: gorilla reads control frames only on its way to a data
+// message, and waiting for one would hold read's goroutine. Input is at
+// a frame's start here: read lets gorilla read whole messages only.
+func (c *wsConn) skipPong() bool {
+	const pong, masked = 0x80 | websocket.PongMessage, 0x80 // FIN, opcode; mask bit
+	b, err := c.br.Peek(2)
+	if err != nil || b[0] != pong || b[1]&masked == 0 || b[1]&0x7f > 125 {
+		return false // gorilla reads it, and says what is wrong
+	}
+	n := 2 + 4 + int(b[1]&0x7f) // header, mask key, payload
+	if _, err := c.br.Peek(n); err != nil {
+		return false
+	}
+	_, _ = c.br.Discard(n)
+	c.alive()
+	return true
 }
 
 // alive notes input: the peer is dropped when it sends nothing (not even
@@ -503,6 +529,9 @@ func (c *wsConn) close(code int, reason string) {
 			c.st.closed(code)
 		}
 		c.cancel()
+		c.mu.Lock()
+		c.opsEnded = true // start adds no more
+		c.mu.Unlock()
 		go c.endOps() // not here: a caller may hold an operation's lock
 		c.wmu.Lock()
 		c.closing = true
@@ -560,6 +589,10 @@ func (c *wsConn) finished(start time.Time, code int) {
 func (c *wsConn) start(m *message) bool {
 	op := &wsOp{c: c, id: m.ID}
 	c.mu.Lock()
+	if c.opsEnded {
+		c.mu.Unlock()
+		return false
+	}
 	if c.opLocked(m.ID) != nil {
 		c.mu.Unlock()
 		c.close(closeDuplicateID, "Subscriber for "+truncate(m.ID, 80)+" already exists")
@@ -567,7 +600,10 @@ func (c *wsConn) start(m *message) bool {
 	}
 	c.ops = append(c.ops, op)
 	c.mu.Unlock()
-	op.base, op.cancel = context.WithCancelCause(c.initCtx)
+	// Not a child of the socket's context, which would keep a map of
+	// its children for the socket's life: close ends every operation
+	// (endOps), and with it its context.
+	op.base, op.cancel = context.WithCancelCause(context.WithoutCancel(c.initCtx))
 	op.ctx = op.base
 	go op.prepare(graphql.Now(), m.Payload)
 	return true
@@ -914,11 +950,13 @@ func (in *interned) intern(s string) string {
 // document, operation, variables and user, so the same response.
 type wsGroups struct {
 	mu     sync.Mutex
-	groups map[string]*wsGroup
+	groups map[groupKey]*wsGroup
 }
 
+type groupKey struct{ user, operation, query, variables string }
+
 type wsGroup struct {
-	id   string
+	id   groupKey
 	refs int // guarded by wsGroups.mu
 
 	mu      sync.Mutex
@@ -927,18 +965,19 @@ type wsGroup struct {
 }
 
 func (gs *wsGroups) join(rc *graphql.OperationContext, ctx context.Context) *wsGroup {
-	var id strings.Builder
 	vars, _ := json.Marshal(rc.Variables) // maps marshal with sorted keys
-	fmt.Fprintf(&id, "%q %q %q %s", codecrafter.UserIDFromContext(ctx), rc.OperationName, rc.RawQuery, vars)
+	// Strings, not one built of them: the query text is interned, and a
+	// subscription alone in its group (most are) holds no copy of it.
+	id := groupKey{codecrafter.UserIDFromContext(ctx), rc.OperationName, rc.RawQuery, string(vars)}
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
 	if gs.groups == nil {
-		gs.groups = map[string]*wsGroup{}
+		gs.groups = map[groupKey]*wsGroup{}
 	}
-	g := gs.groups[id.String()]
+	g := gs.groups[id]
 	if g == nil {
-		g = &wsGroup{id: id.String()}
-		gs.groups[g.id] = g
+		g = &wsGroup{id: id}
+		gs.groups[id] = g
 	}
 	g.refs++
 	return g
