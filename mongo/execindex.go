@@ -26,16 +26,18 @@ import (
 // sorts them by createdAt: exact unless a run lands more than pageSize
 // runs of its session away from its createdAt order.
 //
-// The active set: activeExecutions {_id, addedAt, claimed, userId,
-// unsent} has an entry for every QUEUED or RUNNING execution. It is
-// inserted before the execution; claimed is set before a claim's write,
-// so it is true for every RUNNING one; unsent is cleared after MarkSent's
-// write (so the dispatcher reads only the outbox, not every pending run);
-// it is deleted after the write that ends the run. PendingExecutions,
-// StuckExecutions, UnsentExecutions and CountActive read the set and
-// fetch each execution to check it, and delete entries whose execution is
-// final (a crash after the final write) or has been missing for orphanAge
-// (a crash before the insert).
+// The active set: activeExecutions {_id, addedAt, userId, unsent} has an
+// entry for every QUEUED or RUNNING execution. It is inserted before the
+// execution; unsent is cleared after MarkSent's write (so the dispatcher
+// reads only the outbox, not every pending run); it is deleted after the
+// write that ends the run. PendingExecutions, StuckExecutions and
+// UnsentExecutions read the set and fetch each execution to check it, and
+// delete entries whose execution is final (a crash after the final write)
+// or has been missing for orphanAge (a crash before the insert): the
+// reaper's StuckExecutions reads the whole set, so such leftovers last one
+// reaper round. CountActive counts the user's entries without fetching
+// them: a leftover counts against its user until then. (Entries written
+// before may hold claimed, set before a claim's write: no longer read.)
 
 const (
 	pageSize  = 32
@@ -49,10 +51,10 @@ type listEntry struct {
 
 type activeDoc struct {
 	ID      string    `bson:"_id"`
-	AddedAt time.Time `bson:"addedAt"` // the store's clock, for orphanAge
-	Claimed bool      `bson:"claimed"`
-	UserID  string    `bson:"userId,omitempty"` // for CountActive; absent on older entries
-	Unsent  bool      `bson:"unsent,omitempty"` // for UnsentExecutions
+	AddedAt time.Time `bson:"addedAt"`           // the store's clock, for orphanAge
+	Claimed bool      `bson:"claimed,omitempty"` // no longer set nor read; see markClaimed
+	UserID  string    `bson:"userId,omitempty"`  // for CountActive; absent on older entries
+	Unsent  bool      `bson:"unsent,omitempty"`  // for UnsentExecutions
 }
 
 // pageID names a page; the session id is everything before the last "/".
@@ -184,9 +186,10 @@ func (db *DB) PendingExecutions(ctx context.Context) ([]*codecrafter.Execution, 
 }
 
 // StuckExecutions returns RUNNING executions started before the time,
-// oldest first, without output.
+// oldest first, without output. It reads the whole active set (the
+// reaper's round, which drops the crash leftovers there).
 func (db *DB) StuckExecutions(ctx context.Context, startedBefore time.Time) ([]*codecrafter.Execution, error) {
-	active, err := db.activeExecutions(ctx, bson.D{{Key: "claimed", Value: true}})
+	active, err := db.activeExecutions(ctx, bson.D{})
 	if err != nil {
 		return nil, err
 	}
@@ -240,11 +243,13 @@ func (db *DB) clearUnsent(ctx context.Context, id string) {
 	}
 }
 
-// CountActive counts the user's QUEUED and RUNNING executions (those in
-// the active set with the user's id).
+// CountActive counts the user's entries in the active set: their QUEUED
+// and RUNNING executions, and any crash leftover the reaper has not
+// dropped yet (see above). It runs on every execute: a count, without
+// fetching the executions, keeps it to one read.
 func (db *DB) CountActive(ctx context.Context, userID string) (int, error) {
-	active, err := db.activeExecutions(ctx, bson.D{{Key: "userId", Value: userID}})
-	return len(active), err
+	n, err := db.active.CountDocuments(ctx, bson.D{{Key: "userId", Value: userID}})
+	return int(n), dbErr(err, "execution")
 }
 
 // activeExecutions fetches the executions of the active set's entries
@@ -287,7 +292,9 @@ func (db *DB) deactivate(ctx context.Context, id string) {
 	}
 }
 
-// markClaimed flags id's active entry before a claim's write.
+// markClaimed flags id's active entry, as claims did before: the flag is
+// no longer read (StuckExecutions reads every entry), and claims no longer
+// pay a write for it. Kept for the tests of entries older servers left.
 func (db *DB) markClaimed(ctx context.Context, id string) error {
 	_, err := db.active.UpdateOne(ctx, bson.D{byID(id)}, bson.D{{Key: "$set", Value: bson.D{{Key: "claimed", Value: true}}}})
 	return dbErr(err, "execution")

@@ -156,7 +156,24 @@ func (db *DB) runState(ctx context.Context, id string) (*runState, error) {
 // transition reads the run state, lets check refuse it or give the
 // update, and applies the update if nextSeq has not moved meanwhile,
 // retrying otherwise. The update gets the Seq its chunk takes.
-func (db *DB) transition(ctx context.Context, id string, check func(*runState) error, update func(seq int) bson.D) (*codecrafter.Execution, error) {
+//
+// guess, when not nil, is the state the caller expects (a worker knows
+// its run's): the update is tried on it first, guarded by all three
+// fields, without the read. A wrong guess costs only that try.
+func (db *DB) transition(ctx context.Context, id string, guess *runState, check func(*runState) error, update func(seq int) bson.D) (*codecrafter.Execution, error) {
+	if guess != nil && check(guess) == nil {
+		var d executionDoc
+		err := db.executions.FindOneAndUpdate(ctx,
+			bson.D{byID(id), {Key: "status", Value: string(guess.Status)}, {Key: "attempt", Value: guess.Attempt}, {Key: "nextSeq", Value: guess.NextSeq}},
+			update(guess.NextSeq), returnAfter(),
+		).Decode(&d)
+		if err == nil {
+			return d.execution(), nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, dbErr(err, "execution")
+		}
+	}
 	for try := 0; try < maxTries; try++ {
 		st, err := db.runState(ctx, id)
 		if err != nil {
@@ -192,21 +209,23 @@ func pushChunk(c codecrafter.OutputChunk, seq int) (bson.E, bson.E) {
 
 // finish is a transition to a final status, which then leaves the
 // active set.
-func (db *DB) finish(ctx context.Context, id string, check func(*runState) error, update func(seq int) bson.D) (*codecrafter.Execution, error) {
-	e, err := db.transition(ctx, id, check, update)
+func (db *DB) finish(ctx context.Context, id string, guess *runState, check func(*runState) error, update func(seq int) bson.D) (*codecrafter.Execution, error) {
+	e, err := db.transition(ctx, id, guess, check, update)
 	if err == nil {
 		db.deactivate(ctx, id)
 	}
 	return e, err
 }
 
-// ClaimExecution starts a new attempt of a QUEUED or RUNNING execution,
-// flagging its active entry first (see execindex.go).
+// ClaimExecution starts a new attempt of a QUEUED or RUNNING execution.
+// A first job's claim (ifAttemptAtMost 0) guesses the run is as stored,
+// untouched: one write, no read.
 func (db *DB) ClaimExecution(ctx context.Context, id, workerID string, now time.Time, chunk codecrafter.OutputChunk, ifAttemptAtMost int) (*codecrafter.Execution, error) {
-	if err := db.markClaimed(ctx, id); err != nil {
-		return nil, err
+	var guess *runState
+	if ifAttemptAtMost == 0 {
+		guess = &runState{Status: codecrafter.StatusQueued, NextSeq: 2} // CreateExecution's one chunk
 	}
-	return db.transition(ctx, id,
+	return db.transition(ctx, id, guess,
 		func(st *runState) error {
 			if st.Status.Final() {
 				return codecrafter.Errorf(codecrafter.ECONFLICT, "the execution has finished")
@@ -253,12 +272,17 @@ func (db *DB) AppendOutput(ctx context.Context, id string, attempt int, chunk co
 }
 
 // FinishExecution writes r and the final status chunk if attempt is
-// current and the run not final.
+// current and the run not final. A chunk whose Seq is set is taken for the
+// run's next one: tried first without reading (see transition).
 func (db *DB) FinishExecution(ctx context.Context, id string, attempt int, r codecrafter.Result, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
 	if !r.Status.Final() {
 		return nil, codecrafter.Errorf(codecrafter.EINVALID, "status %q is not final", r.Status)
 	}
-	return db.finish(ctx, id,
+	var guess *runState
+	if chunk.Seq > 0 { // the worker's count of its run's chunks
+		guess = &runState{Status: codecrafter.StatusRunning, Attempt: attempt, NextSeq: chunk.Seq}
+	}
+	return db.finish(ctx, id, guess,
 		func(st *runState) error {
 			if st.Status.Final() || st.Attempt != attempt {
 				return codecrafter.Errorf(codecrafter.ECONFLICT, "the run has moved on: it has finished, or attempt %d is not current", attempt)
@@ -284,7 +308,7 @@ func (db *DB) FinishExecution(ctx context.Context, id string, attempt int, r cod
 
 // CancelQueued ends a QUEUED execution as CANCELLED.
 func (db *DB) CancelQueued(ctx context.Context, id string, now time.Time, chunk codecrafter.OutputChunk) (*codecrafter.Execution, error) {
-	return db.finish(ctx, id,
+	return db.finish(ctx, id, nil,
 		func(st *runState) error {
 			if st.Status != codecrafter.StatusQueued {
 				return codecrafter.Errorf(codecrafter.ECONFLICT, "the execution is no longer queued")

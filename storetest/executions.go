@@ -284,6 +284,52 @@ func TestExecutions(t *testing.T, newStore func(t *testing.T) codecrafter.Execut
 		seqs(t, got, 4)
 	})
 
+	// A worker passes the Seq it counted for the final chunk and claims a
+	// new run at attempt 0: the store may take either as a guess, never
+	// as the truth.
+	t.Run("FinishWithSeq", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		t0 := now()
+		done := func(seq int) codecrafter.OutputChunk {
+			return codecrafter.OutputChunk{Seq: seq, Status: codecrafter.StatusSucceeded}
+		}
+		res := codecrafter.Result{Status: codecrafter.StatusSucceeded, FinishedAt: t0}
+
+		right := create(t, s, "s1", t0)
+		c, err := s.ClaimExecution(ctx, right.ID, "w1", t0, running, 0)
+		noErr(t, err)
+		noErr(t, s.AppendOutput(ctx, right.ID, c.Attempt, stdout(3, "out")))
+		f, err := s.FinishExecution(ctx, right.ID, c.Attempt, res, done(4))
+		noErr(t, err)
+		seqs(t, f, 4)
+
+		// A Seq behind the run's (a chunk the worker did not count).
+		stale := create(t, s, "s1", t0)
+		claim(t, s, stale.ID, t0)
+		noErr(t, s.AppendOutput(ctx, stale.ID, 1, stdout(3, "out")))
+		f, err = s.FinishExecution(ctx, stale.ID, 1, res, done(3))
+		noErr(t, err)
+		seqs(t, f, 4)
+		if f.Status != codecrafter.StatusSucceeded || f.Output[3].Status != codecrafter.StatusSucceeded {
+			t.Errorf("finished: %+v", f)
+		}
+
+		// A superseded attempt whose Seq is the run's next.
+		gone := create(t, s, "s1", t0)
+		claim(t, s, gone.ID, t0)
+		claim(t, s, gone.ID, t0) // attempt 2, next Seq 4
+		_, err = s.FinishExecution(ctx, gone.ID, 1, res, done(4))
+		wantCode(t, err, codecrafter.ECONFLICT)
+
+		// A first claim of a run cancelled meanwhile.
+		cancelled := create(t, s, "s1", t0)
+		_, err = s.CancelQueued(ctx, cancelled.ID, t0, codecrafter.OutputChunk{Status: codecrafter.StatusCancelled})
+		noErr(t, err)
+		_, err = s.ClaimExecution(ctx, cancelled.ID, "w1", t0, running, 0)
+		wantCode(t, err, codecrafter.ECONFLICT)
+	})
+
 	t.Run("FinishUnclaimed", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
