@@ -10,8 +10,10 @@ import (
 )
 
 // batcher collects a run's output as the sandbox produces it and hands it
-// to a writer in batches: the first output at once, then at most once per
-// interval, or sooner when maxBytes are waiting. Consecutive output of one
+// to a writer in batches: the first output gather after it came (what a
+// program writes in one go, such as a line and its newline, is one
+// write), then at most once per interval, or sooner when maxBytes are
+// waiting. Consecutive output of one
 // stream merges into one chunk. It never splits a UTF-8 character between
 // chunks, passes at most limit bytes per stream (the sandbox caps output
 // too; this guards the store), and keeps what it streamed for runs that
@@ -37,6 +39,11 @@ type piece struct {
 	stream codecrafter.OutputStream
 	data   []byte
 }
+
+// gather is how long output waits for what follows it before a batch
+// goes: python's print writes the text and the newline apart, a store
+// write each without it.
+const gather = 3 * time.Millisecond
 
 func newBatcher(interval time.Duration, maxBytes, limit int) *batcher {
 	return &batcher{
@@ -124,6 +131,13 @@ func (b *batcher) loop(stop <-chan struct{}, write func([]codecrafter.OutputChun
 	for {
 		select {
 		case <-b.notify:
+		case <-stop:
+			return flush(true)
+		}
+		pace.Reset(min(gather, b.interval))
+		select {
+		case <-pace.C:
+		case <-b.full:
 		case <-stop:
 			return flush(true)
 		}
