@@ -57,9 +57,11 @@ type runsResult struct {
 	lat     []time.Duration // sorted
 	elapsed time.Duration   // first submit to last final
 	note    string
-	// CPU per run of the serve process (API, store, worker) and of the
-	// engine (dockerd, containerd, the shims and the runc they reaped).
-	serveCPU, engineCPU time.Duration
+	// CPU per run of the serve process (API, store, worker), of the
+	// engine (dockerd, containerd, the shims and the runc they reaped),
+	// and of the whole machine (everything: the bench's own clients, the
+	// boxes, the kernel's work for them, and whatever else runs).
+	serveCPU, engineCPU, machineCPU time.Duration
 }
 
 func (r *runsResult) rate() float64 {
@@ -84,6 +86,11 @@ func runRuns(ctx context.Context, exe string, o runsOpts, stdout, log io.Writer)
 	if _, err := p.b2b(ctx, o.Code, 3); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	// What the machine does without us, to read machineCPU against.
+	p.waitPool(ctx, 30*time.Second)
+	idle0 := machineCPU()
+	time.Sleep(3 * time.Second)
+	idle := (machineCPU() - idle0) / 3
 	fmt.Fprintf(log, "bench runs: docker run --rm baseline, %d samples\n", o.Samples)
 	base, err := dockerRunBaseline(ctx, o.Image, o.Code, o.Samples)
 	if err != nil {
@@ -94,7 +101,7 @@ func runRuns(ctx context.Context, exe string, o runsOpts, stdout, log io.Writer)
 		p.waitPool(ctx, 30*time.Second) // each scenario starts from a settled pool
 		fmt.Fprintf(log, "bench runs: %s (load average %s)\n", sc, loadAvg())
 		var r *runsResult
-		serve0, engine0 := procCPU(p.child.cmd.Process.Pid), engineCPU()
+		serve0, engine0, machine0 := procCPU(p.child.cmd.Process.Pid), engineCPU(), machineCPU()
 		switch strings.TrimSpace(sc) {
 		case "b2b":
 			r, err = p.b2b(ctx, o.Code, o.Samples)
@@ -111,6 +118,7 @@ func runRuns(ctx context.Context, exe string, o runsOpts, stdout, log io.Writer)
 		if r.n > 0 {
 			r.serveCPU = (procCPU(p.child.cmd.Process.Pid) - serve0) / time.Duration(r.n)
 			r.engineCPU = (engineCPU() - engine0) / time.Duration(r.n)
+			r.machineCPU = (machineCPU() - machine0) / time.Duration(r.n)
 		}
 		results = append(results, r)
 	}
@@ -120,6 +128,7 @@ func runRuns(ctx context.Context, exe string, o runsOpts, stdout, log io.Writer)
 		return err
 	}
 	printRuns(stdout, base, after, results, p.pool)
+	fmt.Fprintf(stdout, "machine CPU busy per second before the scenarios, nothing running of ours: %s\n", msStr(idle))
 	fmt.Fprintf(stdout, "\nserve's counters at the end:\n%s", p.counters(ctx))
 	fmt.Fprintf(log, "bench runs: load average after: %s\n", loadAvg())
 	return nil
@@ -153,7 +162,7 @@ func printRuns(w io.Writer, base, after []time.Duration, results []*runsResult, 
 	}
 	tw.Flush()
 	for _, r := range results {
-		fmt.Fprintf(w, "%s: CPU per run: serve %s, engine %s", r.name, msStr(r.serveCPU), msStr(r.engineCPU))
+		fmt.Fprintf(w, "%s: CPU per run: serve %s, engine %s, machine %s", r.name, msStr(r.serveCPU), msStr(r.engineCPU), msStr(r.machineCPU))
 		if r.note != "" {
 			fmt.Fprintf(w, "; %s", r.note)
 		}
@@ -623,6 +632,27 @@ func procCPU(pid int) time.Duration {
 	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
 		var v int64
 		fmt.Sscan(f[i], &v)
+		ticks += v
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ 100
+}
+
+// machineCPU is the CPU time all cores spent busy, from /proc/stat: user,
+// nice, system, irq and softirq (not idle, iowait, steal, nor guest,
+// which user already holds).
+func machineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var ticks int64
+	for i, f := range strings.Fields(line)[1:] {
+		if i == 3 || i == 4 || i >= 7 {
+			continue
+		}
+		var v int64
+		fmt.Sscan(f, &v)
 		ticks += v
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ 100
