@@ -74,6 +74,7 @@ type config struct {
 	ChatPerMinute    int // a user's chat messages per minute
 	WSConnectsPerMin int // new WebSockets per client address per minute
 	WSPerUser        int // open WebSockets per user
+	GCPercent        int // the Go GC's target (GOGC), unless GOGC is set
 
 	envErrs []error // unparsable environment values, reported by validate
 }
@@ -147,6 +148,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	num(&c.MaxActiveRuns, "max-active-runs", "CODECRAFTER_MAX_ACTIVE_RUNS", 64, "queued plus running runs a user may have; more are RATE_LIMITED")
 	num(&c.RunsPerMinute, "runs-per-minute", "CODECRAFTER_RUNS_PER_MINUTE", 120, "runs a user may request per minute on each API replica; more are RATE_LIMITED")
 	num(&c.ChatPerMinute, "chat-per-minute", "CODECRAFTER_CHAT_PER_MINUTE", 60, "chat messages a user may send per minute; more are RATE_LIMITED")
+	num(&c.GCPercent, "gc-percent", "CODECRAFTER_GC_PERCENT", 100, "the Go GC's heap growth target in percent (GOGC; the environment's GOGC wins): lower keeps less memory per idle socket for more GC work under load")
 	num(&c.WSPerUser, "ws-max-per-user", "CODECRAFTER_WS_MAX_PER_USER", server.DefaultWebSocketsPerUser, "WebSockets one user may hold open on each replica; more are closed with 4429")
 	num(&c.WSConnectsPerMin, "ws-connects-per-minute", "CODECRAFTER_WS_CONNECTS_PER_MINUTE", server.DefaultWebSocketConnectsPerMinute, "new WebSockets a client address may open per minute on each replica; more get HTTP 429")
 }
@@ -240,6 +242,8 @@ func (c *config) validate(cmd string) error {
 		return fmt.Errorf("-memory-limit-mb must be in (0, -max-memory-limit-mb]")
 	case c.MaxActiveRuns < 1 || c.RunsPerMinute < 1 || c.ChatPerMinute < 1 || c.WSConnectsPerMin < 1 || c.WSPerUser < 1:
 		return fmt.Errorf("-max-active-runs, -runs-per-minute, -chat-per-minute, -ws-connects-per-minute and -ws-max-per-user must be at least 1")
+	case c.GCPercent < 10:
+		return fmt.Errorf("-gc-percent must be at least 10")
 	}
 	return nil
 }

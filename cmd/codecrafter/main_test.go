@@ -58,6 +58,14 @@ func TestConfigFromEnvironment(t *testing.T) {
 			t.Errorf("-pool %q accepted", bad)
 		}
 	}
+	cfg.Pool = ""
+	if cfg.GCPercent != 100 {
+		t.Errorf("-gc-percent default %d, want 100 (Go's)", cfg.GCPercent)
+	}
+	cfg.GCPercent = 5
+	if err := cfg.validate("serve"); err == nil {
+		t.Error("-gc-percent 5 accepted")
+	}
 	t.Setenv("CODECRAFTER_WORKER_CONCURRENCY", "many")
 	cfg = testConfig(t)
 	if err := cfg.validate("serve"); err == nil || !strings.Contains(err.Error(), "CODECRAFTER_WORKER_CONCURRENCY") {

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -24,6 +25,11 @@ import (
 // shuts down: WebSockets close, HTTP drains, in-flight runs finish or are
 // requeued, adapters close.
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	if os.Getenv("GOGC") == "" {
+		// Most of a realtime server's heap is its sockets' long-lived
+		// state, to which GOGC adds as much again in headroom.
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	a, err := newApp(ctx, cfg, log, true, cfg.runWorker())
 	if err != nil {
 		return err
