@@ -153,6 +153,20 @@ func (db *DB) runState(ctx context.Context, id string) (*runState, error) {
 	return &st, nil
 }
 
+// updateIf applies update to the execution filter matches and returns
+// it; nil and no error when none matches (its state moved on).
+func (db *DB) updateIf(ctx context.Context, filter, update bson.D) (*codecrafter.Execution, error) {
+	var d executionDoc
+	err := db.executions.FindOneAndUpdate(ctx, filter, update, returnAfter()).Decode(&d)
+	switch {
+	case err == nil:
+		return d.execution(), nil
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, nil
+	}
+	return nil, dbErr(err, "execution")
+}
+
 // transition reads the run state, lets check refuse it or give the
 // update, and applies the update if nextSeq has not moved meanwhile,
 // retrying otherwise. The update gets the Seq its chunk takes.
@@ -162,16 +176,11 @@ func (db *DB) runState(ctx context.Context, id string) (*runState, error) {
 // fields, without the read. A wrong guess costs only that try.
 func (db *DB) transition(ctx context.Context, id string, guess *runState, check func(*runState) error, update func(seq int) bson.D) (*codecrafter.Execution, error) {
 	if guess != nil && check(guess) == nil {
-		var d executionDoc
-		err := db.executions.FindOneAndUpdate(ctx,
+		e, err := db.updateIf(ctx,
 			bson.D{byID(id), {Key: "status", Value: string(guess.Status)}, {Key: "attempt", Value: guess.Attempt}, {Key: "nextSeq", Value: guess.NextSeq}},
-			update(guess.NextSeq), returnAfter(),
-		).Decode(&d)
-		if err == nil {
-			return d.execution(), nil
-		}
-		if !errors.Is(err, mongo.ErrNoDocuments) {
-			return nil, dbErr(err, "execution")
+			update(guess.NextSeq))
+		if e != nil || err != nil {
+			return e, err
 		}
 	}
 	for try := 0; try < maxTries; try++ {
@@ -182,16 +191,9 @@ func (db *DB) transition(ctx context.Context, id string, guess *runState, check 
 		if err := check(st); err != nil {
 			return nil, err
 		}
-		var d executionDoc
-		err = db.executions.FindOneAndUpdate(ctx,
-			bson.D{byID(id), {Key: "nextSeq", Value: st.NextSeq}},
-			update(st.NextSeq), returnAfter(),
-		).Decode(&d)
-		if err == nil {
-			return d.execution(), nil
-		}
-		if !errors.Is(err, mongo.ErrNoDocuments) {
-			return nil, dbErr(err, "execution")
+		e, err := db.updateIf(ctx, bson.D{byID(id), {Key: "nextSeq", Value: st.NextSeq}}, update(st.NextSeq))
+		if e != nil || err != nil {
+			return e, err
 		}
 		if err := backoff(ctx, try); err != nil {
 			return nil, err

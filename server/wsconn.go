@@ -557,7 +557,7 @@ func (c *wsConn) finish() {
 	if c.poller != nil {
 		c.poller.remove(c.pollID)
 	}
-	c.endOps()
+	c.endOps() // close's may still be running: all end before the account
 	c.st.finish()
 }
 
