@@ -69,6 +69,7 @@ func (st *wsState) isAcked() bool {
 // closes the connection and accounts for it when gqlgen is done.
 type wsState struct {
 	addr   string             // the client's address, for the socket limits
+	ctx    context.Context    // the socket's: serveWebsocket's, without what the handler adds per request
 	cancel context.CancelFunc // ends the socket's context
 
 	mu          sync.Mutex
@@ -194,6 +195,7 @@ func (s *Server) serveWebsocket(next http.Handler, w http.ResponseWriter, r *htt
 	}
 	ctx = context.WithValue(ctx, wsStateKey{}, st)
 	ctx = context.WithValue(ctx, transportKey{}, transportWebsocket)
+	st.ctx = ctx
 
 	next.ServeHTTP(w, r.WithContext(ctx))
 

@@ -70,7 +70,7 @@ func (t wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	if err != nil {
 		return // gorilla answered
 	}
-	ctx := r.Context()
+	ctx := st.ctx // not r's: gqlgen's handler adds an operation trace
 	c := &wsConn{
 		s: s, exec: exec, st: st, conn: conn, batch: hw.conn, br: hw.br, ctx: ctx,
 		legacy: conn.Subprotocol() != graphqlTransportWS,
@@ -625,10 +625,13 @@ func (c *wsConn) opLocked(id string) *wsOp {
 	return nil
 }
 
-// prepare parses and validates the operation, then runs it.
+// prepare parses and validates the operation, then runs it. A
+// subscription of the same document, operation and variables as one
+// running already takes that one's OperationContext instead: it would be
+// the same (the server's operation context mutators read only those and
+// the transport), and each costs a few KiB for its subscription's life.
 func (op *wsOp) prepare(start time.Time, payload json.RawMessage) {
 	c := op.c
-	ctx := graphql.StartOperationTrace(op.ctx)
 	var params graphql.RawParams
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber() // as gqlgen's transports do: Int variables stay exact
@@ -638,23 +641,29 @@ func (op *wsOp) prepare(start time.Time, payload json.RawMessage) {
 		return
 	}
 	params.Query = c.s.queries.intern(params.Query) // a subscription holds it for its life
-	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
-	rc, errs := c.exec.CreateOperationContext(ctx, &params)
-	if errs != nil {
-		resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
-		if errcode.GetErrorKind(errs) == errcode.KindProtocol {
-			op.mu.Lock()
-			op.errs = resp.Errors
-			op.mu.Unlock()
-		} else {
-			c.sendNext(op.id, resp)
+	key, share := shapeOf(&params)
+	rc := c.s.wsGroups.shared(key, share)
+	if rc == nil {
+		params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
+		ctx := graphql.StartOperationTrace(op.ctx)
+		var errs gqlerror.List
+		if rc, errs = c.exec.CreateOperationContext(ctx, &params); errs != nil {
+			resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
+			if errcode.GetErrorKind(errs) == errcode.KindProtocol {
+				op.mu.Lock()
+				op.errs = resp.Errors
+				op.mu.Unlock()
+			} else {
+				c.sendNext(op.id, resp)
+			}
+			op.finish()
+			return
 		}
-		op.finish()
-		return
+		op.ctx = ctx
 	}
-	op.ctx = graphql.WithOperationContext(ctx, rc)
 	if rc.Operation != nil && rc.Operation.Operation == ast.Subscription {
-		g := c.s.wsGroups.join(rc, op.ctx)
+		g := c.s.wsGroups.join(codecrafter.UserIDFromContext(op.ctx), key, share, rc)
+		rc = g.shape.rc // another's, when one of the same shape joined first
 		op.mu.Lock()
 		ended := op.ended // the socket closed meanwhile
 		if !ended {
@@ -665,9 +674,19 @@ func (op *wsOp) prepare(start time.Time, payload json.RawMessage) {
 			c.s.wsGroups.leave(g)
 			return
 		}
-		op.ctx = push.With(op.ctx, op)
+		op.ctx = push.With(graphql.WithOperationContext(op.ctx, rc), op)
+	} else {
+		op.ctx = graphql.WithOperationContext(op.ctx, rc)
 	}
 	op.run(rc)
+}
+
+// shapeOf keys an operation by what its OperationContext is made of;
+// share is false when it has more than that (extensions).
+func shapeOf(p *graphql.RawParams) (key shapeKey, share bool) {
+	vars, err := json.Marshal(p.Variables) // maps marshal with sorted keys
+	// The query text is interned: a key holds no copy of it.
+	return shapeKey{p.OperationName, p.Query, string(vars)}, err == nil && len(p.Extensions) == 0 && p.Headers == nil
 }
 
 // sendNext sends one response of operation id.
@@ -946,37 +965,78 @@ func (in *interned) intern(s string) string {
 	return s
 }
 
-// wsGroups holds the encodings that identical subscriptions share: same
-// document, operation, variables and user, so the same response.
+// wsGroups holds what identical subscriptions share: those of one shape
+// (document, operation and variables) their OperationContext, and those
+// of one shape and user, so the same response, their encodings.
 type wsGroups struct {
 	mu     sync.Mutex
+	shapes map[shapeKey]*wsShape
 	groups map[groupKey]*wsGroup
 }
 
-type groupKey struct{ user, operation, query, variables string }
+type shapeKey struct{ operation, query, variables string }
+
+type wsShape struct {
+	key    shapeKey
+	shared bool // in wsGroups.shapes
+	rc     *graphql.OperationContext
+	refs   int // guarded by wsGroups.mu
+}
+
+type groupKey struct {
+	user  string
+	shape *wsShape
+}
 
 type wsGroup struct {
-	id   groupKey
-	refs int // guarded by wsGroups.mu
+	id    groupKey
+	shape *wsShape
+	refs  int // guarded by wsGroups.mu
 
 	mu      sync.Mutex
 	key     any // the last event encoded
 	payload []byte
 }
 
-func (gs *wsGroups) join(rc *graphql.OperationContext, ctx context.Context) *wsGroup {
-	vars, _ := json.Marshal(rc.Variables) // maps marshal with sorted keys
-	// Strings, not one built of them: the query text is interned, and a
-	// subscription alone in its group (most are) holds no copy of it.
-	id := groupKey{codecrafter.UserIDFromContext(ctx), rc.OperationName, rc.RawQuery, string(vars)}
+// shared returns the OperationContext of a running subscription of this
+// shape, or nil.
+func (gs *wsGroups) shared(k shapeKey, share bool) *graphql.OperationContext {
+	if !share {
+		return nil
+	}
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
-	if gs.groups == nil {
-		gs.groups = map[groupKey]*wsGroup{}
+	if s := gs.shapes[k]; s != nil {
+		return s.rc
 	}
+	return nil
+}
+
+// join adds a subscription of shape k, whose OperationContext is rc
+// unless one of the same shape is running already, to its user's group.
+func (gs *wsGroups) join(user string, k shapeKey, share bool, rc *graphql.OperationContext) *wsGroup {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	var s *wsShape
+	if share {
+		if s = gs.shapes[k]; s == nil {
+			s = &wsShape{key: k, shared: true, rc: rc}
+			if gs.shapes == nil {
+				gs.shapes = map[shapeKey]*wsShape{}
+			}
+			gs.shapes[k] = s
+		}
+	} else {
+		s = &wsShape{key: k, rc: rc}
+	}
+	s.refs++
+	id := groupKey{user, s}
 	g := gs.groups[id]
 	if g == nil {
-		g = &wsGroup{id: id}
+		g = &wsGroup{id: id, shape: s}
+		if gs.groups == nil {
+			gs.groups = map[groupKey]*wsGroup{}
+		}
 		gs.groups[id] = g
 	}
 	g.refs++
@@ -988,6 +1048,10 @@ func (gs *wsGroups) leave(g *wsGroup) {
 	defer gs.mu.Unlock()
 	if g.refs--; g.refs == 0 {
 		delete(gs.groups, g.id)
+	}
+	s := g.shape
+	if s.refs--; s.refs == 0 && s.shared {
+		delete(gs.shapes, s.key)
 	}
 }
 
