@@ -161,14 +161,16 @@ func TestRemovedParticipantStopsReceiving(t *testing.T) {
 			join(t, bob, *s.InviteCode)
 			sock := openSocket(t, ta, proto, bob.Access)
 			sock.subscribe("1", sessionExecutionsQ, map[string]any{"s": s.ID})
-			// A run shows the subscription is live.
-			owner.Do(t, `mutation($s: ID!) { execute(input: {language: "python", code: "print(1)", sessionId: $s}) { id } }`, map[string]any{"s": s.ID}, nil)
-			if m := sock.next(); m.Type != "next" && m.Type != "data" {
-				t.Fatalf("want an event, got %s %s", m.Type, m.Payload)
-			}
+			// A run shows the subscription is live (runs until one does).
+			sock.seen("1", func() {
+				owner.Do(t, `mutation($s: ID!) { execute(input: {language: "python", code: "print(1)", sessionId: $s}) { id } }`, map[string]any{"s": s.ID}, nil)
+			}, func(map[string]json.RawMessage) bool { return true })
 
 			owner.Do(t, `mutation($s: ID!, $u: ID!) { removeParticipant(sessionId: $s, userId: $u) }`, map[string]any{"s": s.ID, "u": bob.ID}, nil)
 			m := sock.next()
+			for m.Type == "next" || m.Type == "data" { // a run's, sent before the removal
+				m = sock.next()
+			}
 			if m.Type != "error" || !strings.Contains(string(m.Payload), "NOT_FOUND") {
 				t.Fatalf("after removal: got %s %s, want an error with NOT_FOUND", m.Type, m.Payload)
 			}
@@ -182,6 +184,47 @@ func TestRemovedParticipantStopsReceiving(t *testing.T) {
 	}
 }
 
+// TestRemovalEndsOnlyTheRemovedUsersSubscription: identical
+// subscriptions of two users (which share their operation's parsed state
+// on the server) part when one user is removed: theirs ends with
+// NOT_FOUND, the other's goes on receiving.
+func TestRemovalEndsOnlyTheRemovedUsersSubscription(t *testing.T) {
+	ta := startApp(t)
+	owner, bob := ta.register(t, "owner"), ta.register(t, "bob")
+	s := createSession(t, owner, "twins")
+	join(t, bob, *s.InviteCode)
+	const q = `subscription($s: ID!) { messageAdded(sessionId: $s) { body } }`
+	vars := map[string]any{"s": s.ID}
+	mine, bobs := openSocket(t, ta, "graphql-transport-ws", owner.Access), openSocket(t, ta, "graphql-transport-ws", bob.Access)
+	mine.subscribe("chat", q, vars)
+	bobs.subscribe("chat", q, vars)
+	body := func(want string) func(map[string]json.RawMessage) bool {
+		return func(data map[string]json.RawMessage) bool {
+			return field[chatEvent](t, data, "messageAdded").Body == want
+		}
+	}
+	// Subscribe has no ack: a message sent until both see one shows both live.
+	for _, sock := range []*rawSocket{mine, bobs} {
+		sock.seen("chat", func() { owner.Do(t, sendQ, map[string]any{"s": s.ID, "b": "ping"}, nil) }, body("ping"))
+	}
+
+	owner.Do(t, `mutation($s: ID!, $u: ID!) { removeParticipant(sessionId: $s, userId: $u) }`, map[string]any{"s": s.ID, "u": bob.ID}, nil)
+	for {
+		m := bobs.next()
+		if m.Type == "error" {
+			if !strings.Contains(string(m.Payload), "NOT_FOUND") {
+				t.Fatalf("after removal: got %s, want NOT_FOUND", m.Payload)
+			}
+			break
+		}
+		if m.Type != "next" { // pings may still be in flight
+			t.Fatalf("after removal: got %s %s, want an error", m.Type, m.Payload)
+		}
+	}
+	owner.Do(t, sendQ, map[string]any{"s": s.ID, "b": "after"}, nil)
+	mine.await("chat", body("after"))
+}
+
 // TestDeletedSessionEndsSubscriptions: deleting a session ends every
 // participant's subscription to it.
 func TestDeletedSessionEndsSubscriptions(t *testing.T) {
@@ -193,8 +236,9 @@ func TestDeletedSessionEndsSubscriptions(t *testing.T) {
 	// The subscription is registered before deleteSession is sent: a
 	// query on the same server after it answered proves nothing about
 	// the other socket, so wait for the subscription's first event.
-	owner.Do(t, `mutation($s: ID!) { execute(input: {language: "python", code: "print(1)", sessionId: $s}) { id } }`, map[string]any{"s": s.ID}, nil)
-	sub.Next(t, 20*time.Second)
+	sub.Live(t, func() {
+		owner.Do(t, `mutation($s: ID!) { execute(input: {language: "python", code: "print(1)", sessionId: $s}) { id } }`, map[string]any{"s": s.ID}, nil)
+	})
 	owner.Do(t, `mutation($s: ID!) { deleteSession(id: $s) }`, map[string]any{"s": s.ID}, nil)
 	err := sub.Err(t, 20*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "NOT_FOUND") {
