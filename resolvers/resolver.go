@@ -13,6 +13,7 @@ import (
 	"github.com/codecrafter/codecrafter/editing"
 	"github.com/codecrafter/codecrafter/executions"
 	"github.com/codecrafter/codecrafter/graph/model"
+	"github.com/codecrafter/codecrafter/push"
 	"github.com/codecrafter/codecrafter/realtime"
 	"github.com/codecrafter/codecrafter/sessions"
 	"github.com/codecrafter/codecrafter/timeline"
@@ -74,6 +75,16 @@ func output(e *codecrafter.Execution, stream codecrafter.OutputStream) string {
 		}
 	}
 	return string(b)
+}
+
+// mapEvents converts a service's event channel to the subscription's,
+// which completes when in closes: through push on our transport (forward),
+// else mapChan.
+func mapEvents[T, U any](ctx context.Context, in <-chan T, f func(T) *U, report func(error)) (<-chan *U, error) {
+	if push.From(ctx) != nil {
+		return forward(ctx, in, f, func() error { return nil }, report)
+	}
+	return mapChan(ctx, in, f), nil
 }
 
 // mapChan converts a service's event channel to the GraphQL one; the

@@ -305,9 +305,9 @@ func (r *subscriptionResolver) ExecutionOutput(ctx context.Context, executionID 
 	if err != nil {
 		return nil, err
 	}
-	return mapChan(ctx, chunks, func(ev executions.OutputEvent) *model.ExecutionOutput {
+	return mapEvents(ctx, chunks, func(ev executions.OutputEvent) *model.ExecutionOutput {
 		return queuedOutputEvent(executionID, ev)
-	}), nil
+	}, r.subscriptionError(ctx))
 }
 
 func (r *subscriptionResolver) SessionExecutions(ctx context.Context, sessionID string) (<-chan *codecrafter.Execution, error) {

@@ -113,7 +113,9 @@ func TestSelectionsAndCodeAt(t *testing.T) {
 	bobSock := openSocket(t, ta, "graphql-ws", bob.Access)
 	bobSock.subscribe("sel", `subscription($s: ID!) { selections(sessionId: $s) { user { id } revision ranges { anchor head } } }`, vars)
 	adaSock := openSocket(t, ta, "graphql-transport-ws", ada.Access)
-	adaSock.subscribe("edits", codeEditedQ, vars) // ada is online while this lasts
+	// Ada is online while this lasts: from revision 0, so that its first
+	// event (bob's edit below) shows it live before she goes.
+	adaSock.subscribe("edits", codeEditedQ, map[string]any{"s": s.ID, "since": 0})
 
 	var e struct{ EditCode codeEdit }
 	bob.Do(t, editQ, map[string]any{"s": s.ID, "in": map[string]any{"baseRevision": 0, "ops": []map[string]any{{"insert": "# "}, {"retain": 8}}}}, &e)
@@ -124,6 +126,7 @@ func TestSelectionsAndCodeAt(t *testing.T) {
 		ev := field[selectionEvent](t, d, "selections")
 		return ev.User.ID == ada.ID && ev.Revision == 1 && len(ev.Ranges) == 1 && ev.Ranges[0].Anchor == 8 && ev.Ranges[0].Head == 8
 	})
+	adaSock.await("edits", func(d map[string]json.RawMessage) bool { return field[codeEdit](t, d, "codeEdited").Revision == 1 })
 	adaSock.conn.Close() // offline: her cursor goes
 	bobSock.await("sel", func(d map[string]json.RawMessage) bool {
 		ev := field[selectionEvent](t, d, "selections")

@@ -201,6 +201,31 @@ func (s *Subscription) Next(t testing.TB, timeout time.Duration) (*Response, boo
 	}
 }
 
+// Live repeats act, which makes an event, until the subscription sends
+// one, and returns that event: graphql-transport-ws does not acknowledge
+// a subscribe, so one just sent may not be live yet, and an event made
+// before it is (with nothing stored to replay) never reaches it.
+func (s *Subscription) Live(t testing.TB, act func()) *Response {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		act()
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				t.Fatalf("subscription ended: %v", <-s.done)
+			}
+			var r Response
+			if err := json.Unmarshal(m, &r); err != nil {
+				t.Fatalf("event %s: %v", m, err)
+			}
+			return &r
+		case <-time.After(time.Second):
+		}
+	}
+	t.Fatal("the subscription never sent an event")
+	return nil
+}
+
 // Collect reads events until the subscription completes, decoding each
 // event's data with f. It fails on an error event or after timeout.
 func (s *Subscription) Collect(t testing.TB, timeout time.Duration, f func(*Response)) {
