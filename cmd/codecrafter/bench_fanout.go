@@ -207,6 +207,7 @@ func measure(ctx context.Context, exe string, tgt fanoutTarget, o fanoutOpts, lo
 	if err := tgt.prepare(ctx); err != nil {
 		return nil, err
 	}
+	time.Sleep(o.Idle) // as before the second reading: both of a settled process
 	if res.RSSBefore, err = readRSS(pid); err != nil {
 		return nil, err
 	}
