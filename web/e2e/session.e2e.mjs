@@ -121,12 +121,20 @@ async function signUp(page, base, name, email, path = '/') {
 
 async function newContext(name) {
   const ctx = await browser.newContext({ viewport: { width: 1400, height: 950 } });
-  // Every WebSocket the page opens, so a test can drop them.
+  // Every WebSocket the page opens, so a test can drop them. While
+  // window.__offline is set, new ones fail as they would off the network:
+  // setOffline does not reach WebSockets (playwright#4910), and a socket
+  // back within the client's first retry (150-300 ms) could hide the
+  // "Reconnecting…" banner from a check on a loaded machine.
   await ctx.addInitScript(() => {
     const WS = window.WebSocket;
     window.__sockets = [];
+    window.__offline = false;
     window.WebSocket = class extends WS {
-      constructor(...a) { super(...a); window.__sockets.push(this); }
+      constructor(url, ...a) {
+        super(window.__offline ? `ws://${location.host}/offline` : url, ...a); // same origin: the CSP allows it, the server refuses it
+        window.__sockets.push(this);
+      }
     };
   });
   const page = await ctx.newPage();
@@ -245,7 +253,7 @@ async function main() {
 
   log('Bob drops off the network: his edits wait, and he catches up on everything when back');
   await bob.ctx.setOffline(true);
-  await B.evaluate(() => window.__sockets.forEach((s) => s.close()));
+  await B.evaluate(() => { window.__offline = true; window.__sockets.forEach((s) => s.close()); });
   await B.getByRole('status').getByText('Reconnecting…').waitFor({ timeout: T });
   await A.getByLabel('Message').fill('while you were away');
   await A.getByRole('button', { name: 'Send' }).click();
@@ -256,6 +264,7 @@ async function main() {
   await B.keyboard.press('Control+Home');
   await B.keyboard.type('# bob offline\n');
   await bob.ctx.setOffline(false);
+  await B.evaluate(() => { window.__offline = false; });
   await until(B, 'reconnected', () => !document.querySelector('.banner'));
   await B.getByRole('list', { name: 'Chat history' }).getByText('while you were away').waitFor({ timeout: T });
   const resumed = await converged([A, B], sessionId, 'after the reconnect');
