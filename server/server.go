@@ -266,6 +266,11 @@ func (s *Server) graphQLHandler() http.Handler {
 		h.SetParserTokenLimit(s.cfg.ParserTokenLimit)
 	}
 
+	// Operation context mutators (transportGuard, noIntrospection,
+	// queryShape, aliasLimit, costLimit) may read only the document, the
+	// variables and the transport: WebSocket subscriptions of the same
+	// document, operation and variables share one OperationContext,
+	// whoever sends them (wsGroups).
 	h.Use(s.metrics) // first, so it sees every operation and error
 	h.Use(transportGuard{})
 	h.Use(websocketOperations{s})
