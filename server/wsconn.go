@@ -663,7 +663,7 @@ func (op *wsOp) prepare(start time.Time, payload json.RawMessage) {
 	}
 	if rc.Operation != nil && rc.Operation.Operation == ast.Subscription {
 		g := c.s.wsGroups.join(codecrafter.UserIDFromContext(op.ctx), key, share, rc)
-		rc = g.shape.rc // another's, when one of the same shape joined first
+		rc = g.id.shape.rc // another's, when one of the same shape joined first
 		op.mu.Lock()
 		ended := op.ended // the socket closed meanwhile
 		if !ended {
@@ -989,9 +989,8 @@ type groupKey struct {
 }
 
 type wsGroup struct {
-	id    groupKey
-	shape *wsShape
-	refs  int // guarded by wsGroups.mu
+	id   groupKey // its shape is id.shape
+	refs int      // guarded by wsGroups.mu
 
 	mu      sync.Mutex
 	key     any // the last event encoded
@@ -1033,7 +1032,7 @@ func (gs *wsGroups) join(user string, k shapeKey, share bool, rc *graphql.Operat
 	id := groupKey{user, s}
 	g := gs.groups[id]
 	if g == nil {
-		g = &wsGroup{id: id, shape: s}
+		g = &wsGroup{id: id}
 		if gs.groups == nil {
 			gs.groups = map[groupKey]*wsGroup{}
 		}
@@ -1049,7 +1048,7 @@ func (gs *wsGroups) leave(g *wsGroup) {
 	if g.refs--; g.refs == 0 {
 		delete(gs.groups, g.id)
 	}
-	s := g.shape
+	s := g.id.shape
 	if s.refs--; s.refs == 0 && s.shared {
 		delete(gs.shapes, s.key)
 	}

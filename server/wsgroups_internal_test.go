@@ -22,14 +22,14 @@ func TestWsGroupsShareByShape(t *testing.T) {
 	}
 	a2 := gs.join("ada", k, true, second) // made meanwhile: the first's wins
 	b := gs.join("bob", k, true, second)
-	if a2 != a1 || b == a1 || b.shape.rc != first || a2.shape.rc != first {
-		t.Fatalf("groups: ada %p %p, bob %p; contexts %p %p", a1, a2, b, a2.shape.rc, b.shape.rc)
+	if a2 != a1 || b == a1 || b.id.shape.rc != first || a2.id.shape.rc != first {
+		t.Fatalf("groups: ada %p %p, bob %p; contexts %p %p", a1, a2, b, a2.id.shape.rc, b.id.shape.rc)
 	}
 	if gs.shared(k, false) != nil {
 		t.Fatal("an operation with extensions took a shared OperationContext")
 	}
 	private := gs.join("ada", k, false, second)
-	if private == a1 || private.shape.rc != second {
+	if private == a1 || private.id.shape.rc != second {
 		t.Fatal("an operation with extensions joined the shared group")
 	}
 	for _, g := range []*wsGroup{a1, a2, b, private} {
