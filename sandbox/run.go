@@ -402,7 +402,12 @@ func (r *run) finish(ctx context.Context, exit *wire.Exit, violated string) (*co
 	if st == nil {
 		return nil, fmt.Errorf("inspect: no state")
 	}
-	if !st.OOMKilled && st.ExitCode == 128+9 && r.stopped() == stopNone {
+	// A SIGKILL the host did not send, to the box or (ccbox reports it) to
+	// the program, may be a memory kill the state missed: the engine
+	// hears of the OOM and of the exit separately, and under load the
+	// exit can come first.
+	killed := st.ExitCode == 128+9 || exit != nil && exit.ExitCode == 128+9
+	if !st.OOMKilled && killed && r.stopped() == stopNone {
 		st.OOMKilled = r.d.oomLogged(ictx, r.b.id, st.StartedAt)
 		r.d.log.Debug("sandbox: SIGKILLed box", "container", r.b.id, "oom_event", st.OOMKilled)
 	}
