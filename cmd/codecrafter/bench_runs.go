@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -62,6 +63,10 @@ type runsResult struct {
 	// and of the whole machine (everything: the bench's own clients, the
 	// boxes, the kernel's work for them, and whatever else runs).
 	serveCPU, engineCPU, machineCPU time.Duration
+	// stolen is the share of the cores' time the hypervisor gave to
+	// other guests during the scenario (/proc/stat steal): a virtual
+	// machine's figures are comparable only at a like share.
+	stolen float64
 }
 
 func (r *runsResult) rate() float64 {
@@ -101,7 +106,7 @@ func runRuns(ctx context.Context, exe string, o runsOpts, stdout, log io.Writer)
 		p.waitPool(ctx, 30*time.Second) // each scenario starts from a settled pool
 		fmt.Fprintf(log, "bench runs: %s (load average %s)\n", sc, loadAvg())
 		var r *runsResult
-		serve0, engine0, machine0 := procCPU(p.child.cmd.Process.Pid), engineCPU(), machineCPU()
+		serve0, engine0, machine0, steal0, t0 := procCPU(p.child.cmd.Process.Pid), engineCPU(), machineCPU(), stealCPU(), time.Now()
 		switch strings.TrimSpace(sc) {
 		case "b2b":
 			r, err = p.b2b(ctx, o.Code, o.Samples)
@@ -120,6 +125,7 @@ func runRuns(ctx context.Context, exe string, o runsOpts, stdout, log io.Writer)
 			r.engineCPU = (engineCPU() - engine0) / time.Duration(r.n)
 			r.machineCPU = (machineCPU() - machine0) / time.Duration(r.n)
 		}
+		r.stolen = float64(stealCPU()-steal0) / float64(time.Since(t0)*time.Duration(runtime.NumCPU()))
 		results = append(results, r)
 	}
 	// The baseline again, after: the machine's load may have moved.
@@ -162,7 +168,8 @@ func printRuns(w io.Writer, base, after []time.Duration, results []*runsResult, 
 	}
 	tw.Flush()
 	for _, r := range results {
-		fmt.Fprintf(w, "%s: CPU per run: serve %s, engine %s, machine %s", r.name, msStr(r.serveCPU), msStr(r.engineCPU), msStr(r.machineCPU))
+		fmt.Fprintf(w, "%s: CPU per run: serve %s, engine %s, machine %s; stolen by the hypervisor: %.0f%% of the cores' time",
+			r.name, msStr(r.serveCPU), msStr(r.engineCPU), msStr(r.machineCPU), 100*r.stolen)
 		if r.note != "" {
 			fmt.Fprintf(w, "; %s", r.note)
 		}
@@ -654,6 +661,21 @@ func machineCPU() time.Duration {
 		var v int64
 		fmt.Sscan(f, &v)
 		ticks += v
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ 100
+}
+
+// stealCPU is the time the hypervisor ran other guests while this
+// machine's cores wanted to run (/proc/stat steal, all cores).
+func stealCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var ticks int64
+	if f := strings.Fields(line); len(f) > 8 {
+		fmt.Sscan(f[8], &ticks)
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ 100
 }
