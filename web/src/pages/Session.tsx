@@ -54,9 +54,20 @@ function SessionView({ initial, languages, resync }: { initial: SessionData; lan
   const canEdit = role !== 'VIEWER';
   const isOwner = role === 'OWNER';
 
+  // Local changes so far: a read that began before the latest one may
+  // predate it, and would undo it on screen (the next read is seconds away).
+  const changes = useRef(0);
+  const change = useCallback((c: Partial<SessionData>) => {
+    changes.current++;
+    setSession((s) => ({ ...s, ...c }));
+  }, []);
   const reload = useCallback(() => {
+    const at = changes.current;
     query(`query($id: ID!) { session(id: $id) { ${SESSION_FIELDS} } }`, { id: sessionId })
-      .then((d) => (d.session ? setSession((s) => ({ ...s, ...d.session })) : setEnded('You are no longer in this session.')))
+      .then((d) => {
+        if (!d.session) setEnded('You are no longer in this session.');
+        else if (changes.current === at) setSession((s) => ({ ...s, ...d.session }));
+      })
       .catch(() => {});
   }, [sessionId]);
 
@@ -82,7 +93,7 @@ function SessionView({ initial, languages, resync }: { initial: SessionData; lan
   const editor = useCollabEditor(session, me, canEdit, resync);
 
   async function setLanguage(language: string) {
-    setSession((s) => ({ ...s, language }));
+    change({ language });
     try {
       await mutate('mutation($id: ID!, $i: UpdateSessionInput!) { updateSession(id: $id, input: $i) { id language } }', { id: sessionId, i: { language } });
     } catch (err) {
@@ -106,7 +117,7 @@ function SessionView({ initial, languages, resync }: { initial: SessionData; lan
         </label>
         <span className="muted">you are {role.toLowerCase()} · revision <span data-testid="revision">{editor.revision}</span></span>
       </div>
-      {isOwner && <Invite session={session} onChange={(s) => setSession((x) => ({ ...x, ...s }))} />}
+      {isOwner && <Invite session={session} onChange={change} />}
       <div className="columns">
         <div className="main-col">
           <div className="editor" ref={editor.hostRef} />
