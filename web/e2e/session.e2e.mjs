@@ -130,10 +130,16 @@ async function newContext(name) {
     const WS = window.WebSocket;
     window.__sockets = [];
     window.__offline = false;
+    window.__wslog = []; // what the sockets did, printed when a step about them fails
+    const t0 = Date.now();
     window.WebSocket = class extends WS {
       constructor(url, ...a) {
         super(window.__offline ? `ws://${location.host}/offline` : url, ...a); // same origin: the CSP allows it, the server refuses it
-        window.__sockets.push(this);
+        const n = window.__sockets.push(this);
+        const note = (what) => window.__wslog.push(`${Date.now() - t0}ms #${n} ${what}`);
+        note(`new ${this.url}`);
+        this.addEventListener('open', () => note('open'));
+        this.addEventListener('close', (e) => note(`close ${e.code}`));
       }
     };
   });
@@ -254,7 +260,10 @@ async function main() {
   log('Bob drops off the network: his edits wait, and he catches up on everything when back');
   await bob.ctx.setOffline(true);
   await B.evaluate(() => { window.__offline = true; window.__sockets.forEach((s) => s.close()); });
-  await B.getByRole('status').getByText('Reconnecting…').waitFor({ timeout: T });
+  await B.getByRole('status').getByText('Reconnecting…').waitFor({ timeout: T }).catch(async (e) => {
+    const seen = await B.evaluate(() => ({ sockets: window.__wslog, banner: document.querySelector('.banner')?.textContent ?? null, at: location.href }));
+    throw new Error(`${e.message}\nBob's sockets: ${JSON.stringify(seen, null, 1)}`);
+  });
   await A.getByLabel('Message').fill('while you were away');
   await A.getByRole('button', { name: 'Send' }).click();
   await A.getByRole('textbox', { name: 'Code' }).click();
@@ -294,10 +303,39 @@ async function main() {
     await slider.fill(String(max));
   }
 
-  log('the owner turns the invite link off: a newcomer cannot join by it');
+  log('the owner turns the invite link off, while a read of the session from before is on its way: it does not undo the change on screen');
+  // Ann's page reads the session every 5 s: one read is answered now but
+  // delivered only after the change has been answered.
+  let held, release, fulfilled = false, nextRead, looked;
+  const holding = new Promise((r) => (held = r));
+  const released = new Promise((r) => (release = r));
+  const readAfter = new Promise((r) => (nextRead = r));
+  const checked = new Promise((r) => (looked = r));
+  await A.route('**/graphql', async (route) => {
+    const body = route.request().postData() ?? '';
+    if (!body.includes('session(id:') || !body.includes('participants')) return route.continue(); // the page's reads only
+    if (fulfilled) {
+      nextRead();
+      await checked; // its answer would hide what the held one did
+    }
+    if (!held) return route.continue();
+    held();
+    held = null;
+    const response = await route.fetch(); // the server reads it now
+    await released;
+    await route.fulfill({ response });
+    fulfilled = true;
+  });
+  await holding;
   await A.getByRole('checkbox', { name: 'Invite link on' }).uncheck();
   // (the server's answer, not only the box: a newcomer next)
   await eventually('invite off', async () => (await gql(A, 'query($id: ID!) { session(id: $id) { inviteEnabled } }', { id: sessionId })).session.inviteEnabled === false);
+  release();
+  await readAfter; // the page's next read: the held one was delivered before it
+  const on = await A.getByRole('checkbox', { name: 'Invite link on' }).isChecked();
+  looked();
+  if (on) throw new Error('a read from before the change turned the invite box on again');
+  await A.unroute('**/graphql', { behavior: 'wait' }); // the reads it holds go on first
   const carl = await newContext('carl');
   await signUp(carl.page, base, 'Carl', `carl-${stamp}@example.com`, new URL(invite).pathname);
   await carl.page.getByRole('alert').getByText('Could not join').waitFor({ timeout: T });
