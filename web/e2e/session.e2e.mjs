@@ -373,13 +373,15 @@ async function main() {
   log('PASS');
 }
 
-// Interrupted (make stopped): take the server along.
+// Interrupted (make stopped), or crashed on an error no step caught (a
+// route handler's, say): take the server along.
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.once(sig, () => {
     server?.kill('SIGTERM');
     process.exit(130);
   });
 }
+process.once('exit', () => server?.exitCode === null && server.kill('SIGTERM'));
 
 let code = 0;
 try {
