@@ -648,36 +648,39 @@ func procCPU(pid int) time.Duration {
 // nice, system, irq and softirq (not idle, iowait, steal, nor guest,
 // which user already holds).
 func machineCPU() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	var ticks int64
-	for i, f := range strings.Fields(line)[1:] {
-		if i == 3 || i == 4 || i >= 7 {
-			continue
+	var busy time.Duration
+	for i, v := range cpuStat() {
+		if i != 3 && i != 4 && i < 7 {
+			busy += v
 		}
-		var v int64
-		fmt.Sscan(f, &v)
-		ticks += v
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ 100
+	return busy
 }
 
 // stealCPU is the time the hypervisor ran other guests while this
 // machine's cores wanted to run (/proc/stat steal, all cores).
 func stealCPU() time.Duration {
+	if f := cpuStat(); len(f) > 7 {
+		return f[7]
+	}
+	return 0
+}
+
+// cpuStat is /proc/stat's line for all cores: user, nice, system, idle,
+// iowait, irq, softirq, steal, guest, guest_nice.
+func cpuStat() []time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return nil
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
-	var ticks int64
-	if f := strings.Fields(line); len(f) > 8 {
-		fmt.Sscan(f[8], &ticks)
+	var out []time.Duration
+	for _, f := range strings.Fields(line)[1:] {
+		var v int64
+		fmt.Sscan(f, &v)
+		out = append(out, time.Duration(v)*10*time.Millisecond) // USER_HZ 100
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ 100
+	return out
 }
 
 // engineCPU sums procCPU of dockerd, containerd and every containerd-shim,
