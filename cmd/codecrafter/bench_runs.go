@@ -168,8 +168,12 @@ func printRuns(w io.Writer, base, after []time.Duration, results []*runsResult, 
 	}
 	tw.Flush()
 	for _, r := range results {
+		engine := msStr(r.engineCPU)
+		if r.engineCPU < 0 { // more CPU left with reaped shims than was counted (see engineCPU)
+			engine = "unknown (exited shims took their CPU along)"
+		}
 		fmt.Fprintf(w, "%s: CPU per run: serve %s, engine %s, machine %s; stolen by the hypervisor: %.0f%% of the cores' time",
-			r.name, msStr(r.serveCPU), msStr(r.engineCPU), msStr(r.machineCPU), 100*r.stolen)
+			r.name, msStr(r.serveCPU), engine, msStr(r.machineCPU), 100*r.stolen)
 		if r.note != "" {
 			fmt.Fprintf(w, "; %s", r.note)
 		}
