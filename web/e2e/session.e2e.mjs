@@ -306,7 +306,7 @@ async function main() {
   log('the owner turns the invite link off, while a read of the session from before is on its way: it does not undo the change on screen');
   // Ann's page reads the session every 5 s: one read is answered now but
   // delivered only after the change has been answered.
-  let held, release, fulfilled = false, nextRead, looked;
+  let holdOne = true, fulfilled = false, held, release, nextRead, looked;
   const holding = new Promise((r) => (held = r));
   const released = new Promise((r) => (release = r));
   const readAfter = new Promise((r) => (nextRead = r));
@@ -318,9 +318,9 @@ async function main() {
       nextRead();
       await checked; // its answer would hide what the held one did
     }
-    if (!held) return route.continue();
+    if (!holdOne) return route.continue();
+    holdOne = false;
     held();
-    held = null;
     const response = await route.fetch(); // the server reads it now
     await released;
     await route.fulfill({ response });
@@ -375,12 +375,7 @@ async function main() {
 
 // Interrupted (make stopped), or crashed on an error no step caught (a
 // route handler's, say): take the server along.
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.once(sig, () => {
-    server?.kill('SIGTERM');
-    process.exit(130);
-  });
-}
+for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
 process.once('exit', () => server?.exitCode === null && server.kill('SIGTERM'));
 
 let code = 0;
