@@ -100,8 +100,40 @@ configure_runtimes() {
   fi
 }
 
+# engine_weight gives dockerd and containerd, and the shims and OCI runtime
+# processes they start (which inherit it), a cgroup of low CPU weight: the
+# engine's work here is mostly starting boxes ahead of demand, which should
+# yield to the runs in progress (the programs, in their containers' own
+# cgroups, and the worker). Weights only matter when the cores are busy;
+# BENCHMARKS.md has the measurements. CODECRAFTER_ENGINE_CPU_SHARES: the
+# weight in cgroup v1's cpu.shares (of 1024; default 256; 0 leaves the
+# engine where it is). Where systemd runs the engine it owns its cgroups:
+# set CPUWeight= on docker.service and containerd.service instead.
+engine_weight() {
+  local shares=${CODECRAFTER_ENGINE_CPU_SHARES:-256} dir v p
+  [ "$shares" != 0 ] || return 0
+  if [ -d /run/systemd/system ]; then
+    log "systemd runs the engine: for its CPU weight, systemctl set-property docker.service containerd.service CPUWeight=$((shares * 100 / 1024))"
+    return 0
+  fi
+  if [ -f /sys/fs/cgroup/cpu/cpu.shares ]; then # v1 (or hybrid)
+    dir=/sys/fs/cgroup/cpu/codecrafter-engine v=$shares
+    as_root mkdir -p "$dir" && echo "$v" | as_root tee "$dir/cpu.shares" >/dev/null || return 0
+  elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then # v2
+    dir=/sys/fs/cgroup/codecrafter-engine v=$((shares * 100 / 1024 > 0 ? shares * 100 / 1024 : 1))
+    { echo +cpu | as_root tee /sys/fs/cgroup/cgroup.subtree_control >/dev/null &&
+      as_root mkdir -p "$dir" && echo "$v" | as_root tee "$dir/cpu.weight" >/dev/null; } || return 0
+  else
+    return 0
+  fi
+  for p in $(pgrep -x dockerd) $(pgrep -x containerd) $(pgrep -f '^[^ ]*containerd-shim'); do
+    echo "$p" | as_root tee "$dir/cgroup.procs" >/dev/null 2>&1 || true
+  done
+  log "engine at CPU weight $v in $dir"
+}
+
 start_docker() {
-  if docker info >/dev/null 2>&1; then configure_runtimes; return 0; fi
+  if docker info >/dev/null 2>&1; then configure_runtimes; engine_weight; return 0; fi
   command -v dockerd >/dev/null || need_pkgs docker.io
   need_pkgs debootstrap
   configure_runtimes
@@ -112,6 +144,7 @@ start_docker() {
   fi
   wait_for dockerd 60 docker info
   log "dockerd ready"
+  engine_weight
 }
 
 start_redis() {
