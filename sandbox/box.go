@@ -41,7 +41,8 @@ type box struct {
 
 // createOptions is the hardened container: no network, read-only root,
 // size-capped tmpfs work dir (the only place with exec), unprivileged
-// user, no capabilities, no privilege gain, default seccomp, pids, memory
+// user, no capabilities, no privilege gain, Docker's default seccomp
+// rules for the native architecture only (boxSeccomp), pids, memory
 // (no swap), CPU and file limits, tini as init, empty environment, no
 // log storage.
 func (d *Docker) createOptions(l *Language, memoryMB int, runtime string) client.ContainerCreateOptions {
@@ -75,7 +76,7 @@ func (d *Docker) createOptions(l *Language, memoryMB int, runtime string) client
 			},
 			ShmSize:     8 << 20,
 			CapDrop:     []string{"ALL"},
-			SecurityOpt: []string{"no-new-privileges"},
+			SecurityOpt: d.securityOpt(),
 			Init:        &yes,
 			LogConfig:   container.LogConfig{Type: "none"},
 			Runtime:     runtime,
@@ -94,6 +95,13 @@ func (d *Docker) createOptions(l *Language, memoryMB int, runtime string) client
 			},
 		},
 	}
+}
+
+func (d *Docker) securityOpt() []string {
+	if d.seccomp == "" {
+		return []string{"no-new-privileges"}
+	}
+	return []string{"no-new-privileges", d.seccomp}
 }
 
 // startBox creates, attaches and starts a container; ccbox then blocks

@@ -5,8 +5,9 @@
 //
 // Each run gets a fresh container: no network, read-only root, a
 // size-capped tmpfs work dir (/box, the only place allowed to exec) and a
-// noexec /tmp, uid 65534, no capabilities, no-new-privileges, the default
-// seccomp profile, pids/memory(+swap)/CPU/file limits, tini as init, an
+// noexec /tmp, uid 65534, no capabilities, no-new-privileges, Docker's
+// default seccomp rules for the native ABI only (no int 0x80; seccomp.go),
+// pids/memory(+swap)/CPU/file limits, tini as init, an
 // empty environment and no log storage. Inside, ccbox (cmd/ccbox) takes
 // the job on stdin, compiles and runs it and reports frames (package
 // wire) on stdout; the runner enforces wall clock and output cap itself,

@@ -46,7 +46,8 @@ type Docker struct {
 	// kernelMemcg: the runtime (runc, crun) puts boxes in a kernel memory
 	// cgroup whose OOM kill count ccbox can read.
 	kernelMemcg bool
-	resizable   bool // runc, crun: a pooled box's memory limit can be changed live
+	resizable   bool   // runc, crun: a pooled box's memory limit can be changed live
+	seccomp     string // boxes' security option for it (boxSeccomp)
 
 	// Used boxes are removed in the background (removeLater); removing
 	// bounds how many are pending, so a slow engine still slows runs down.
@@ -103,6 +104,7 @@ func newDocker(ctx context.Context, cli *client.Client, cfg Config, reg *Registr
 		return nil, fmt.Errorf("sandbox: docker engine: %w", err)
 	}
 	d.engineDefault = info.Info.DefaultRuntime
+	d.seccomp = boxSeccomp(info.Info.SecurityOptions)
 	rt, auto := chooseRuntime(cfg.OCIRuntime, slices.Collect(maps.Keys(info.Info.Runtimes)), d.engineDefault)
 	d.setRuntime(rt, auto)
 	if err := d.sweep(ctx); err != nil {

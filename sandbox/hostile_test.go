@@ -207,6 +207,15 @@ func testHostile(t *testing.T, cfg sandbox.Config, relaxed map[string][]codecraf
 			// Waiting for the daemons would end at the 3 s limit as
 			// TIMED_OUT; assertGone (below) checks they were killed.
 			check: has("bye")},
+		// Boxes' seccomp profile admits the native ABI only: i386's getpid
+		// through int 0x80 must not return a pid (it kills the program, or
+		// fails, depending on the runtime).
+		{name: "32-bit system call", lang: "c", want: codecrafter.StatusFailed,
+			code: "#include <stdio.h>\nint main(void) {\n\tlong r = 20; /* i386 getpid */\n\tprintf(\"before\\n\");\n\tfflush(stdout);\n" +
+				"\t__asm__ volatile(\"int $0x80\" : \"+a\"(r) : : \"memory\");\n\tprintf(\"int 0x80: %ld\\n\", r);\n\treturn r > 0 ? 0 : 1;\n}\n",
+			check: func(t *testing.T, res *codecrafter.RunResult) {
+				has("before")(t, res)
+			}},
 		{name: "C includes /etc/shadow", lang: "c", want: codecrafter.StatusCompileError,
 			code: "#include \"/etc/shadow\"\nint main(void) { return 0; }\n", check: has("Permission denied")},
 		{name: "C includes a host file", lang: "c", want: codecrafter.StatusCompileError,
