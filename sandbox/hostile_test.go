@@ -1,9 +1,11 @@
 package sandbox_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -375,7 +377,18 @@ func TestOOMLogged(t *testing.T) {
 		return id, strings.TrimSpace(since)
 	}
 	ctx := testenv.Context(t, time.Minute)
-	bomb, since := started("a = []\nwhile True: a.append(bytearray(10**7))")
+	// The bomb allocates only when told, after `docker run -d` returned:
+	// the engine's shim watches a container's memory cgroup for OOMs only
+	// once its start is done, and a bomb that is its box's first program
+	// can fill 32 MB before then on a loaded machine (no OOM event, seen
+	// in CI). Boxes run programs only after their start, so only this
+	// test has that race.
+	bomb, since := started("import signal\nsignal.signal(signal.SIGUSR1, lambda *_: None)\nprint('ready', flush=True)\nsignal.pause()\n" +
+		"a = []\nwhile True: a.append(bytearray(10**7))")
+	awaitLine(ctx, t, bomb, "ready")
+	if out, err := execOutput("docker", "kill", "-s", "USR1", bomb); err != nil {
+		t.Fatalf("docker kill -s USR1: %v %s", err, out)
+	}
 	if out, err := execOutput("docker", "wait", bomb); err != nil || strings.TrimSpace(out) != "137" {
 		t.Fatalf("memory bomb: exit %q, %v", out, err)
 	}
@@ -392,6 +405,27 @@ func TestOOMLogged(t *testing.T) {
 	if d.OOMLogged(ctx, sleeper, since) {
 		t.Error("a plain SIGKILL was taken for a memory kill")
 	}
+}
+
+// awaitLine waits for a line of a container's output.
+func awaitLine(ctx context.Context, t *testing.T, id, line string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "docker", "logs", "-f", id)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if sc.Text() == line {
+			return
+		}
+	}
+	t.Fatalf("container %s ended without printing %q (%v)", id, line, ctx.Err())
 }
 
 func deref(s *string) string {
