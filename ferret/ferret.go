@@ -83,8 +83,8 @@ func Start(ctx context.Context, dir string, logger *slog.Logger, opts ...Option)
 	newMu.Lock()
 	f, err := ferretdb.New(&ferretdb.Config{
 		// Only the proxy talks to FerretDB.
-		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
-		Handler:   "sqlite",
+		Listener: ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Handler:  "sqlite",
 		// WAL with synchronous=NORMAL (SQLite's advice for WAL) instead of
 		// FULL: a commit is not flushed to the disk on its own, so a
 		// killed process loses nothing (its commits are in the OS's cache)
