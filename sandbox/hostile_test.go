@@ -326,9 +326,14 @@ func TestCancel(t *testing.T) {
 }
 
 // TestMemoryKill checks both ways a memory kill is found: ccbox's report
-// of the box's OOM kill count with a clean exit (under runc) and the
-// container's final state (the fallback), also when only a child was
-// killed and the program itself exits 0.
+// of the box's OOM kill count with a clean exit (under runc and crun),
+// also when only a child was killed and the program itself exits 0, and
+// the fallback (gVisor's way: the container's final state and the
+// engine's OOM log, asked when something was SIGKILLed). The fallback is
+// not asked about a killed child whose parent exits 0: only the engine's
+// state could tell, and it misses the OOM when the engine hears of the
+// exit first (seen in CI, with the engine at a low CPU weight). Under
+// gVisor that case does not arise: an OOM kill takes the whole sandbox.
 func TestMemoryKill(t *testing.T) {
 	t.Parallel()
 	childBomb := "import subprocess, sys\nr = subprocess.run([sys.executable, '-c', 'a = []\\nwhile True: a.append(bytearray(10**7))'])\nprint('child ended', r.returncode)\n"
@@ -347,6 +352,9 @@ func TestMemoryKill(t *testing.T) {
 				{"a = []\nwhile True:\n    a.append(bytearray(10**7))\n", codecrafter.StatusMemoryLimit},
 				{"print('fine')", codecrafter.StatusSucceeded},
 			} {
+				if fallback && tc.code == childBomb {
+					continue
+				}
 				res := run(t, d, codecrafter.RunRequest{Language: "python", Code: tc.code, MemoryLimitMB: 64})
 				if res.Status != tc.want {
 					t.Errorf("status %s, want %s:\n%s", res.Status, tc.want, describe(res))
