@@ -121,11 +121,13 @@ async function signUp(page, base, name, email, path = '/') {
 
 async function newContext(name) {
   const ctx = await browser.newContext({ viewport: { width: 1400, height: 950 } });
-  // Every WebSocket the page opens, so a test can drop them. While
+  // Every WebSocket the page opens, so a test can reach them. While
   // window.__offline is set, new ones fail as they would off the network:
-  // setOffline does not reach WebSockets (playwright#4910), and a socket
-  // back within the client's first retry (150-300 ms) could hide the
-  // "Reconnecting…" banner from a check on a loaded machine.
+  // setOffline does not reach WebSockets in every Chromium (playwright#4910),
+  // and a socket back within the client's first retry (150-300 ms) could
+  // hide the "Reconnecting…" banner from a check on a loaded machine. A
+  // socket marked __stalled neither sends nor receives, and stays open: a
+  // dead link that the browser does not see.
   await ctx.addInitScript(() => {
     const WS = window.WebSocket;
     window.__sockets = [];
@@ -141,6 +143,13 @@ async function newContext(name) {
         this.addEventListener('open', () => note('open'));
         this.addEventListener('close', (e) => note(`close ${e.code}`));
       }
+      send(data) {
+        if (!this.__stalled) super.send(data);
+      }
+      set onmessage(f) { // the client's one handler
+        super.onmessage = f && ((e) => { if (!this.__stalled) f.call(this, e); });
+      }
+      get onmessage() { return super.onmessage; }
     };
   });
   const page = await ctx.newPage();
@@ -257,13 +266,26 @@ async function main() {
   await until(B, 'Run enabled again', () => [...document.querySelectorAll('button')].find((b) => b.textContent === 'Run')?.disabled === false);
   await until(B, 'editable again', () => document.querySelector('.cm-content')?.getAttribute('contenteditable') === 'true');
 
-  log('Bob drops off the network: his edits wait, and he catches up on everything when back');
-  await bob.ctx.setOffline(true);
-  await B.evaluate(() => { window.__offline = true; window.__sockets.forEach((s) => s.close()); });
-  await B.getByRole('status').getByText('Reconnecting…').waitFor({ timeout: T }).catch(async (e) => {
+  const reconnecting = (what) => B.getByRole('status').getByText('Reconnecting…').waitFor({ timeout: T }).catch(async (e) => {
     const seen = await B.evaluate(() => ({ sockets: window.__wslog, banner: document.querySelector('.banner')?.textContent ?? null, at: location.href }));
-    throw new Error(`${e.message}\nBob's sockets: ${JSON.stringify(seen, null, 1)}`);
+    throw new Error(`${what}: ${e.message}\nBob's sockets: ${JSON.stringify(seen, null, 1)}`);
   });
+
+  log("Bob's socket goes dead without closing: his page sees no pong, drops it, and his edit from meanwhile goes through");
+  await B.evaluate(() => { window.__offline = true; window.__sockets.forEach((s) => { s.__stalled = true; }); });
+  await B.getByRole('textbox', { name: 'Code' }).click();
+  await B.keyboard.press('Control+End');
+  await B.keyboard.type('# bob on a dead link\n');
+  await reconnecting('a dead socket');
+  await B.evaluate(() => { window.__offline = false; });
+  await until(B, 'reconnected after a dead socket', () => !document.querySelector('.banner'));
+  const relinked = await converged([A, B], sessionId, 'after a dead socket');
+  if (!relinked.includes('# bob on a dead link')) throw new Error(`after a dead socket the text lacks Bob's edit: ${JSON.stringify(relinked)}`);
+
+  log('Bob drops off the network: his page sees it at once, his edits wait, and he catches up on everything when back');
+  await B.evaluate(() => { window.__offline = true; });
+  await bob.ctx.setOffline(true);
+  await reconnecting('offline');
   await A.getByLabel('Message').fill('while you were away');
   await A.getByRole('button', { name: 'Send' }).click();
   await A.getByRole('textbox', { name: 'Code' }).click();
@@ -272,8 +294,8 @@ async function main() {
   await B.getByRole('textbox', { name: 'Code' }).click();
   await B.keyboard.press('Control+Home');
   await B.keyboard.type('# bob offline\n');
-  await bob.ctx.setOffline(false);
   await B.evaluate(() => { window.__offline = false; });
+  await bob.ctx.setOffline(false);
   await until(B, 'reconnected', () => !document.querySelector('.banner'));
   await B.getByRole('list', { name: 'Chat history' }).getByText('while you were away').waitFor({ timeout: T });
   const resumed = await converged([A, B], sessionId, 'after the reconnect');

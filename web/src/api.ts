@@ -59,6 +59,14 @@ function setState(s: SocketState) {
 let socketCount = 0;
 let client: Client | null = null;
 
+// A network that drops silently leaves a socket open but dead, and its
+// close handshake would hang too: the client pings after 10 s without a
+// pong and drops (terminates) a socket whose pong is 6 s late, or at once
+// when the browser goes offline. Subscriptions resume on the next socket.
+const PING_EVERY = 10_000;
+const PONG_WITHIN = 6_000;
+let pongDue: ReturnType<typeof setTimeout> | undefined;
+
 /** The socket (created on first use; reconnects with backoff for ever). */
 export function ws(): Client {
   if (client) return client;
@@ -72,20 +80,34 @@ export function ws(): Client {
       const t = await accessToken();
       return t ? { authorization: `Bearer ${t}` } : {};
     },
+    keepAlive: PING_EVERY,
     retryAttempts: Infinity,
     shouldRetry: () => true,
+    // Backoff, cut short when the browser comes back online.
     retryWait: async (retries) => {
       const ms = Math.min(10_000, 300 * 2 ** retries) * (0.5 + Math.random() / 2);
-      await new Promise((r) => setTimeout(r, ms));
+      await new Promise<void>((r) => {
+        const done = () => { clearTimeout(t); window.removeEventListener('online', done); r(); };
+        const t = setTimeout(done, ms);
+        window.addEventListener('online', done);
+      });
     },
     on: {
       connected: () => setState('connected'),
+      ping: (received) => {
+        if (received) return; // the server's, answered by the client
+        clearTimeout(pongDue);
+        pongDue = setTimeout(() => client?.terminate(), PONG_WITHIN);
+      },
+      pong: (received) => { if (received) clearTimeout(pongDue); },
       closed: (e) => {
+        clearTimeout(pongDue);
         if (socketCount > 0) setState('reconnecting');
         if ((e as CloseEvent)?.code === 4403) void refresh().catch(() => {});
       },
     },
   });
+  window.addEventListener('offline', () => client?.terminate());
   return client;
 }
 
