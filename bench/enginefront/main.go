@@ -104,6 +104,7 @@ func viaDocker(ctx context.Context, cli *docker.Client) error {
 	if err != nil {
 		return err
 	}
+	// One removal, on every path (forced: an error can leave it running).
 	defer cli.ContainerRemove(ctx, c.ID, docker.ContainerRemoveOptions{Force: true})
 	w := cli.ContainerWait(ctx, c.ID, docker.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
 	if _, err := cli.ContainerStart(ctx, c.ID, docker.ContainerStartOptions{}); err != nil {
@@ -117,8 +118,7 @@ func viaDocker(ctx context.Context, cli *docker.Client) error {
 	case err := <-w.Error:
 		return err
 	}
-	_, err = cli.ContainerRemove(ctx, c.ID, docker.ContainerRemoveOptions{})
-	return err
+	return nil
 }
 
 func viaContainerd(ctx context.Context, cc *client.Client, img client.Image, i int) error {

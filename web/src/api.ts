@@ -97,7 +97,7 @@ export function ws(): Client {
       ping: (received) => {
         if (received) return; // the server's, answered by the client
         clearTimeout(pongDue);
-        pongDue = setTimeout(() => client?.terminate(), PONG_WITHIN);
+        pongDue = setTimeout(dropSocket, PONG_WITHIN);
       },
       pong: (received) => { if (received) clearTimeout(pongDue); },
       closed: (e) => {
@@ -107,7 +107,7 @@ export function ws(): Client {
       },
     },
   });
-  window.addEventListener('offline', () => client?.terminate());
+  window.addEventListener('offline', dropSocket);
   return client;
 }
 
