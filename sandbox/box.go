@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,7 +165,14 @@ func (d *Docker) remove(b *box) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := d.cli.ContainerRemove(ctx, b.id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
+	_, err := d.cli.ContainerRemove(ctx, b.id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	switch {
+	case err == nil || isNotFound(err):
+	case removalInProgress(err):
+		// Another runner's sweep got there first: wait for its removal,
+		// so that on return the container is gone either way.
+		d.waitRemoved(ctx, b.id)
+	default:
 		d.log.Error("sandbox: remove container", "container", b.id, "err", err)
 	}
 	// ContainerWait's goroutine blocks until its result is received.
@@ -173,6 +181,25 @@ func (d *Docker) remove(b *box) {
 		case <-b.waited.Result:
 		case <-b.waited.Error:
 		case <-ctx.Done():
+		}
+	}
+}
+
+// removalInProgress tells the engine's answer to a forced remove of a
+// container that someone else is already removing (409 on current
+// engines, 400 on old ones; only the message is common to both).
+func removalInProgress(err error) bool {
+	return strings.Contains(err.Error(), "removal of container") && strings.Contains(err.Error(), "already in progress")
+}
+
+// waitRemoved waits until the engine has removed the container.
+func (d *Docker) waitRemoved(ctx context.Context, id string) {
+	w := d.cli.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionRemoved})
+	select {
+	case <-w.Result:
+	case err := <-w.Error:
+		if !isNotFound(err) {
+			d.log.Error("sandbox: wait for a container's removal", "container", id, "err", err)
 		}
 	}
 }

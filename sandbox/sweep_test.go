@@ -1,12 +1,19 @@
 package sandbox_test
 
 import (
+	"context"
+	"log/slog"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/codecrafter/codecrafter"
+	"github.com/codecrafter/codecrafter/internal/testenv"
 	"github.com/codecrafter/codecrafter/sandbox"
 )
 
@@ -57,6 +64,62 @@ func TestSweepSparesLiveRunners(t *testing.T) {
 	}
 	if used != warm[0] {
 		t.Errorf("the first runner used %.12s, not its warm %.12s", used, warm[0])
+	}
+}
+
+// TestConcurrentSweeps starts two runners at once, as two servers
+// restarting together would: both sweeps meet the same leftovers, and each
+// runner starts only once they are gone, whichever of the two removed them.
+func TestConcurrentSweeps(t *testing.T) {
+	t.Parallel()
+	cfg := sandbox.Config{Instance: "test-" + codecrafter.NewID(), Pool: map[string]int{}}
+	probe, _ := newRunner(t, cfg)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Split(probe.Owner(), "/") // host/pid/start/nonce
+	f[1], f[3] = strconv.Itoa(dead.Process.Pid), "crashed"
+	gone := strings.Join(f, "/")
+	for range 8 {
+		startIdle(t, cfg.Instance, gone)
+	}
+
+	type started struct {
+		d    *sandbox.Docker
+		err  error
+		left []string
+	}
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	results := make(chan started, 2)
+	for range 2 {
+		go func() {
+			d, err := sandbox.NewDocker(testenv.Context(t, time.Minute), cfg, sandbox.DefaultRuntimes(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			var left []string
+			if err == nil { // through the API, at once: the CLI's start would give removals time
+				var list client.ContainerListResult
+				list, err = cli.ContainerList(context.Background(), client.ContainerListOptions{All: true,
+					Filters: client.Filters{}.Add("label", sandbox.LabelOwner+"="+gone)})
+				for _, c := range list.Items {
+					left = append(left, c.ID[:12])
+				}
+			}
+			results <- started{d, err, left}
+		}()
+	}
+	for i := range 2 {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("runner %d: %v", i+1, r.err)
+		}
+		t.Cleanup(func() { _ = r.d.Close() })
+		if len(r.left) > 0 {
+			t.Errorf("runner %d started with the dead runner's containers still there: %v", i+1, r.left)
+		}
 	}
 }
 
