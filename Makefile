@@ -42,9 +42,10 @@ test: services images test-web
 		| sed -E 's/ of statements in .*/ of our statements/'  # -coverpkg names every package on every line
 	@$(GO) tool cover -func=cover.out | tail -n 1 | awk '{print "total coverage (own packages, generated code excluded): " $$3}'
 
-## test-web: the web client's unit tests (Vitest), then two Chromium users on a real `codecrafter serve` (web/e2e)
+## test-web: the web client's unit tests (Vitest), Apollo Client, graphql-ws and subscriptions-transport-ws from Node, then two Chromium users, each on a real `codecrafter serve` (web/e2e)
 test-web: build images
 	cd web && npx vitest run
+	cd web && CODECRAFTER_BIN=../$(BIN)/codecrafter node e2e/clients.e2e.mjs
 	@command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || true
 	@if ! command -v chromium >/dev/null 2>&1; then \
 		if [ "$${CI:-false}" = true ]; then echo "test-web: chromium is missing and CI=true"; exit 1; fi; \

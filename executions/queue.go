@@ -2,6 +2,7 @@ package executions
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,9 +36,14 @@ type QueueInfo struct {
 // defaultRunTime is the run time assumed before one was seen.
 const defaultRunTime = time.Second
 
+// maxNoted is the most cached runs a new run is placed among before the
+// next read (FairOrder is quadratic): past it, its place shows from then.
+const maxNoted = 256
+
 type queueView struct {
 	mu      sync.Mutex
-	at      time.Time // of the last read
+	at      time.Time                // of the last read
+	pending []*codecrafter.Execution // as read, with the runs noted since
 	info    map[string]QueueInfo
 	running map[string]time.Time // RUNNING at the last read: their start
 	runTime time.Duration        // moving average of claim to finish
@@ -93,14 +99,38 @@ func (s *Service) queueInfos(ctx context.Context) (map[string]QueueInfo, time.Ti
 			}
 		}
 	}
-	slots := max(len(running), 1)
-	order := events.FairOrder(pending)
-	info := make(map[string]QueueInfo, len(order))
+	q.at, q.pending, q.running = now, pending, running
+	q.index()
+	return q.info, now, nil
+}
+
+// index places the cached runs.
+func (q *queueView) index() {
+	slots := max(len(q.running), 1)
+	order := events.FairOrder(q.pending)
+	q.info = make(map[string]QueueInfo, len(order))
 	for i, e := range order {
-		info[e.ID] = QueueInfo{Position: i, EstimatedStart: time.Duration(i+1) * q.runTime / time.Duration(slots)}
+		q.info[e.ID] = QueueInfo{Position: i, EstimatedStart: time.Duration(i+1) * q.runTime / time.Duration(slots)}
 	}
-	q.at, q.info, q.running = now, info, running
-	return info, now, nil
+}
+
+// noteQueued places a run this replica has just stored among the cached
+// ones, so that the execute mutation's answer and the run's first events
+// carry its place without another read. Other replicas' new runs are
+// placed from the next read on.
+func (s *Service) noteQueued(e *codecrafter.Execution) {
+	q := &s.places
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.info == nil || len(q.pending) >= maxNoted {
+		return // the next read places it
+	}
+	if slices.ContainsFunc(q.pending, func(p *codecrafter.Execution) bool { return p.ID == e.ID }) {
+		return // read after it was stored
+	}
+	c := *e
+	q.pending = append(slices.Clip(q.pending), &c) // the read's slice stays as it was
+	q.index()
 }
 
 // OutputEvent is one executionOutput event: a chunk, and while the run is

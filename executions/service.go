@@ -179,6 +179,7 @@ func (s *Service) Execute(ctx context.Context, in ExecuteInput) (*codecrafter.Ex
 	if err := s.store.CreateExecution(ctx, e); err != nil {
 		return nil, err
 	}
+	s.noteQueued(e)
 
 	// The run is stored: finish queueing it even if the caller goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.EnqueueTimeout)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,6 +16,14 @@ const (
 	queueOutputQ = `subscription($id: ID!) { executionOutput(executionId: $id) { seq status queuePosition estimatedStartMs } }`
 	queueSessQ   = `subscription($s: ID!) { sessionExecutions(sessionId: $s) { id status queuePosition estimatedStartMs } }`
 )
+
+// enqueue runs execute, asking for the run's place.
+func enqueue(t *testing.T, c *gqltest.Client, in map[string]any) queuedRun {
+	t.Helper()
+	var out struct{ Execute queuedRun }
+	c.Do(t, `mutation($in: ExecuteInput!) { execute(input: $in) { id status queuePosition estimatedStartMs startedAt } }`, map[string]any{"in": in}, &out)
+	return out.Execute
+}
 
 type queuedRun struct {
 	ID               string
@@ -70,11 +79,24 @@ func testQueue(t *testing.T, ta *testApp) {
 		"code": "import time\nprint('holding the slot', flush=True)\ntime.sleep(28)\n"})
 	waitRun(t, alice.Client, blocker.ID, func(r queuedRun) bool { return r.Status == "RUNNING" }, "the blocker running")
 
+	// execute's own answer has the run's place: runs this replica stores
+	// are placed among the cached ones without waiting for the next read.
 	var hers []string
+	prevPlace := -1
 	for range 3 {
-		hers = append(hers, execute(t, alice.Client, map[string]any{"language": "python", "sessionId": session, "code": "print('alice')"}).ID)
+		r := enqueue(t, alice.Client, map[string]any{"language": "python", "sessionId": session, "code": "print('alice')"})
+		if r.Status != "QUEUED" || r.QueuePosition == nil || *r.QueuePosition <= prevPlace || r.EstimatedStartMs == nil {
+			t.Errorf("execute's answer for her run after position %d: %+v", prevPlace, r)
+		} else {
+			prevPlace = *r.QueuePosition
+		}
+		hers = append(hers, r.ID)
 	}
-	his := execute(t, bob.Client, map[string]any{"language": "python", "code": "print('bob')"}).ID
+	hisRun := enqueue(t, bob.Client, map[string]any{"language": "python", "code": "print('bob')"})
+	if hisRun.QueuePosition == nil || *hisRun.QueuePosition != 0 {
+		t.Errorf("execute's answer for bob's run: %+v, want position 0 (fewer runs outstanding)", hisRun)
+	}
+	his := hisRun.ID
 
 	// Positions settle within a refresh of the store read.
 	want := map[string]int{his: 0, hers[0]: 1, hers[1]: 2, hers[2]: 3}
@@ -103,12 +125,21 @@ func testQueue(t *testing.T, ta *testApp) {
 	if o := first3.ExecutionOutput; o.Status != "QUEUED" || o.QueuePosition == nil || *o.QueuePosition != 3 || o.EstimatedStartMs == nil {
 		t.Errorf("first executionOutput event: %+v", o)
 	}
-	// sessionExecutions: her last run with its settled place.
+	// sessionExecutions: each of her runs' first event has a place; her
+	// last run comes with its settled one.
+	seen := map[string]bool{}
 	for {
 		var ev struct{ SessionExecutions queuedRun }
 		nextEvent(t, statuses).Decode(t, &ev)
-		t.Logf("sessionExecutions: %s %s %v", ev.SessionExecutions.ID, ev.SessionExecutions.Status, ptrStr(ev.SessionExecutions.QueuePosition))
-		if e := ev.SessionExecutions; e.ID == hers[2] && e.QueuePosition != nil && *e.QueuePosition == 3 {
+		e := ev.SessionExecutions
+		t.Logf("sessionExecutions: %s %s %v", e.ID, e.Status, ptrStr(e.QueuePosition))
+		if slices.Contains(hers, e.ID) && !seen[e.ID] {
+			seen[e.ID] = true
+			if e.Status != "QUEUED" || e.QueuePosition == nil {
+				t.Errorf("first sessionExecutions event of %s: %+v, want QUEUED with a place", e.ID, e)
+			}
+		}
+		if e.ID == hers[2] && e.QueuePosition != nil && *e.QueuePosition == 3 {
 			break
 		}
 	}

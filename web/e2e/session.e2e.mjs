@@ -6,56 +6,20 @@
 // (default ../bin/codecrafter) on a free port with a fresh data dir.
 // SCREENSHOTS=dir saves pictures of the session page there.
 import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { startServer } from './serve.mjs';
 
 const T = 30_000; // the longest any one step may wait (a cold sandbox included)
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
 
-let server, dataDir, browser;
+let server, browser;
 const pages = {}; // by user, for pictures of a failure
 const failures = [];
 const log = (...a) => console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
-
-async function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    }).on('error', fail);
-  });
-}
-
-async function startServer() {
-  if (process.env.BASE_URL) return process.env.BASE_URL.replace(/\/$/, '');
-  const bin = resolve(process.env.CODECRAFTER_BIN ?? '../bin/codecrafter');
-  const port = await freePort();
-  dataDir = mkdtempSync(join(tmpdir(), 'cc-e2e-'));
-  const base = `http://127.0.0.1:${port}`;
-  // One run at a time (-worker-concurrency 1): a second one waits in the queue.
-  server = spawn(bin, ['serve', '-addr', `127.0.0.1:${port}`, '-data-dir', dataDir, '-metrics-addr', '', '-log-format', 'text', '-log-level', 'warn',
-    '-worker-concurrency', '1'], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, MONGO_URI: '', REDIS_URL: '', AMQP_URL: '' },
-  });
-  const exited = new Promise((_, fail) => server.once('exit', (c) => fail(new Error(`server exited (${c}) before it was ready`))));
-  const ready = (async () => {
-    for (;;) {
-      try {
-        if ((await fetch(`${base}/readyz`)).ok) return;
-      } catch { /* not listening yet */ }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  })();
-  await Promise.race([ready, exited, new Promise((_, f) => setTimeout(() => f(new Error('server not ready in 60 s')), 60_000))]);
-  log('server ready at', base);
-  return base;
-}
 
 /** Waits until fn() (run in the page) is truthy. */
 async function until(page, what, fn, arg) {
@@ -163,7 +127,8 @@ async function newContext(name) {
 }
 
 async function main() {
-  const base = await startServer();
+  server = await startServer(log);
+  const { base } = server;
   browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
   const stamp = Date.now();
   const ann = await newContext('ann');
@@ -395,11 +360,6 @@ async function main() {
   log('PASS');
 }
 
-// Interrupted (make stopped), or crashed on an error no step caught (a
-// route handler's, say): take the server along.
-for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
-process.once('exit', () => server?.exitCode === null && server.kill('SIGTERM'));
-
 let code = 0;
 try {
   await main();
@@ -412,10 +372,6 @@ try {
   console.error('pages at the failure:', dir);
 } finally {
   await browser?.close().catch(() => {});
-  if (server) {
-    server.kill('SIGTERM');
-    await new Promise((r) => (server.exitCode !== null ? r() : server.once('exit', r)));
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  await server?.stop();
 }
 process.exit(code);
