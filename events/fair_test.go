@@ -1,6 +1,8 @@
 package events_test
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -86,6 +88,63 @@ func TestYields(t *testing.T) {
 	} {
 		if got := events.Yields(tc.pending, "a"); got != tc.want {
 			t.Errorf("%s: Yields = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// naiveFairOrder is FairOrder as first written, by its definition: each
+// time, the oldest run left, or the lightest user's oldest when that user
+// has FairMargin fewer runs outstanding.
+func naiveFairOrder(pending []*codecrafter.Execution) []*codecrafter.Execution {
+	load := map[string]int{}
+	var queued []*codecrafter.Execution
+	for _, e := range pending {
+		if e.Status == codecrafter.StatusRunning || e.Status == codecrafter.StatusQueued {
+			load[e.UserID]++
+		}
+		if e.Status == codecrafter.StatusQueued {
+			queued = append(queued, e)
+		}
+	}
+	out := make([]*codecrafter.Execution, 0, len(queued))
+	placed := make([]bool, len(queued))
+	for len(out) < len(queued) {
+		oldest, lightest := -1, -1
+		for i, e := range queued {
+			if placed[i] {
+				continue
+			}
+			if oldest < 0 {
+				oldest = i
+			}
+			if lightest < 0 || load[e.UserID] < load[queued[lightest].UserID] {
+				lightest = i
+			}
+		}
+		pick := oldest
+		if load[queued[lightest].UserID]+events.FairMargin <= load[queued[oldest].UserID] {
+			pick = lightest
+		}
+		placed[pick] = true
+		out = append(out, queued[pick])
+	}
+	return out
+}
+
+// TestFairOrderMatchesDefinition: the heap's order is the definition's,
+// on random queues of up to 200 runs over 1 to 30 users.
+func TestFairOrderMatchesDefinition(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	statuses := []codecrafter.ExecutionStatus{codecrafter.StatusQueued, codecrafter.StatusQueued, codecrafter.StatusQueued, codecrafter.StatusRunning, codecrafter.StatusSucceeded}
+	for round := range 500 {
+		n, users := rng.IntN(200), 1+rng.IntN(30)
+		pending := make([]*codecrafter.Execution, n)
+		for i := range pending {
+			pending[i] = &codecrafter.Execution{ID: fmt.Sprint(i), UserID: fmt.Sprint("u", rng.IntN(users)), Status: statuses[rng.IntN(len(statuses))]}
+		}
+		got, want := events.FairOrder(pending), naiveFairOrder(pending)
+		if !slices.Equal(got, want) {
+			t.Fatalf("round %d (%d runs, %d users): order differs from the definition's", round, n, users)
 		}
 	}
 }
