@@ -100,7 +100,7 @@ func (b *fakeBackend) next(t *testing.T) received {
 	select {
 	case r := <-b.got:
 		return r
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the backend got no command")
 		return received{}
 	}
@@ -160,7 +160,7 @@ func TestWireProxySerialisesWrites(t *testing.T) {
 		t.Fatalf("backend got %q, want B's insert", second.command)
 	}
 	close(second.reply)
-	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b.SetReadDeadline(time.Now().Add(30 * time.Second))
 	reply, err := readMessage(bufio.NewReader(b))
 	if err != nil {
 		t.Fatalf("B's reply: %v", err)

@@ -42,8 +42,8 @@ func next(t *testing.T, writes <-chan []codecrafter.OutputChunk) []codecrafter.O
 	select {
 	case c := <-writes:
 		return c
-	case <-time.After(5 * time.Second):
-		t.Fatal("no write within 5 s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no write within 30 s")
 		return nil
 	}
 }
