@@ -104,18 +104,28 @@ func Test(t *testing.T, newLimiter NewLimiter) {
 		// is allowed in it, then none. On a machine so loaded that the
 		// window ends again before the third attempt, that window's
 		// attempts say nothing: wait for the next and try again.
+		// A third attempt allowed although our clock says the window is on
+		// began a window itself: Redis expires keys by the wall clock, which
+		// a virtual machine's may step forward (seen in CI beside a burner).
+		// Count again from it; a limiter that allows max+1 fails every time.
 		for range 5 {
-			second, third := take(t, l, "k"), take(t, l, "k")
+			second := take(t, l, "k")
+			thirdAt := time.Now()
+			third := take(t, l, "k")
 			if time.Since(at) >= window {
 				at = allowed()
 				continue
 			}
-			if second != 0 || third == 0 {
-				t.Fatalf("in a new window: second attempt refused for %v, third for %v; want allowed, refused", second, third)
+			if second != 0 {
+				t.Fatalf("in a new window: second attempt refused for %v; want allowed", second)
+			}
+			if third == 0 {
+				at = thirdAt
+				continue
 			}
 			return
 		}
-		t.Fatal("five new windows ended before three attempts were made in one")
+		t.Fatal("five times in a row, a window ended before three attempts were made in it or its third attempt was allowed")
 	})
 
 	// The login limiter's defect: concurrent attempts all checked before
