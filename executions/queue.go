@@ -129,8 +129,8 @@ func (s *Service) noteQueued(e *codecrafter.Execution) {
 	if slices.ContainsFunc(q.pending, func(p *codecrafter.Execution) bool { return p.ID == e.ID }) {
 		return // read after it was stored
 	}
-	c := *e
-	q.pending = append(slices.Clip(q.pending), &c) // the read's slice stays as it was
+	c := *e // the caller goes on setting fields of e
+	q.pending = append(q.pending, &c)
 	q.index()
 }
 
